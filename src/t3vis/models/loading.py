@@ -1,0 +1,38 @@
+"""Load sequence classifiers with eager attention (other kernels return no attention weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from t3vis.errors import NotFoundError
+
+
+def load_classifier(path: str | Path, *, num_labels: int | None = None, label_names: list[str] | None = None,
+                    device: str | None = None):
+    """(model, tokenizer) from a local folder, eval mode, eager attention. Never downloads."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise NotFoundError(f"no model at {path}: expected a Hugging Face model folder with config.json")
+    kwargs = {"attn_implementation": "eager", "local_files_only": True}
+    if label_names is not None:
+        num_labels = len(label_names)
+        kwargs["id2label"] = dict(enumerate(label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    ensure_padding(model, tokenizer)
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
+def ensure_padding(model, tokenizer) -> None:
+    """Decoder models (GPT-2) ship without a pad token; reuse end-of-sequence, as is customary."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,189 @@
+"""One fused pass over the probe set: hidden states, outputs, head importance, attention.
+
+A single forward with hidden states and attention weights, gates on every head, then one
+`torch.autograd.grad` to the gated head outputs: the per-example gradient of the loss with
+respect to each head's gate (Michel et al. 2019) without touching any parameter's `.grad`.
+The model is left as it was found: training flags restored, hooks removed.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from t3vis.errors import InvalidInputError
+from t3vis.models.gates import gated_heads
+from t3vis.models.structure import AttentionLayout, find_attention_layout
+from t3vis.record.attention_stats import AttentionStats
+
+
+@dataclass
+class ProbeResult:
+    """Everything one probe pass measures, for the examples it was given, in their order."""
+
+    hidden: np.ndarray          # (L+1, n, d) float16
+    logits: np.ndarray          # (n, C) float32
+    loss: np.ndarray            # (n,) float32, NaN where the model's output was not finite
+    gate_grads: np.ndarray      # (n, L, H) float32, signed d loss / d gate; 0 for NaN examples
+    attention: AttentionStats
+
+    @property
+    def probs(self) -> np.ndarray:
+        z = self.logits - np.nanmax(self.logits, axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    @property
+    def nan(self) -> np.ndarray:
+        return ~np.isfinite(self.logits).all(axis=1) | ~np.isfinite(self.loss)
+
+
+@contextmanager
+def inspection_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode with gradients on; restores every module's training flag afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def resolve_pooling(pooling: str, tokenizer) -> str:
+    if pooling == "auto":
+        # encoders summarise into a leading [CLS]/<s>; decoders into the last token
+        return "cls" if getattr(tokenizer, "cls_token", None) is not None else "last"
+    if pooling not in ("cls", "mean", "last"):
+        raise InvalidInputError(f"unknown pooling {pooling!r}; choose cls, mean, last or auto")
+    return pooling
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """hidden (B, T, d), mask (B, T) -> (B, d)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        m = mask[..., None].to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask.long() * positions).argmax(1)  # last non-padding position, any padding side
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def validate_probe_set(texts: Sequence[str], labels: Sequence[int], num_labels: int) -> np.ndarray:
+    if len(texts) == 0:
+        raise InvalidInputError("the probe set is empty: give at least one text and label to record")
+    if len(texts) != len(labels):
+        raise InvalidInputError(f"{len(texts)} texts but {len(labels)} labels: give one label per text")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("labels must be class indices (integers); map label names to 0..C-1 first") from None
+    bad = (labels < 0) | (labels >= num_labels)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(f"label {labels[i]} of example {i} is outside the model's classes 0..{num_labels - 1}; "
+                                f"the model has {num_labels} labels (set num_labels when loading it)")
+    not_text = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if not_text:
+        raise InvalidInputError(f"example {not_text[0]} is {type(texts[not_text[0]]).__name__}, not text")
+    return labels
+
+
+def _separator_ids(tokenizer) -> list[int]:
+    ids = {getattr(tokenizer, name, None) for name in ("sep_token_id", "eos_token_id")}
+    return sorted(i for i in ids if i is not None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel or DataParallel."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+          pooling: str = "auto", batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
+          layout: AttentionLayout | None = None, hidden_out: np.ndarray | None = None,
+          progress: Callable[[int], None] | None = None) -> ProbeResult:
+    """Run the fused probe pass. hidden_out, if given, is filled in place (a memory-mapped file)."""
+    model = unwrap(model)
+    num_labels = int(model.config.num_labels)
+    labels = validate_probe_set(texts, labels, num_labels)
+    layout = layout or find_attention_layout(model)
+    pooling = resolve_pooling(pooling, tokenizer)
+    device = next(model.parameters()).device
+    L, H, n = layout.num_layers, layout.num_heads, len(texts)
+
+    hidden = hidden_out if hidden_out is not None else np.empty((L + 1, n, layout.hidden_size), np.float16)
+    logits_all = np.empty((n, num_labels), np.float32)
+    loss_all = np.empty(n, np.float32)
+    grads_all = np.zeros((n, L, H), np.float32)
+    stats = AttentionStats(L, H, thumbnail_size)
+    separators = torch.tensor(_separator_ids(tokenizer), device=device)
+
+    # sort by length so each batch pads little; results are scattered back to input order
+    lengths = [len(t) for t in texts]
+    order = np.argsort(lengths, kind="stable")
+    with inspection_mode(model):
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt", padding_side="right")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            gold = torch.as_tensor(labels[rows], device=device)
+            out = _probe_batch(model, layout, enc, gold, pooling, stats, separators)
+            hidden[:, rows] = out["hidden"]
+            logits_all[rows] = out["logits"]
+            loss_all[rows] = out["loss"]
+            grads_all[rows] = out["gate_grads"]
+            if progress is not None:
+                progress(len(rows))
+    return ProbeResult(hidden, logits_all, loss_all, grads_all, stats)
+
+
+def _probe_batch(model, layout, enc, gold, pooling, stats, separators) -> dict[str, np.ndarray]:
+    gates = torch.ones(layout.num_layers, layout.num_heads, device=gold.device, requires_grad=True)
+    contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keep(layer, context, gated):
+        contexts.append((context, gated))
+
+    with gated_heads(layout, gates, on_gated=keep):
+        out = model(**enc, output_hidden_states=True, output_attentions=True)
+    logits = out.logits.float()
+    loss = nn.functional.cross_entropy(logits, gold, reduction="none")
+    finite = torch.isfinite(loss)
+    # examples are independent in eval mode, so the gradient of the summed loss with respect
+    # to example b's gated context is the gradient of b's own loss
+    grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [g for _, g in contexts], allow_unused=True)
+    B, H = gold.shape[0], layout.num_heads
+    per_example = []
+    for (context, _), grad in zip(contexts, grads):
+        if grad is None:
+            per_example.append(torch.zeros(B, H, device=gold.device))
+            continue
+        prod = (context.detach() * grad).view(B, -1, H, layout.head_dim)
+        per_example.append(prod.sum((1, 3)))
+    gate_grads = torch.stack(per_example, 1)                               # (B, L, H)
+    gate_grads = torch.where(finite[:, None, None], torch.nan_to_num(gate_grads), 0.0)
+
+    mask = enc["attention_mask"].bool()
+    with torch.no_grad():
+        separator = torch.isin(enc["input_ids"], separators) & mask
+        separator[:, 0] = False  # GPT-2's eos doubles as bos; the first token has its own summary
+        for layer, attn in enumerate(out.attentions):
+            stats.add_layer(layer, attn, mask, separator)
+        pooled = torch.stack([pool(h.detach(), mask, pooling) for h in out.hidden_states])  # (L+1, B, d)
+    return {
+        "hidden": pooled.to(torch.float16).cpu().numpy(),
+        "logits": logits.detach().cpu().numpy(),
+        "loss": loss.detach().cpu().numpy(),
+        "gate_grads": gate_grads.detach().cpu().numpy(),
+    }

@@ -1,0 +1,84 @@
+"""The on-disk contract of a run directory, imported by both writer and reader.
+
+Format v1:
+
+    RUN/
+      run.json                  RunMeta below
+      examples.parquet          id, split, text, label, probe_row (-1: seen in training, not probed)
+      dynamics/part-*.parquet   id, epoch, step, gold_prob, correct (one part per flush)
+      checkpoints/step-00001200/
+        meta.json               CheckpointMeta below; written last, so its presence marks a complete checkpoint
+        outputs.parquet         id, pred, loss, gold_prob, correct, nan, probs (row i = probe row i)
+        hidden.npy              float16 (layers+1, N, d): pooled state per layer, layer-major
+        heads.npz               importance (L, H), importance_raw (L, H), example_gate_grads
+                                (N, L, H) float16 scaled by gate_grad_scale, attention summaries
+                                (L, H) each, thumbnails (L, H, K, K), thumbnail_counts (K, K)
+        weights/                safetensors + config + tokenizer, unless meta.json names another location
+      cache/                    derived arrays, safe to delete
+
+Checkpoints are staged in `checkpoints/.staging-*` and renamed into place, so a reader
+never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+
+RUN_META = "run.json"
+EXAMPLES = "examples.parquet"
+DYNAMICS_DIR = "dynamics"
+CHECKPOINTS_DIR = "checkpoints"
+CACHE_DIR = "cache"
+STAGING_PREFIX = ".staging-"
+
+CHECKPOINT_META = "meta.json"
+OUTPUTS = "outputs.parquet"
+HIDDEN = "hidden.npy"
+HEADS = "heads.npz"
+WEIGHTS_DIR = "weights"
+
+EXAMPLE_COLUMNS = ("id", "split", "text", "label", "probe_row")
+OUTPUT_COLUMNS = ("id", "pred", "loss", "gold_prob", "correct", "nan", "probs")
+DYNAMICS_COLUMNS = ("id", "epoch", "step", "gold_prob", "correct")
+
+# Per-head attention summaries stored in heads.npz, each (L, H), averaged over the
+# non-padding query positions of every probe example.
+ATTENTION_SUMMARIES = (
+    "entropy",          # nats, of each query's attention distribution
+    "to_first",         # attention mass on the first token
+    "to_separator",     # attention mass on separator / end tokens
+    "to_self",          # attention mass on the query's own position
+    "to_previous",      # attention mass on the position before the query
+    "to_next",          # attention mass on the position after the query
+    "distance",         # expected |query - key| in tokens
+)
+
+POOLINGS = ("cls", "mean", "last")
+
+# Keys of run.json, with what each holds.
+RUN_META_KEYS = {
+    "format_version": "int, FORMAT_VERSION of the writer",
+    "t3vis_version": "str",
+    "model": "dict: name_or_path, architecture, model_type, num_parameters",
+    "task": "str, e.g. sequence-classification",
+    "label_names": "list[str], index = class id",
+    "num_layers": "int, transformer blocks (hidden.npy has num_layers + 1 rows)",
+    "num_heads": "int, heads per block",
+    "hidden_size": "int",
+    "pooling": "one of POOLINGS",
+    "max_length": "int, tokens per example in the probe pass",
+    "thumbnail_size": "int, K of the attention thumbnails",
+    "num_probe": "int, N",
+    "created": "ISO time",
+}
+
+
+def checkpoint_dirname(step: int) -> str:
+    return f"step-{int(step):08d}"
+
+
+def parse_checkpoint_dirname(name: str) -> int | None:
+    if not name.startswith("step-"):
+        return None
+    digits = name[len("step-"):]
+    return int(digits) if digits.isdigit() else None

@@ -1,0 +1,149 @@
+"""Write a run directory (format in schema.py). Every file lands atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from t3vis.errors import InvalidInputError
+from t3vis.store import schema
+from t3vis.store.atomic import (
+    remove_stale_staging,
+    staged_directory,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def examples_table(df: pd.DataFrame) -> pa.Table:
+    missing = [c for c in schema.EXAMPLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise InvalidInputError(f"examples table lacks column(s) {missing}")
+    if df["id"].duplicated().any():
+        dup = df.loc[df["id"].duplicated(), "id"].iloc[0]
+        raise InvalidInputError(f"example id {dup} appears twice; ids must be unique")
+    df = df.copy()
+    df["id"] = df["id"].astype("int64")
+    df["label"] = df["label"].astype("int64")
+    df["probe_row"] = df["probe_row"].astype("int64")
+    df["split"] = df["split"].astype(str)
+    df["text"] = df["text"].astype(str)
+    return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+
+
+class CheckpointStage:
+    """The files of one checkpoint while it is being written, in a hidden staging folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.meta_extra: dict = {}
+
+    def hidden_array(self, num_layers_plus_one: int, num_examples: int, hidden_size: int) -> np.ndarray:
+        """A float16 memory-mapped array to fill in place (layer-major)."""
+        return np.lib.format.open_memmap(
+            self.path / schema.HIDDEN, mode="w+", dtype=np.float16,
+            shape=(num_layers_plus_one, num_examples, hidden_size),
+        )
+
+    def write_outputs(self, outputs: pd.DataFrame) -> None:
+        missing = [c for c in schema.OUTPUT_COLUMNS if c not in outputs.columns]
+        if missing:
+            raise InvalidInputError(f"checkpoint outputs lack column(s) {missing}")
+        probs = np.asarray(np.stack(outputs["probs"].to_numpy()), dtype=np.float32)
+        cols = {
+            "id": pa.array(outputs["id"].to_numpy(np.int64)),
+            "pred": pa.array(outputs["pred"].to_numpy(np.int32)),
+            "loss": pa.array(outputs["loss"].to_numpy(np.float32)),
+            "gold_prob": pa.array(outputs["gold_prob"].to_numpy(np.float32)),
+            "correct": pa.array(outputs["correct"].to_numpy(bool)),
+            "nan": pa.array(outputs["nan"].to_numpy(bool)),
+            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1]),
+        }
+        pq.write_table(pa.table(cols), self.path / schema.OUTPUTS, compression="zstd")
+
+    def write_heads(self, arrays: dict[str, np.ndarray]) -> None:
+        np.savez(self.path / schema.HEADS, **arrays)
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.path / schema.WEIGHTS_DIR
+
+
+class RunWriter:
+    """Creates a run directory and adds checkpoints and training dynamics to it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    @classmethod
+    def create(cls, run_dir: str | Path, meta: dict, examples: pd.DataFrame) -> "RunWriter":
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for sub in (schema.CHECKPOINTS_DIR, schema.DYNAMICS_DIR, schema.CACHE_DIR):
+            (run_dir / sub).mkdir(exist_ok=True)
+        meta = dict(meta)
+        meta.setdefault("format_version", schema.FORMAT_VERSION)
+        meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        writer = cls(run_dir)
+        writer.write_examples(examples)
+        write_json_atomic(run_dir / schema.RUN_META, meta)  # last: its presence marks a run
+        return writer
+
+    def write_examples(self, examples: pd.DataFrame) -> None:
+        write_bytes_atomic(self.run_dir / schema.EXAMPLES, _parquet_bytes(examples_table(examples)))
+
+    def append_dynamics(self, dynamics: pd.DataFrame) -> None:
+        if dynamics.empty:
+            return
+        table = pa.table({
+            "id": pa.array(dynamics["id"].to_numpy(np.int64)),
+            "epoch": pa.array(dynamics["epoch"].to_numpy(np.int32)),
+            "step": pa.array(dynamics["step"].to_numpy(np.int64)),
+            "gold_prob": pa.array(dynamics["gold_prob"].to_numpy(np.float32)),
+            "correct": pa.array(dynamics["correct"].to_numpy(bool)),
+        })
+        folder = self.run_dir / schema.DYNAMICS_DIR
+        folder.mkdir(exist_ok=True)
+        index = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")), default=-1)
+        write_bytes_atomic(folder / f"part-{index:06d}.parquet", _parquet_bytes(table))
+
+    @contextmanager
+    def checkpoint(self, step: int, *, epoch: float | None, metrics: dict,
+                   weights_location: str | None = None) -> Iterator[CheckpointStage]:
+        """Stage a checkpoint; it becomes visible, complete, when the block ends without error."""
+        parent = self.run_dir / schema.CHECKPOINTS_DIR
+        parent.mkdir(exist_ok=True)
+        remove_stale_staging(parent, schema.STAGING_PREFIX)
+        final = parent / schema.checkpoint_dirname(step)
+        with staged_directory(final, schema.STAGING_PREFIX) as staging:
+            stage = CheckpointStage(staging)
+            yield stage
+            meta = {
+                "step": int(step),
+                "epoch": None if epoch is None else float(epoch),
+                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "metrics": {k: _json_number(v) for k, v in metrics.items()},
+                "weights": weights_location if weights_location is not None else (
+                    schema.WEIGHTS_DIR if stage.weights_dir.exists() else None),
+                **stage.meta_extra,
+            }
+            (staging / schema.CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _json_number(value):
+    value = float(value)
+    return value if np.isfinite(value) else None
