@@ -1,0 +1,26 @@
+"""t3vis: visual analytics for training and fine-tuning Transformers in NLP.
+
+`open_run` and the store need no torch; everything that touches a model is imported
+on first use, so reading a run stays light.
+"""
+
+from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError, T3VisError, UnsupportedModelError
+from t3vis.store.reader import Checkpoint, Run, open_run
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Recorder": ("t3vis.record.recorder", "Recorder"),
+}
+
+__all__ = ["Checkpoint", "CorruptRunError", "InvalidInputError", "NotFoundError", "Recorder", "Run",
+           "T3VisError", "UnsupportedModelError", "open_run", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 't3vis' has no attribute {name!r}")

@@ -1,0 +1,37 @@
+"""Rank awareness under torch.distributed: shard the probe set, gather to rank 0."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def shard(n: int) -> np.ndarray:
+    """This rank's contiguous block of 0..n-1; concatenating blocks in rank order gives 0..n-1."""
+    return np.array_split(np.arange(n), world_size())[rank()]
+
+
+def gather_to_main(obj):
+    """On rank 0: [obj of rank 0, obj of rank 1, ...]; elsewhere None. Single process: [obj]."""
+    if not is_distributed():
+        return [obj]
+    received = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(obj, received, dst=0)
+    return received
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

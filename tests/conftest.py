@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny randomly initialised models of every supported family, built here.
+
+No weights are downloaded: configs are made in code and tokenizers from a word list.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+WORDS = ("the a movie film was is great bad boring fun plot actor script good awful love hate "
+         "scene story funny dull best worst really not very quite so and but").split()
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+
+
+def make_labels(n: int, num_labels: int = 2, seed: int = 0) -> list[int]:
+    rng = random.Random(seed + 1)
+    return [rng.randrange(num_labels) for _ in range(n)]
+
+
+def make_tokenizer(kind: str = "bert"):
+    """A word-level fast tokenizer with the special tokens each family expects."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "gpt2":
+        specials = ["<|endoftext|>"]
+    elif kind == "roberta":
+        specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    else:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(WORDS))}
+    unk = "[UNK]" if "[UNK]" in vocab else ("<unk>" if "<unk>" in vocab else specials[0])
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "roberta":
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>",
+                                       sep_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    if kind == "gpt2":
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                       unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]",
+                                   pad_token="[PAD]", unk_token="[UNK]")
+
+
+ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "gpt2")
+
+
+def make_model(kind: str = "bert", num_labels: int = 2, seed: int = 0):
+    """(model, tokenizer): a 2-layer, 4-head, 32-dim random classifier of the given family."""
+    import torch
+    from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, ElectraConfig,
+                              GPT2Config, RobertaConfig)
+
+    tokenizer = make_tokenizer("gpt2" if kind == "gpt2" else "roberta" if kind == "roberta" else "bert")
+    vocab = len(tokenizer)
+    common = dict(vocab_size=vocab, num_labels=num_labels)
+    if kind == "bert":
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                            max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, **common)
+    elif kind == "roberta":
+        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                               max_position_embeddings=70, pad_token_id=tokenizer.pad_token_id,
+                               bos_token_id=0, eos_token_id=2, **common)
+    elif kind == "distilbert":
+        config = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64,
+                                  pad_token_id=tokenizer.pad_token_id, **common)
+    elif kind == "electra":
+        config = ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=37, max_position_embeddings=64,
+                               pad_token_id=tokenizer.pad_token_id, **common)
+    elif kind == "gpt2":
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, **common)
+    else:
+        raise ValueError(kind)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    return model, tokenizer
+
+
+@pytest.fixture
+def tiny_bert():
+    return make_model("bert")
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A recorded tiny BERT run with two checkpoints and training dynamics: (run_dir, texts, labels)."""
+    import torch
+
+    from t3vis import Recorder
+
+    model, tokenizer = make_model("bert")
+    texts, labels = make_texts(24), make_labels(24)
+    rec = Recorder(tmp_path / "run", model, tokenizer, texts, labels, splits=["train"] * 12 + ["validation"] * 12,
+                   batch_size=8)
+    rec.snapshot(step=0, epoch=0.0)
+    for epoch in range(2):
+        enc = tokenizer(texts[:12], padding=True, return_tensors="pt")
+        logits = model(**enc).logits
+        rec.observe(torch.arange(12), logits, torch.tensor(labels[:12]))
+    rec.snapshot(step=5, epoch=2.0)
+    return tmp_path / "run", texts, labels
