@@ -10,7 +10,9 @@ One forward pass on two dummy tokens, with hooks on every module of the first bl
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -29,6 +31,18 @@ class AttentionLayout:
     @property
     def num_layers(self) -> int:
         return len(self.blocks)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; every module's own training flag restored after it."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _num_layers(config) -> int:
@@ -94,15 +108,12 @@ def find_attention_layout(model: nn.Module) -> AttentionLayout:
 
     for module in names:
         handles.append(module.register_forward_hook(after))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(**inputs, output_attentions=True)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     proper = [n for n in carries_weights if n]  # "" is the block itself
     if not proper:

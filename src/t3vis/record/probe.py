@@ -8,9 +8,8 @@ The model is left as it was found: training flags restored, hooks removed.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 
 from t3vis.errors import InvalidInputError
 from t3vis.models.gates import gated_heads
-from t3vis.models.structure import AttentionLayout, find_attention_layout
+from t3vis.models.structure import AttentionLayout, eval_mode, find_attention_layout
 from t3vis.record.attention_stats import AttentionStats
 
 
@@ -41,19 +40,6 @@ class ProbeResult:
     @property
     def nan(self) -> np.ndarray:
         return ~np.isfinite(self.logits).all(axis=1) | ~np.isfinite(self.loss)
-
-
-@contextmanager
-def inspection_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode with gradients on; restores every module's training flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def resolve_pooling(pooling: str, tokenizer) -> str:
@@ -131,7 +117,7 @@ def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[in
     # sort by length so each batch pads little; results are scattered back to input order
     lengths = [len(t) for t in texts]
     order = np.argsort(lengths, kind="stable")
-    with inspection_mode(model):
+    with eval_mode(model), torch.enable_grad():
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
             enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,

@@ -74,6 +74,16 @@ class Recorder:
             self._create_run(exist_ok)
         dist_utils.barrier()
 
+    def use_model(self, model) -> None:
+        """Probe another model from now on (the next checkpoint of the same architecture)."""
+        inner = unwrap(model)
+        if int(inner.config.num_labels) != self.num_labels:
+            raise InvalidInputError(f"the new model has {inner.config.num_labels} classes, the run {self.num_labels}")
+        layout = find_attention_layout(inner)
+        if (layout.num_layers, layout.num_heads) != (self.layout.num_layers, self.layout.num_heads):
+            raise InvalidInputError("the new model has another number of layers or heads than the run")
+        self.model, self.layout = model, layout
+
     # -- run creation ------------------------------------------------------------------
 
     def _create_run(self, exist_ok: bool) -> None:
@@ -145,6 +155,7 @@ class Recorder:
         if not frames:
             return pd.DataFrame(columns=list(schema.DYNAMICS_COLUMNS))
         obs = pd.concat(frames, ignore_index=True)
+        obs = obs[obs["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
         # without an explicit epoch, the k-th time an example is seen is its epoch k
         implicit = obs["epoch"].to_numpy() < 0
         epochs = obs["epoch"].to_numpy().copy()

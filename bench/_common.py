@@ -1,0 +1,171 @@
+"""Shared helpers for the benchmark suite (not a benchmark itself: run_all picks up bench_*.py only).
+
+A result is a flat dict:
+
+    bench    which benchmark file produced it ("snapshot", "disk")
+    metric   what was measured
+    value    the number
+    unit     "s", "x" (a ratio), "B/example", ...
+    target   the number the value is held against, or None for informational rows
+    op       "<=" or ">=": how value must compare with target to PASS
+    status   "PASS", "MISS" or "" (informational); never affects the exit code
+    detail   free-form dict (raw timings, sizes, settings)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+
+# make `import t3vis` work from a plain checkout too (the venv installs it editable anyway)
+if str(REPO / "src") not in sys.path:
+    sys.path.append(str(REPO / "src"))
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not an integer") from None
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def result(bench: str, metric: str, value: float, unit: str, *, target: float | None = None, op: str = "<=",
+           detail: dict | None = None) -> dict:
+    status = ""
+    if target is not None:
+        ok = value <= target if op == "<=" else value >= target
+        status = "PASS" if ok else "MISS"
+    return {"bench": bench, "metric": metric, "value": float(value), "unit": unit, "target": target,
+            "op": op if target is not None else None, "status": status, "detail": detail or {}}
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str = "cpu") -> float:
+    """Wall seconds of one call, with the accelerator drained before and after."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def demo_texts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """n demo sentences with labels: a fixed random sample (both classes, realistic lengths)."""
+    import numpy as np
+
+    from t3vis.defaults import load_demo_data
+
+    frame = load_demo_data()
+    if n > len(frame):
+        raise SystemExit(f"asked for {n} demo sentences; the demo data has {len(frame)}")
+    rows = np.random.default_rng(seed).permutation(len(frame))[:n]
+    sample = frame.iloc[np.sort(rows)]
+    return sample["text"].tolist(), sample["label"].astype(int).tolist()
+
+
+def load_model(device: str):
+    from transformers.utils import logging as hf_logging
+
+    from t3vis.defaults import load_demo_model
+
+    hf_logging.set_verbosity_error()      # the fresh head's "MISSING classifier" report is expected
+    hf_logging.disable_progress_bar()
+
+    model, tokenizer = load_demo_model()
+    return model.to(device), tokenizer
+
+
+def machine_info() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # the table is still useful without torch details
+        pass
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except Exception:
+        pass
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        info["src_dirty"] = bool(dirty)
+    except Exception:
+        pass
+    return info
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "x":
+        return f"{value:.3f}"
+    if unit == "s":
+        return f"{value:.3f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def format_table(results: list[dict]) -> str:
+    headers = ["bench", "metric", "value", "unit", "target", "status"]
+    rows = []
+    for r in results:
+        target = "" if r.get("target") is None else f"{r['op']} {_fmt(r['target'], r['unit'])}"
+        rows.append([r["bench"], r["metric"], _fmt(r.get("value"), r["unit"]), r["unit"], target, r.get("status", "")])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    right = {2, 4}
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+def standalone(main: Callable[[], list[dict]]) -> None:
+    """Entry point for `python bench/bench_x.py`: run, print the table (exit 0 on PASS and MISS alike)."""
+    results = main()
+    print()
+    print(format_table(results))

@@ -1,0 +1,126 @@
+"""Snapshot time against a plain forward + backward over the same probe set, in the same process.
+
+Baseline: the batches probe.py makes (length-sorted, batch size 32, max_length 128, the same
+tokenizer call), model in eval mode, forward + cross-entropy + loss.backward(), grads zeroed.
+Measured: `t3vis.record.probe.probe` over the same texts (the pass a snapshot makes) and the
+full `Recorder.snapshot(save_weights=False)` (probe + hidden.npy, outputs.parquet, heads.npz).
+Each is warmed up once, then run `repeats` times, interleaved in rotating order so that drift
+on a shared machine hits all three alike; a ratio is the median of the per-round ratios.
+
+    .venv/bin/python bench/bench_snapshot.py [--n 512] [--repeats 3] [--device cpu|cuda|auto]
+
+Environment (used by run_all): T3VIS_BENCH_SNAPSHOT_N, T3VIS_BENCH_REPEATS, T3VIS_BENCH_DEVICE,
+T3VIS_BENCH_TMP (folder for the temporary run; default the system temp folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+TARGET = 1.25
+BATCH_SIZE = 32
+MAX_LENGTH = 128
+
+
+def baseline_pass(model, tokenizer, texts, labels, *, batch_size=BATCH_SIZE, max_length=MAX_LENGTH) -> int:
+    """forward + cross-entropy + backward over probe.py's batches; returns the tokens processed."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    device = next(model.parameters()).device
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort([len(t) for t in texts], kind="stable")   # as probe.py sorts
+    tokens = 0
+    model.eval()
+    with torch.enable_grad():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt", padding_side="right")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            gold = torch.as_tensor(labels[rows], device=device)
+            logits = model(**enc).logits.float()
+            loss = nn.functional.cross_entropy(logits, gold)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            tokens += int(enc["input_ids"].numel())
+    return tokens
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=C.env_int("T3VIS_BENCH_SNAPSHOT_N", 512), help="probe sentences")
+    p.add_argument("--repeats", type=int, default=C.env_int("T3VIS_BENCH_REPEATS", 3))
+    p.add_argument("--device", default=C.env_str("T3VIS_BENCH_DEVICE", "cpu"))
+    p.add_argument("--tmp", default=C.env_str("T3VIS_BENCH_TMP", "") or None, help="folder for the temporary run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args([] if argv is None else argv)
+    import torch
+
+    from t3vis import Recorder
+    from t3vis.record.probe import probe
+
+    device = C.resolve_device(args.device)
+    model, tokenizer = C.load_model(device)
+    texts, labels = C.demo_texts(args.n)
+    print(f"[snapshot] {len(texts)} sentences, batch {BATCH_SIZE}, max_length {MAX_LENGTH}, device {device}, "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="t3vis-bench-snapshot-", dir=args.tmp) as tmp:
+        recorder = Recorder(Path(tmp) / "run", model, tokenizer, texts, labels, save_weights=False,
+                            batch_size=BATCH_SIZE, max_length=MAX_LENGTH)
+        step = iter(range(1, 10_000))
+        probe_seconds: list[float] = []
+        tokens: list[int] = []
+
+        def run_snapshot():
+            summary = recorder.snapshot(step=next(step))
+            probe_seconds.append(summary.metrics["probe_seconds"])
+
+        runs = {
+            "baseline": lambda: tokens.append(baseline_pass(model, tokenizer, texts, labels)),
+            "probe": lambda: probe(model, tokenizer, texts, labels, batch_size=BATCH_SIZE, max_length=MAX_LENGTH,
+                                   layout=recorder.layout),
+            "snapshot": run_snapshot,
+        }
+        names = list(runs)
+        for name in names:                                   # warm-up, not counted
+            C.timed(runs[name], device)
+        times = {name: [] for name in names}
+        for r in range(args.repeats):
+            for name in names[r % 3:] + names[:r % 3]:       # rotate the order each round
+                times[name].append(C.timed(runs[name], device))
+            print(f"[snapshot] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+        write_overhead = [s - p for s, p in zip(times["snapshot"], probe_seconds[1:])]
+
+    base = times["baseline"]
+    settings = {"n": len(texts), "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "device": device,
+                "threads": torch.get_num_threads(), "repeats": args.repeats, "tokens_per_pass": tokens[-1]}
+    rows = [C.result("snapshot", f"baseline fwd+bwd, {len(texts)} ex", C.median(base), "s",
+                     detail={**settings, "runs": base})]
+    for name in ("probe", "snapshot"):
+        t = times[name]
+        detail = {"runs": t}
+        if name == "snapshot":
+            detail["write_overhead_median_s"] = C.median(write_overhead)
+        rows.append(C.result("snapshot", f"{name} pass, {len(texts)} ex", C.median(t), "s", detail=detail))
+    for name in ("probe", "snapshot"):
+        paired = [a / b for a, b in zip(times[name], base)]
+        rows.append(C.result("snapshot", f"{name} / baseline", C.median(paired), "x", target=TARGET,
+                             detail={"per_round": paired, "ratio_of_medians": C.median(times[name]) / C.median(base)}))
+    return rows
+
+
+if __name__ == "__main__":
+    C.standalone(lambda: main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""The `t3vis` command: a thin shell over record, store and (soon) serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from t3vis.errors import T3VisError
+
+
+def _demo(args) -> int:
+    from t3vis.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out=Path(args.out), train_size=args.train_size, heldout_size=args.heldout_size,
+                        probe_train_size=min(args.probe_train_size, args.train_size), epochs=args.epochs,
+                        snapshots_per_epoch=args.snapshots_per_epoch, batch_size=args.batch_size,
+                        max_length=args.max_length, seed=args.seed)
+    run_dir = run_demo(config)
+    print(f"run written to {run_dir.resolve()}")
+    print("the viewer (t3vis serve) is not part of this version yet; read the run with "
+          f"`python -c \"import t3vis; print(t3vis.open_run('{run_dir}'))\"`")
+    return 0
+
+
+def _record(args) -> int:
+    from t3vis.record.offline import record_checkpoints
+
+    summaries = record_checkpoints([Path(c) for c in args.checkpoints], Path(args.data), Path(args.out),
+                                   text_column=args.text_column, label_column=args.label_column,
+                                   batch_size=args.batch_size, max_length=args.max_length, pooling=args.pooling,
+                                   exist_ok=args.append)
+    for s in summaries:
+        print(f"step {s.step}: probe accuracy {s.metrics['probe_accuracy']:.3f}")
+    print(f"run written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _info(args) -> int:
+    from t3vis.store.reader import open_run
+
+    run = open_run(args.run)
+    print(json.dumps({"run": str(run.path), "model": run.meta["model"], "labels": run.label_names,
+                      "layers": run.num_layers, "heads": run.num_heads, "probe_examples": run.meta["num_probe"],
+                      "checkpoints": [{"step": c.step, "epoch": c.epoch, **c.metrics} for c in run.checkpoints]},
+                     indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t3vis", description="Visual analytics for training Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="fine-tune the bundled model on the bundled data and record it")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--train-size", type=int, default=4000)
+    demo.add_argument("--heldout-size", type=int, default=1000)
+    demo.add_argument("--probe-train-size", type=int, default=1000,
+                      help="training sentences probed as well as held-out ones")
+    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--snapshots-per-epoch", type=int, default=2)
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--max-length", type=int, default=64)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
+
+    record = sub.add_parser("record", help="record Hugging Face checkpoints saved earlier")
+    record.add_argument("checkpoints", nargs="+", help="checkpoint folders (any order; recorded by step)")
+    record.add_argument("--data", required=True, help="CSV, TSV, JSON Lines or Parquet file of probe examples")
+    record.add_argument("--out", required=True, help="run folder to write")
+    record.add_argument("--text-column", default="text")
+    record.add_argument("--label-column", default="label")
+    record.add_argument("--batch-size", type=int, default=32)
+    record.add_argument("--max-length", type=int, default=128)
+    record.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "last"])
+    record.add_argument("--append", action="store_true", help="add checkpoints to an existing run")
+    record.set_defaults(handler=_record)
+
+    info = sub.add_parser("info", help="summarise a recorded run")
+    info.add_argument("run")
+    info.set_defaults(handler=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except T3VisError as e:
+        print(f"t3vis {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"t3vis {args.command}: interrupted; checkpoints already written are complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`T3VisCallback` for the Hugging Face Trainer: observe, never steer.
+
+Snapshots at step 0, then at every evaluation or epoch end; training dynamics from the
+training forward passes the Trainer already makes (a forward hook reads their logits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from t3vis.errors import InvalidInputError
+from t3vis.integrations.fingerprint import FingerprintTable, fingerprints
+from t3vis.record.recorder import Recorder
+
+_WHEN = ("evaluate", "epoch", "both")
+
+
+class T3VisCallback(TrainerCallback):
+    """Record a Trainer run into `run_dir`, probing `texts` (with class-index `labels`).
+
+    snapshot_on: "evaluate" (default), "epoch" or "both". Other keyword arguments go to
+    `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, ...).
+    """
+
+    def __init__(self, run_dir: str | Path, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+                 snapshot_on: str = "evaluate", record_dynamics: bool = True, **recorder_options):
+        if snapshot_on not in _WHEN:
+            raise InvalidInputError(f"snapshot_on={snapshot_on!r}; choose one of {_WHEN}")
+        self.run_dir, self.tokenizer = Path(run_dir), tokenizer
+        self.texts, self.labels = list(texts), list(labels)
+        self.snapshot_on, self.record_dynamics = snapshot_on, record_dynamics
+        self.recorder_options = recorder_options
+        self.recorder: Recorder | None = None
+        self._table: FingerprintTable | None = None
+        self._hook = None
+        self._last_step: int | None = None
+
+    # -- Trainer events ----------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        if self.recorder is None:
+            self.recorder = Recorder(self.run_dir, model, self.tokenizer, self.texts, self.labels,
+                                     exist_ok=state.global_step > 0, **self.recorder_options)
+        if self.record_dynamics and train_dataloader is not None:
+            self._table = self._register_training_examples(train_dataloader.dataset)
+            self._hook = model.register_forward_hook(self._observe, with_kwargs=True)
+        if state.global_step == 0:
+            self._snapshot(args, state, control)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.snapshot_on in ("evaluate", "both"):
+            self._snapshot(args, state, control, metrics)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.snapshot_on in ("epoch", "both"):
+            self._snapshot(args, state, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # -- work handed to the recorder ---------------------------------------------------
+
+    def _snapshot(self, args, state, control, metrics: dict | None = None) -> None:
+        if self.recorder is None or self._last_step == state.global_step:
+            return  # "both" at an epoch end that is also an evaluation: one snapshot
+        self._last_step = state.global_step
+        numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+        self.recorder.snapshot(step=state.global_step, epoch=state.epoch, metrics=numbers,
+                               weights_location=self._trainer_checkpoint(args, state, control))
+
+    @staticmethod
+    def _trainer_checkpoint(args, state, control) -> str | None:
+        """The Trainer saves right after evaluating: reference that folder instead of a copy,
+        unless the Trainer may delete it later (save_total_limit)."""
+        if control.should_save and not args.save_total_limit and state.global_step > 0:
+            return str(Path(args.output_dir).resolve() / f"checkpoint-{state.global_step}")
+        return None
+
+    def _observe(self, module, args, kwargs, output) -> None:
+        if not module.training or self._table is None:
+            return
+        input_ids, labels = kwargs.get("input_ids"), kwargs.get("labels")
+        logits = getattr(output, "logits", None)
+        if input_ids is None or labels is None or logits is None or labels.dim() != 1:
+            return
+        ids = self._table.lookup(fingerprints(input_ids, kwargs.get("attention_mask")))
+        self.recorder.observe(ids, logits, labels)
+
+    def _register_training_examples(self, dataset) -> FingerprintTable:
+        """Give every training row an id: the probe id when its tokens equal a probe example's,
+        else a fresh id after the probe ids. Register its decoded text and label with the run."""
+        rec = self.recorder
+        probe_keys = _fingerprint_texts(self.tokenizer, self.texts, rec.options["max_length"])
+        probe_ids = dict(zip(probe_keys.tolist(), rec.ids.tolist()))
+        next_id = int(rec.ids.max()) + 1
+        keys, ids, new_ids, new_texts, new_labels = [], [], [], [], []
+        for row in range(len(dataset)):
+            item = dataset[row]
+            tokens = torch.as_tensor(item["input_ids"]).view(1, -1)
+            mask = torch.as_tensor(item["attention_mask"]).view(1, -1) if "attention_mask" in item else None
+            key = int(fingerprints(tokens, mask)[0])
+            example_id = probe_ids.get(key)
+            if example_id is None:
+                example_id = next_id + row
+                label = item.get("labels", item.get("label"))
+                if label is not None:
+                    kept = tokens[0] if mask is None else tokens[0][mask[0].bool()]
+                    new_ids.append(example_id)
+                    new_texts.append(self.tokenizer.decode(kept, skip_special_tokens=True))
+                    new_labels.append(int(label))
+            keys.append(key)
+            ids.append(example_id)
+        if new_ids:
+            rec.add_examples(new_ids, new_texts, new_labels, split="train")
+        device = next(rec.model.parameters()).device
+        return FingerprintTable(torch.tensor(keys, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64)).to(device)
+
+
+def _fingerprint_texts(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+    keys = []
+    for start in range(0, len(texts), 256):
+        enc = tokenizer(list(texts[start:start + 256]), padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        keys.append(fingerprints(enc["input_ids"], enc["attention_mask"]).numpy())
+    return np.concatenate(keys) if keys else np.array([], np.int64)

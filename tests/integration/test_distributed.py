@@ -1,0 +1,146 @@
+"""A snapshot under torch.distributed (two CPU ranks, gloo) equals a single-process snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import t3vis
+from t3vis.store import schema
+
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
+N_TEXTS = 20
+WORLD = 2
+F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
+
+RANK = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    import torch.distributed as dist
+    from conftest import make_labels, make_model, make_texts
+    import t3vis
+
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
+    try:
+        torch.set_num_threads(1)
+        model, tokenizer = make_model("bert", seed=0)
+        texts, labels = make_texts({n}), make_labels({n})
+        rec = t3vis.Recorder({run_dir!r}, model, tokenizer, texts, labels, batch_size=4,
+                             splits=["train"] * 10 + ["validation"] * 10, save_weights=False)
+        # one fake training step: this rank sees only its own examples
+        ids = [i for i in range({n}) if i % {world} == rank]
+        model.eval()
+        with torch.no_grad():
+            enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
+            logits = model(**enc).logits
+        rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
+        summary = rec.snapshot(step=1, epoch=1.0)
+        print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
+                                       "world": dist.get_world_size()}}), flush=True)
+    finally:
+        dist.destroy_process_group()
+""")
+
+
+def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", WORLD_SIZE=str(WORLD),
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, n=N_TEXTS,
+                       run_dir=str(run_dir))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"rank failed:\n{err[-4000:]}"
+            results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def single_process(run_dir: Path):
+    import torch
+    from conftest import make_labels, make_model, make_texts
+
+    model, tokenizer = make_model("bert", seed=0)
+    texts, labels = make_texts(N_TEXTS), make_labels(N_TEXTS)
+    rec = t3vis.Recorder(run_dir, model, tokenizer, texts, labels, batch_size=4,
+                         splits=["train"] * 10 + ["validation"] * 10, save_weights=False)
+    model.eval()
+    for part in range(WORLD):   # the same observations, batched as the ranks batched them
+        ids = [i for i in range(N_TEXTS) if i % WORLD == part]
+        with torch.no_grad():
+            enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
+            logits = model(**enc).logits
+        rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
+    rec.snapshot(step=1, epoch=1.0)
+
+
+@pytest.mark.timeout(240)
+def test_two_rank_snapshot_equals_single_process(tmp_path):
+    dist_dir, single_dir = tmp_path / "distributed", tmp_path / "single"
+    results = sorted(run_ranks(tmp_path, dist_dir), key=lambda r: r["rank"])
+    assert [r["world"] for r in results] == [WORLD, WORLD]
+    assert results[0]["path"] == str(dist_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(1))
+    assert results[1]["path"] is None   # only rank 0 writes
+    single_process(single_dir)
+
+    d, s = t3vis.open_run(dist_dir), t3vis.open_run(single_dir)
+    assert [c.step for c in d.checkpoints] == [1]
+    assert not [p for p in (dist_dir / schema.CHECKPOINTS_DIR).iterdir() if p.name.startswith(".")]
+    assert {k: v for k, v in d.meta.items() if k != "created"} == {k: v for k, v in s.meta.items() if k != "created"}
+    pd.testing.assert_frame_equal(d.examples, s.examples)
+    assert d.examples["id"].tolist() == list(range(N_TEXTS))
+
+    dc, sc = d.checkpoint(1), s.checkpoint(1)
+    do, so = dc.outputs, sc.outputs
+    assert do["id"].tolist() == so["id"].tolist() == list(range(N_TEXTS))
+    np.testing.assert_array_equal(do["pred"].to_numpy(), so["pred"].to_numpy())
+    np.testing.assert_array_equal(do["correct"].to_numpy(), so["correct"].to_numpy())
+    np.testing.assert_array_equal(do["nan"].to_numpy(), so["nan"].to_numpy())
+    np.testing.assert_allclose(do["loss"].to_numpy(), so["loss"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(do["gold_prob"].to_numpy(), so["gold_prob"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.stack(do["probs"].to_numpy()), np.stack(so["probs"].to_numpy()), atol=1e-5)
+    for key in ("probe_accuracy", "train_accuracy", "validation_accuracy", "nan_examples"):
+        assert dc.metrics[key] == sc.metrics[key], key
+    for key in ("probe_loss", "train_loss", "validation_loss"):
+        assert dc.metrics[key] == pytest.approx(sc.metrics[key], abs=1e-5), key
+
+    assert dc.hidden_states.shape == sc.hidden_states.shape == (3, N_TEXTS, 32)
+    for layer in range(3):
+        np.testing.assert_allclose(dc.hidden(layer).astype(np.float32), sc.hidden(layer).astype(np.float32), **F16)
+
+    raw_d, raw_s = dc.head_importance_raw, sc.head_importance_raw
+    assert raw_s.shape == (2, 4) and (raw_s > 0).all()
+    np.testing.assert_allclose(raw_d, raw_s, rtol=1e-4)
+    np.testing.assert_allclose(dc.head_importance, sc.head_importance, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(dc.example_gate_gradients(), sc.example_gate_gradients(), rtol=1e-2,
+                               atol=2e-3 * np.abs(sc.example_gate_gradients()).max())
+    for name in schema.ATTENTION_SUMMARIES:
+        np.testing.assert_allclose(dc.attention_summary(name), sc.attention_summary(name), atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(dc.heads["thumbnail_counts"], sc.heads["thumbnail_counts"])
+    np.testing.assert_allclose(dc.attention_thumbnails.astype(np.float32), sc.attention_thumbnails.astype(np.float32),
+                               equal_nan=True, **F16)
+
+    # training dynamics observed on both ranks reach rank 0's run
+    dd, sd = d.dynamics(), s.dynamics()
+    assert dd["id"].tolist() == list(range(N_TEXTS))
+    assert set(d.dynamics_observations()["id"]) == set(range(N_TEXTS))   # even ids from rank 0, odd from rank 1
+    np.testing.assert_allclose(dd["confidence"].to_numpy(), sd["confidence"].to_numpy(), atol=1e-5)
+    np.testing.assert_array_equal(dd["correctness"].to_numpy(), sd["correctness"].to_numpy())
+    np.testing.assert_array_equal(dd["epochs"].to_numpy(), np.ones(N_TEXTS))
