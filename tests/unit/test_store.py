@@ -368,6 +368,16 @@ def test_run_json_not_json_is_corrupt(tmp_path):
         t3vis.open_run(tmp_path / "run")
 
 
+def test_corrupt_examples_parquet_names_the_file(written):
+    path, _ = written
+    target = path / schema.EXAMPLES
+    target.write_bytes(b"PAR1 but not really")
+    run = t3vis.open_run(path)   # opening reads only run.json
+    with pytest.raises(CorruptRunError) as info:
+        run.examples
+    assert str(target) in str(info.value)
+
+
 def test_corrupt_outputs_parquet_names_the_file(written):
     path, _ = written
     target = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(10) / schema.OUTPUTS
@@ -413,8 +423,7 @@ def test_corrupt_hidden_npy_names_the_file(written, damage):
 
 @pytest.mark.parametrize("damage", [
     "garbage",
-    pytest.param("truncated", marks=pytest.mark.xfail(
-        strict=True, reason="bug: a truncated heads.npz raises zipfile.BadZipFile, not CorruptRunError")),
+    "truncated",
     "missing",
 ])
 def test_corrupt_heads_npz_names_the_file(written, damage):
@@ -508,3 +517,13 @@ def test_exception_while_rerecording_keeps_the_old_checkpoint(written):
     np.testing.assert_array_equal(ck.hidden(0), hidden_values(2)[0].astype(np.float16))
     assert ck.outputs["pred"].tolist() == outputs_frame(2)["pred"].tolist()
     assert [p.name for p in (path / schema.CHECKPOINTS_DIR).iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_corrupt_checkpoint_meta_hides_only_that_checkpoint(written):
+    path, _ = written
+    steps = [c.step for c in t3vis.open_run(path).checkpoints]
+    damaged = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(steps[0]) / schema.CHECKPOINT_META
+    damaged.write_text("{not json")
+    with pytest.warns(UserWarning, match=f"skipping checkpoint {schema.checkpoint_dirname(steps[0])}"):
+        remaining = [c.step for c in t3vis.open_run(path).checkpoints]
+    assert remaining == steps[1:]

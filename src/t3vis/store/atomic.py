@@ -19,6 +19,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -49,6 +59,7 @@ def staged_directory(final: Path, staging_prefix: str) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=staging_prefix))
     try:
         yield staging
+        _fsync_tree(staging)  # contents reach the disk before the rename makes them visible
         if final.exists():  # re-recording a step replaces it, still atomically for readers
             trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=staging_prefix))
             os.replace(final, trash / final.name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
 from functools import cached_property
 from pathlib import Path
 
@@ -86,7 +88,10 @@ class Run:
         for p in folder.iterdir() if folder.is_dir() else ():
             step = schema.parse_checkpoint_dirname(p.name)
             if step is not None and (p / schema.CHECKPOINT_META).is_file():
-                found.append(Checkpoint(self, p))
+                try:
+                    found.append(Checkpoint(self, p))
+                except CorruptRunError as e:  # one damaged checkpoint must not hide the others
+                    warnings.warn(f"skipping checkpoint {p.name}: {e}", stacklevel=2)
         return sorted(found, key=lambda c: c.step)
 
     def checkpoint(self, step: int) -> "Checkpoint":
@@ -156,7 +161,7 @@ class Checkpoint:
         try:
             with np.load(self.path / schema.HEADS) as npz:
                 return {k: npz[k] for k in npz.files}
-        except (FileNotFoundError, ValueError, OSError) as e:
+        except (FileNotFoundError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise CorruptRunError(f"head data of checkpoint {self.step} is unreadable ({e}): "
                                   f"{self.path / schema.HEADS}") from None
 

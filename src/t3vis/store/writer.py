@@ -145,5 +145,8 @@ class RunWriter:
 
 
 def _json_number(value):
+    """NaN and infinity are not JSON: they are written as null."""
+    if value is None:
+        return None
     value = float(value)
     return value if np.isfinite(value) else None
