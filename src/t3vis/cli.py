@@ -83,8 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """The CLI prints its own progress; transformers' load reports and shard bars are noise here."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("demo", "record"):
+        _quiet_transformers()
     try:
         return args.handler(args)
     except T3VisError as e:
