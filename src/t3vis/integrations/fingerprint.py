@@ -7,12 +7,15 @@ tokens (independent of padding side) and looks it up in a sorted table on the de
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _MAX_POSITIONS = 1 << 16
 
 
-def _position_weights(device) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def _position_weights(device: torch.device) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0x7E3)
     weights = torch.randint(1, 2**62, (_MAX_POSITIONS,), generator=generator, dtype=torch.int64)
     return weights.to(device)

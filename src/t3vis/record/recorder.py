@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -67,7 +66,7 @@ class Recorder:
         self.layout = find_attention_layout(inner)
         self.writer = RunWriter(self.run_dir)
         self._pending: list[tuple] = []
-        self._seen: dict[int, int] = defaultdict(int)   # id -> passes observed, the epoch index
+        self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
         self._extra_examples: list[pd.DataFrame] = []
         self._observe_calls = 0
         if dist_utils.rank() == 0:
@@ -157,13 +156,12 @@ class Recorder:
         obs = pd.concat(frames, ignore_index=True)
         obs = obs[obs["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
         # without an explicit epoch, the k-th time an example is seen is its epoch k
-        implicit = obs["epoch"].to_numpy() < 0
-        epochs = obs["epoch"].to_numpy().copy()
-        for row in np.flatnonzero(implicit):
-            i = int(obs["id"].iat[row])
-            epochs[row] = self._seen[i]
-            self._seen[i] += 1
-        obs["epoch"] = epochs
+        implicit = obs["epoch"] < 0
+        ids = obs.loc[implicit, "id"]
+        earlier = ids.map(self._seen).fillna(0).astype(np.int64)
+        obs.loc[implicit, "epoch"] = earlier + ids.groupby(ids).cumcount()
+        for example_id, count in ids.value_counts().items():
+            self._seen[example_id] = self._seen.get(example_id, 0) + int(count)
         return obs
 
     def flush(self) -> None:
