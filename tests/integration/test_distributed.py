@@ -52,25 +52,41 @@ RANK = textwrap.dedent("""
 """)
 
 
-def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
+def start_ranks(tmp_path: Path, run_dir: Path) -> list[tuple[int, str, str]]:
+    """(returncode, stdout, stderr) of each rank."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", WORLD_SIZE=str(WORLD),
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, n=N_TEXTS,
                        run_dir=str(run_dir))
     procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
-    results = []
+    finished = []
     try:
         for proc in procs:
             out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, f"rank failed:\n{err[-4000:]}"
-            results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+            finished.append((proc.returncode, out, err))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    return finished
+
+
+def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
+    results = []
+    for code, out, err in start_ranks(tmp_path, run_dir):
+        assert code == 0, f"rank failed:\n{err[-4000:]}"
+        results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
     return results
+
+
+@pytest.mark.timeout(240)
+def test_an_error_on_rank_0_reaches_every_rank_instead_of_hanging(tmp_path):
+    single_process(tmp_path / "existing")   # the ranks' Recorder finds a run there and refuses it
+    finished = start_ranks(tmp_path, tmp_path / "existing")
+    assert [code for code, _, _ in finished] == [1, 1]
+    assert all("already holds a run" in err for _, _, err in finished)
 
 
 def single_process(run_dir: Path):

@@ -32,6 +32,20 @@ def gather_to_main(obj):
     return received
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+def on_main(fn):
+    """Run fn on rank 0 only; every rank returns its result or raises its error, so a failure on
+    rank 0 never leaves the other ranks waiting for it."""
+    if not is_distributed():
+        return fn()
+    result, error = None, None
+    if rank() == 0:
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    dist.barrier()  # no rank leaves (and perhaps tears the group down) before all have the news
+    if box[0] is not None:
+        raise box[0]
+    return result

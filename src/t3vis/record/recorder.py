@@ -69,9 +69,7 @@ class Recorder:
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
         self._extra_examples: list[pd.DataFrame] = []
         self._observe_calls = 0
-        if dist_utils.rank() == 0:
-            self._create_run(exist_ok)
-        dist_utils.barrier()
+        dist_utils.on_main(lambda: self._create_run(exist_ok))
 
     def use_model(self, model) -> None:
         """Probe another model from now on (the next checkpoint of the same architecture)."""
@@ -180,12 +178,14 @@ class Recorder:
         started = time.perf_counter()
         result = self._probe(rows, step)
         gathered = dist_utils.gather_to_main(result)
-        if gathered is None:
-            dist_utils.barrier()
-            return SnapshotSummary(int(step), epoch, {}, None)
+        summary = dist_utils.on_main(lambda: self._write_snapshot(gathered, step, epoch, metrics, weights_location,
+                                                                  time.perf_counter() - started))
+        return summary if summary is not None else SnapshotSummary(int(step), epoch, {}, None)
+
+    def _write_snapshot(self, gathered: list[ProbeResult], step: int, epoch: float | None, metrics: dict | None,
+                        weights_location, probe_seconds: float) -> SnapshotSummary:
         merged = _merge(gathered)
-        all_metrics = {**self._probe_metrics(merged), **(metrics or {}),
-                       "probe_seconds": time.perf_counter() - started}
+        all_metrics = {**self._probe_metrics(merged), **(metrics or {}), "probe_seconds": probe_seconds}
         with self.writer.checkpoint(step, epoch=epoch, metrics=all_metrics,
                                     weights_location=None if weights_location is None else str(weights_location)) as stage:
             hidden = stage.hidden_array(*merged.hidden.shape)
@@ -198,7 +198,6 @@ class Recorder:
                 inner = unwrap(self.model)
                 inner.save_pretrained(stage.weights_dir, safe_serialization=True)
                 self.tokenizer.save_pretrained(stage.weights_dir)
-        dist_utils.barrier()
         return SnapshotSummary(int(step), epoch, all_metrics, self.run_dir / schema.CHECKPOINTS_DIR
                                / schema.checkpoint_dirname(step))
 
