@@ -75,13 +75,24 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: str = "cpu") -> float:
-    """Wall seconds of one call, with the accelerator drained before and after."""
+def timed(fn: Callable[[], object], device: str = "cpu") -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call, with the accelerator drained before and after.
+
+    CPU time counts every thread of this process and none of a noisy neighbour's, so its ratios
+    hold up better than wall-clock ratios on a shared machine (it leaves out I/O waits).
+    """
     synchronize(device)
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
     synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def demo_texts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:

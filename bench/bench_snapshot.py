@@ -6,6 +6,8 @@ Measured: `t3vis.record.probe.probe` over the same texts (the pass a snapshot ma
 full `Recorder.snapshot(save_weights=False)` (probe + hidden.npy, outputs.parquet, heads.npz).
 Each is warmed up once, then run `repeats` times, interleaved in rotating order so that drift
 on a shared machine hits all three alike; a ratio is the median of the per-round ratios.
+Ratios are given on wall-clock time (the headline) and on this process's CPU time (which a
+noisy neighbour inflates far less); "noise" is the slowest over the fastest baseline pass.
 
     .venv/bin/python bench/bench_snapshot.py [--n 512] [--repeats 3] [--device cpu|cuda|auto]
 
@@ -97,28 +99,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
         names = list(runs)
         for name in names:                                   # warm-up, not counted
             C.timed(runs[name], device)
-        times = {name: [] for name in names}
+        wall = {name: [] for name in names}
+        cpu = {name: [] for name in names}
+        load_before = C.loadavg()
         for r in range(args.repeats):
             for name in names[r % 3:] + names[:r % 3]:       # rotate the order each round
-                times[name].append(C.timed(runs[name], device))
-            print(f"[snapshot] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
-        write_overhead = [s - p for s, p in zip(times["snapshot"], probe_seconds[1:])]
+                w, c = C.timed(runs[name], device)
+                wall[name].append(w)
+                cpu[name].append(c)
+            print(f"[snapshot] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()), flush=True)
+        write_overhead = [w - p for w, p in zip(wall["snapshot"], probe_seconds[1:])]
 
-    base = times["baseline"]
+    base = wall["baseline"]
     settings = {"n": len(texts), "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "device": device,
-                "threads": torch.get_num_threads(), "repeats": args.repeats, "tokens_per_pass": tokens[-1]}
-    rows = [C.result("snapshot", f"baseline fwd+bwd, {len(texts)} ex", C.median(base), "s",
-                     detail={**settings, "runs": base})]
-    for name in ("probe", "snapshot"):
-        t = times[name]
-        detail = {"runs": t}
-        if name == "snapshot":
-            detail["write_overhead_median_s"] = C.median(write_overhead)
-        rows.append(C.result("snapshot", f"{name} pass, {len(texts)} ex", C.median(t), "s", detail=detail))
-    for name in ("probe", "snapshot"):
-        paired = [a / b for a, b in zip(times[name], base)]
-        rows.append(C.result("snapshot", f"{name} / baseline", C.median(paired), "x", target=TARGET,
-                             detail={"per_round": paired, "ratio_of_medians": C.median(times[name]) / C.median(base)}))
+                "threads": torch.get_num_threads(), "repeats": args.repeats, "tokens_per_pass": tokens[-1],
+                "loadavg_before": load_before, "loadavg_after": C.loadavg(), "runs_wall": base,
+                "runs_cpu": cpu["baseline"]}
+    n = len(texts)
+    rows = [C.result("snapshot", f"baseline fwd+bwd, {n} ex", C.median(base), "s", detail=settings),
+            C.result("snapshot", f"probe(), {n} ex", C.median(wall["probe"]), "s",
+                     detail={"runs_wall": wall["probe"], "runs_cpu": cpu["probe"]}),
+            C.result("snapshot", f"Recorder.snapshot, {n} ex", C.median(wall["snapshot"]), "s",
+                     detail={"runs_wall": wall["snapshot"], "runs_cpu": cpu["snapshot"],
+                             "write_overhead_median_s": C.median(write_overhead)})]
+    for clock, times in (("wall", wall), ("cpu", cpu)):
+        for name in ("probe", "snapshot"):
+            paired = [a / b for a, b in zip(times[name], times["baseline"])]
+            rows.append(C.result("snapshot", f"{name} / baseline ({clock})", C.median(paired), "x", target=TARGET,
+                                 detail={"per_round": paired,
+                                         "ratio_of_medians": C.median(times[name]) / C.median(times["baseline"])}))
+    # how noisy this run was: slowest / fastest baseline pass (1.0 = perfectly steady)
+    rows.append(C.result("snapshot", "noise: baseline max/min (wall)", max(base) / min(base), "x"))
     return rows
 
 
