@@ -57,12 +57,9 @@ def hidden_values(seed: int) -> np.ndarray:
 def heads_arrays(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed + 200)
     grads = rng.normal(size=(N, L, H)).astype(np.float32) * 7.0
-    scale = float(np.abs(grads).max())
     raw = np.abs(grads).sum(0)
     arrays = {"importance": (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32),
               "importance_raw": raw.astype(np.float32),
-              "example_gate_grads": (grads / scale).astype(np.float16),
-              "gate_grad_scale": np.float64(scale),
               "thumbnails": rng.random((L, H, K, K)).astype(np.float16),
               "thumbnail_counts": np.full((K, K), N, np.int64)}
     for i, name in enumerate(schema.ATTENTION_SUMMARIES):
@@ -77,7 +74,9 @@ def write_checkpoint(writer: RunWriter, step: int, seed: int, epoch: float | Non
         hidden.flush()
         del hidden
         stage.write_outputs(outputs_frame(seed))
-        stage.write_heads(heads_arrays(seed)[0])
+        arrays, grads = heads_arrays(seed)
+        stage.write_heads(arrays)
+        stage.write_gate_grads(grads)
 
 
 @pytest.fixture
@@ -186,6 +185,7 @@ def test_head_importance_and_gate_gradients(written):
     np.testing.assert_array_equal(ck.head_importance_raw, arrays["importance_raw"])
     # stored as float16 divided by the scale; read back multiplied: the original gradients
     full = ck.example_gate_gradients()
+    assert isinstance(ck._gate_grads, np.memmap)   # N x L x H never loads whole to read a few rows
     assert full.shape == (N, L, H) and full.dtype == np.float32
     assert np.abs(full).max() > 1.5   # scaled back up, not the [-1, 1] values on disk
     np.testing.assert_allclose(full, grads, rtol=1e-3, atol=1e-3 * np.abs(grads).max())

@@ -174,41 +174,47 @@ class Recorder:
                  weights_location: str | Path | None = None) -> SnapshotSummary:
         """One fused probe pass; writes checkpoints/step-XXXXXXXX atomically on rank 0."""
         self.flush()
-        rows = dist_utils.shard(len(self.texts))
         started = time.perf_counter()
-        result = self._probe(rows, step)
-        gathered = dist_utils.gather_to_main(result)
-        summary = dist_utils.on_main(lambda: self._write_snapshot(gathered, step, epoch, metrics, weights_location,
-                                                                  time.perf_counter() - started))
+        if not dist_utils.is_distributed():
+            return self._write_snapshot(step, epoch, metrics, weights_location, None, started)
+        gathered = dist_utils.gather_to_main(self._probe(dist_utils.shard(len(self.texts)), step))
+        summary = dist_utils.on_main(
+            lambda: self._write_snapshot(step, epoch, metrics, weights_location, gathered, started))
         return summary if summary is not None else SnapshotSummary(int(step), epoch, {}, None)
 
-    def _write_snapshot(self, gathered: list[ProbeResult], step: int, epoch: float | None, metrics: dict | None,
-                        weights_location, probe_seconds: float) -> SnapshotSummary:
-        merged = _merge(gathered)
-        all_metrics = {**self._probe_metrics(merged), **(metrics or {}), "probe_seconds": probe_seconds}
-        with self.writer.checkpoint(step, epoch=epoch, metrics=all_metrics,
-                                    weights_location=None if weights_location is None else str(weights_location)) as stage:
-            hidden = stage.hidden_array(*merged.hidden.shape)
-            hidden[:] = merged.hidden
+    def _write_snapshot(self, step: int, epoch: float | None, metrics: dict | None, weights_location,
+                        gathered: list[ProbeResult] | None, started: float) -> SnapshotSummary:
+        """gathered: the ranks' results, or None to probe here, straight into the memory-mapped file."""
+        where = None if weights_location is None else str(weights_location)
+        with self.writer.checkpoint(step, epoch=epoch, metrics=metrics or {}, weights_location=where) as stage:
+            hidden = stage.hidden_array(self.layout.num_layers + 1, len(self.texts), self.layout.hidden_size)
+            if gathered is None:
+                result = self._probe(np.arange(len(self.texts)), step, hidden_out=hidden)
+            else:
+                result = _merge(gathered)
+                hidden[:] = result.hidden
             hidden.flush()
-            del hidden
-            stage.write_outputs(self._outputs_frame(merged))
-            stage.write_heads(_heads_arrays(merged))
-            if self.save_weights and weights_location is None:
-                inner = unwrap(self.model)
-                inner.save_pretrained(stage.weights_dir, safe_serialization=True)
+            result.hidden = None  # the file holds them now; drop the in-memory copy
+            stage.metrics.update(self._probe_metrics(result), probe_seconds=time.perf_counter() - started)
+            stage.write_outputs(self._outputs_frame(result))
+            stage.write_heads(_heads_arrays(result))
+            stage.write_gate_grads(result.gate_grads)
+            if self.save_weights and where is None:
+                unwrap(self.model).save_pretrained(stage.weights_dir, safe_serialization=True)
                 self.tokenizer.save_pretrained(stage.weights_dir)
-        return SnapshotSummary(int(step), epoch, all_metrics, self.run_dir / schema.CHECKPOINTS_DIR
-                               / schema.checkpoint_dirname(step))
+        summary_metrics = {**(metrics or {}), **stage.metrics}  # as meta.json has them
+        return SnapshotSummary(int(step), epoch, summary_metrics,
+                               self.run_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(step))
 
-    def _probe(self, rows: np.ndarray, step: int) -> ProbeResult:
+    def _probe(self, rows: np.ndarray, step: int, hidden_out: np.ndarray | None = None) -> ProbeResult:
         bar = None
         if self.progress and dist_utils.rank() == 0:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(rows), desc=f"probe step {step}", unit="ex", leave=False)
         try:
             return probe(self.model, self.tokenizer, [self.texts[i] for i in rows], self.labels[rows],
-                         layout=self.layout, progress=bar.update if bar else None, **self.options)
+                         layout=self.layout, hidden_out=hidden_out, progress=bar.update if bar else None,
+                         **self.options)
         finally:
             if bar is not None:
                 bar.close()
@@ -253,10 +259,8 @@ def _heads_arrays(r: ProbeResult) -> dict[str, np.ndarray]:
     raw = np.abs(r.gate_grads).sum(0)                                    # (L, H)
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     importance = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
-    scale = float(np.abs(r.gate_grads).max()) or 1.0                     # float16 keeps precision near 1
     return {"importance": importance.astype(np.float32), "importance_raw": raw.astype(np.float32),
-            "example_gate_grads": (r.gate_grads / scale).astype(np.float16),
-            "gate_grad_scale": np.float64(scale), **r.attention.finish()}
+            **r.attention.finish()}
 
 
 def _label_names(model, num_labels: int) -> list[str]:

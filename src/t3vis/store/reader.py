@@ -142,11 +142,7 @@ class Checkpoint:
     @cached_property
     def hidden_states(self) -> np.ndarray:
         """float16 (layers+1, N, d), memory-mapped."""
-        try:
-            return np.load(self.path / schema.HIDDEN, mmap_mode="r")
-        except (FileNotFoundError, ValueError, OSError) as e:
-            raise CorruptRunError(f"hidden states of checkpoint {self.step} are unreadable ({e}): "
-                                  f"{self.path / schema.HIDDEN}") from None
+        return _load_npy(self.path / schema.HIDDEN, f"hidden states of checkpoint {self.step}")
 
     def hidden(self, layer: int) -> np.ndarray:
         """Pooled hidden states of one layer, (N, d); layer 0 is the embeddings."""
@@ -177,9 +173,13 @@ class Checkpoint:
 
     def example_gate_gradients(self, rows=None) -> np.ndarray:
         """Signed d loss / d gate per probe example, (n, L, H) float32; rows select probe rows."""
-        grads = self.heads["example_gate_grads"]
+        grads = self._gate_grads
         grads = grads if rows is None else grads[np.asarray(rows)]
-        return grads.astype(np.float32) * float(self.heads["gate_grad_scale"])
+        return grads.astype(np.float32) * float(self.meta.get("gate_grad_scale", 1.0))
+
+    @cached_property
+    def _gate_grads(self) -> np.ndarray:
+        return _load_npy(self.path / schema.GATE_GRADS, f"per-example gate gradients of checkpoint {self.step}")
 
     def attention_summary(self, name: str) -> np.ndarray:
         if name not in schema.ATTENTION_SUMMARIES:
@@ -208,6 +208,13 @@ class Checkpoint:
         from t3vis.models.loading import load_classifier  # torch only when a model is wanted
 
         return load_classifier(where, device=device)
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise CorruptRunError(f"{what} are unreadable ({e}): {path}") from None
 
 
 def _read_parquet_table(path: Path, what: str):

@@ -10,8 +10,9 @@ Format v1:
         meta.json               CheckpointMeta below; written last, so its presence marks a complete checkpoint
         outputs.parquet         id, pred, loss, gold_prob, correct, nan, probs (row i = probe row i)
         hidden.npy              float16 (layers+1, N, d): pooled state per layer, layer-major
-        heads.npz               importance (L, H), importance_raw (L, H), example_gate_grads
-                                (N, L, H) float16 scaled by gate_grad_scale, attention summaries
+        gate_grads.npy          float16 (N, L, H): d loss / d head gate per example, divided by
+                                meta.json's gate_grad_scale (so float16 keeps its precision); memory-mapped
+        heads.npz               importance (L, H), importance_raw (L, H), attention summaries
                                 (L, H) each, thumbnails (L, H, K, K), thumbnail_counts (K, K)
         weights/                safetensors + config + tokenizer, unless meta.json names another location
       cache/                    derived arrays, safe to delete
@@ -35,6 +36,7 @@ CHECKPOINT_META = "meta.json"
 OUTPUTS = "outputs.parquet"
 HIDDEN = "hidden.npy"
 HEADS = "heads.npz"
+GATE_GRADS = "gate_grads.npy"
 WEIGHTS_DIR = "weights"
 
 EXAMPLE_COLUMNS = ("id", "split", "text", "label", "probe_row")

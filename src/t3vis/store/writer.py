@@ -51,6 +51,7 @@ class CheckpointStage:
     def __init__(self, path: Path):
         self.path = path
         self.meta_extra: dict = {}
+        self.metrics: dict = {}   # merged into meta.json's metrics when the checkpoint completes
 
     def hidden_array(self, num_layers_plus_one: int, num_examples: int, hidden_size: int) -> np.ndarray:
         """A float16 memory-mapped array to fill in place (layer-major)."""
@@ -77,6 +78,13 @@ class CheckpointStage:
 
     def write_heads(self, arrays: dict[str, np.ndarray]) -> None:
         np.savez(self.path / schema.HEADS, **arrays)
+
+    def write_gate_grads(self, grads: np.ndarray) -> None:
+        """grads (N, L, H) float32; stored as float16 relative to their largest magnitude."""
+        scale = float(np.abs(grads).max()) if grads.size else 0.0
+        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+        np.save(self.path / schema.GATE_GRADS, (grads / scale).astype(np.float16))
+        self.meta_extra["gate_grad_scale"] = scale
 
     @property
     def weights_dir(self) -> Path:
@@ -136,7 +144,7 @@ class RunWriter:
                 "step": int(step),
                 "epoch": None if epoch is None else float(epoch),
                 "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "metrics": {k: _json_number(v) for k, v in metrics.items()},
+                "metrics": {k: _json_number(v) for k, v in {**metrics, **stage.metrics}.items()},
                 "weights": weights_location if weights_location is not None else (
                     schema.WEIGHTS_DIR if stage.weights_dir.exists() else None),
                 **stage.meta_extra,
