@@ -65,3 +65,23 @@ def test_trainer_run_is_recorded_with_dynamics_linked_to_the_probe(tmp_path, kin
     assert obs["gold_prob"].between(0, 1).all()
     # the observing hook came off at the end of training
     assert all(getattr(h, "__func__", None) is not T3VisCallback._observe for h in model._forward_hooks.values())
+
+
+def test_checkpoints_the_trainer_saves_are_referenced_not_copied(tmp_path):
+    model, tokenizer = make_model("bert")
+    texts, labels = make_texts(8, seed=3), make_labels(8, seed=3)
+    callback = T3VisCallback(tmp_path / "run", tokenizer, texts[:4], labels[:4], snapshot_on="epoch",
+                             record_dynamics=False, batch_size=4)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=4,
+                             eval_strategy="no", save_strategy="epoch", report_to=[], use_cpu=True,
+                             logging_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=_dataset(tokenizer, texts, labels),
+            data_collator=DataCollatorWithPadding(tokenizer), callbacks=[callback]).train()
+    run = t3vis.open_run(tmp_path / "run")
+    first, last = run.checkpoints
+    assert first.weights_path == first.path / "weights"            # step 0: nothing saved by the Trainer yet
+    assert last.weights_path == (tmp_path / "out" / "checkpoint-2").resolve()
+    assert not (last.path / "weights").exists()
+    reloaded, _ = last.load_model()
+    assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
+    assert run.dynamics().empty
