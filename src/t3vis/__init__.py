@@ -11,10 +11,15 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Recorder": ("t3vis.record.recorder", "Recorder"),
+    "analysis": ("t3vis.analysis", None),
+    "explain": ("t3vis.analysis.saliency", "explain"),
+    "Attribution": ("t3vis.analysis.saliency", "Attribution"),
+    "head_importance": ("t3vis.analysis.heads", "head_importance"),
+    "evaluate": ("t3vis.analysis.heads", "evaluate"),
 }
 
-__all__ = ["Checkpoint", "CorruptRunError", "InvalidInputError", "NotFoundError", "Recorder", "Run",
-           "T3VisError", "UnsupportedModelError", "open_run", "__version__"]
+__all__ = ["Attribution", "Checkpoint", "CorruptRunError", "InvalidInputError", "NotFoundError", "Recorder", "Run",
+           "T3VisError", "UnsupportedModelError", "evaluate", "explain", "head_importance", "open_run", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,5 +27,6 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        loaded = importlib.import_module(module)
+        return loaded if attr is None else getattr(loaded, attr)
     raise AttributeError(f"module 't3vis' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import pytest
 import t3vis
 from t3vis import CorruptRunError, NotFoundError
 from t3vis.store import schema
-from t3vis.store.dynamics import REGIONS, assign_regions, summarize_dynamics
+from t3vis.cartography import REGIONS, assign_regions, summarize_dynamics
 from t3vis.store.writer import RunWriter
 
 L, H, D, N, C, K = 2, 3, 5, 4, 3, 4   # layers, heads, hidden size, probe examples, classes, thumbnail size

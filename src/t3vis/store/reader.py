@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from t3vis.errors import CorruptRunError, NotFoundError
 from t3vis.store import schema
-from t3vis.store.dynamics import summarize_dynamics
+from t3vis.cartography import summarize_dynamics
 
 
 def open_run(path: str | Path) -> "Run":

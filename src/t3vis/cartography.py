@@ -1,5 +1,8 @@
 """Training dynamics per example (Swayamdipta et al. 2020, "Dataset Cartography").
 
+Pure arithmetic shared by the store (run.dynamics()) and the analyses: a foundation module,
+like errors and models, that belongs to no stage of the data flow.
+
 Confidence is the mean gold-label probability over epochs, variability its standard
 deviation, correctness the share of epochs predicted right. Regions of the data map:
 `ambiguous` for the most variable third; of the rest, `easy-to-learn` at confidence
