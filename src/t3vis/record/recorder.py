@@ -67,7 +67,6 @@ class Recorder:
         self.writer = RunWriter(self.run_dir)
         self._pending: list[tuple] = []
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
-        self._extra_examples: list[pd.DataFrame] = []
         self._observe_calls = 0
         dist_utils.on_main(lambda: self._create_run(exist_ok))
 
