@@ -85,7 +85,7 @@ def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
 def test_an_error_on_rank_0_reaches_every_rank_instead_of_hanging(tmp_path):
     single_process(tmp_path / "existing")   # the ranks' Recorder finds a run there and refuses it
     finished = start_ranks(tmp_path, tmp_path / "existing")
-    assert [code for code, _, _ in finished] == [1, 1]
+    assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
     assert all("already holds a run" in err for _, _, err in finished)
 
 

@@ -3,6 +3,7 @@
 A single forward with hidden states and attention weights, gates on every head, then one
 `torch.autograd.grad` to the gated head outputs: the per-example gradient of the loss with
 respect to each head's gate (Michel et al. 2019) without touching any parameter's `.grad`.
+That gradient and the batching live in t3vis.models, shared with the head-importance analysis.
 The model is left as it was found: training flags restored, hooks removed.
 """
 
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError
-from t3vis.models.gates import gated_heads
+from t3vis.models.batches import length_sorted_batches, unwrap, validate_examples
+from t3vis.models.head_gradients import capture_head_contexts
 from t3vis.models.structure import AttentionLayout, eval_mode, find_attention_layout
 from t3vis.record.attention_stats import AttentionStats
 
@@ -64,34 +66,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
 
 
 def validate_probe_set(texts: Sequence[str], labels: Sequence[int], num_labels: int) -> np.ndarray:
-    if len(texts) == 0:
-        raise InvalidInputError("the probe set is empty: give at least one text and label to record")
-    if len(texts) != len(labels):
-        raise InvalidInputError(f"{len(texts)} texts but {len(labels)} labels: give one label per text")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise InvalidInputError("labels must be class indices (integers); map label names to 0..C-1 first") from None
-    bad = (labels < 0) | (labels >= num_labels)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"label {labels[i]} of example {i} is outside the model's classes 0..{num_labels - 1}; "
-                                f"the model has {num_labels} labels (set num_labels when loading it)")
-    not_text = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if not_text:
-        raise InvalidInputError(f"example {not_text[0]} is {type(texts[not_text[0]]).__name__}, not text")
-    return labels
+    return validate_examples(texts, labels, num_labels, what="probe set")
 
 
 def _separator_ids(tokenizer) -> list[int]:
     ids = {getattr(tokenizer, name, None) for name in ("sep_token_id", "eos_token_id")}
     return sorted(i for i in ids if i is not None)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel or DataParallel."""
-    inner = getattr(model, "module", None)
-    return inner if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
@@ -114,16 +94,11 @@ def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[in
     stats = AttentionStats(L, H, thumbnail_size)
     separators = torch.tensor(_separator_ids(tokenizer), device=device)
 
-    # sort by length so each batch pads little; results are scattered back to input order
-    lengths = [len(t) for t in texts]
-    order = np.argsort(lengths, kind="stable")
+    # sorted by length so each batch pads little; results are scattered back to input order
+    batches = length_sorted_batches(tokenizer, texts, labels, batch_size=batch_size, max_length=max_length,
+                                    device=device)
     with eval_mode(model), torch.enable_grad():
-        for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt", padding_side="right")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            gold = torch.as_tensor(labels[rows], device=device)
+        for rows, enc, gold in batches:
             out = _probe_batch(model, layout, enc, gold, pooling, stats, separators)
             hidden[:, rows] = out["hidden"]
             logits_all[rows] = out["logits"]
@@ -135,30 +110,11 @@ def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[in
 
 
 def _probe_batch(model, layout, enc, gold, pooling, stats, separators) -> dict[str, np.ndarray]:
-    gates = torch.ones(layout.num_layers, layout.num_heads, device=gold.device, requires_grad=True)
-    contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def keep(layer, context, gated):
-        contexts.append((context, gated))
-
-    with gated_heads(layout, gates, on_gated=keep):
+    with capture_head_contexts(layout, gold.device) as contexts:
         out = model(**enc, output_hidden_states=True, output_attentions=True)
     logits = out.logits.float()
     loss = nn.functional.cross_entropy(logits, gold, reduction="none")
-    finite = torch.isfinite(loss)
-    # examples are independent in eval mode, so the gradient of the summed loss with respect
-    # to example b's gated context is the gradient of b's own loss
-    grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [g for _, g in contexts], allow_unused=True)
-    B, H = gold.shape[0], layout.num_heads
-    per_example = []
-    for (context, _), grad in zip(contexts, grads):
-        if grad is None:
-            per_example.append(torch.zeros(B, H, device=gold.device))
-            continue
-        prod = (context.detach() * grad).view(B, -1, H, layout.head_dim)
-        per_example.append(prod.sum((1, 3)))
-    gate_grads = torch.stack(per_example, 1)                               # (B, L, H)
-    gate_grads = torch.where(finite[:, None, None], torch.nan_to_num(gate_grads), 0.0)
+    gate_grads = contexts.gate_gradients(loss)                             # (B, L, H)
 
     mask = enc["attention_mask"].bool()
     with torch.no_grad():

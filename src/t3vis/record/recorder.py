@@ -12,10 +12,11 @@ import pandas as pd
 import torch
 
 from t3vis.errors import InvalidInputError
+from t3vis.models.batches import unwrap
 from t3vis.models.structure import find_attention_layout
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
-from t3vis.record.probe import ProbeResult, probe, resolve_pooling, unwrap, validate_probe_set
+from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_probe_set
 from t3vis.store import schema
 from t3vis.store.reader import open_run
 from t3vis.store.writer import RunWriter

@@ -1,0 +1,163 @@
+"""Integrated-gradients throughput of t3vis.explain against Captum's LayerIntegratedGradients.
+
+Both attribute the target logit (the predicted class) to the word-embedding output of the demo
+model, from the same baseline (pad ids, special tokens kept), with Gauss-Legendre quadrature at
+n_steps=50, and both compute their completeness check: so the two produce the same numbers
+(the Pearson correlation of their per-token scores is reported) and the same completeness.
+
+Captum is called as a saliency view calls it, one sentence at a time and unpadded, at each of
+a few `internal_batch_size` values; the fastest on a calibration subset is the baseline.
+t3vis batches the (example, step) pairs of many length-sorted sentences, dynamically padded.
+After a warm-up, the two run `repeats` times, interleaved; a ratio is the median of the
+per-round ratios, on wall-clock time (the headline) and on this process's CPU time.
+
+    .venv/bin/python bench/bench_saliency.py [--n 32] [--repeats 3] [--device cpu|cuda|auto]
+
+Environment (used by run_all): T3VIS_BENCH_SALIENCY_N, T3VIS_BENCH_REPEATS, T3VIS_BENCH_DEVICE,
+T3VIS_BENCH_SALIENCY_BATCH (t3vis rows per forward pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+TARGET = 2.0
+N_STEPS = 50
+INTERNAL_BATCH_SIZES = (None, 25, 10)    # None: all 50 steps of a sentence in one pass
+MAX_LENGTH = 128
+
+
+def captum_pass(model, tokenizer, texts, targets, internal_batch_size):
+    """Per sentence: (scores (T,), Captum's signed convergence delta)."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    device = next(model.parameters()).device
+
+    def forward(input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+    out = []
+    for text, target in zip(texts, targets):
+        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=MAX_LENGTH,
+                        return_special_tokens_mask=True)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)             # (1, T)
+        base = torch.where(enc["special_tokens_mask"].bool().to(device), ids, tokenizer.pad_token_id)
+        attr, delta = lig.attribute(ids, baselines=base, target=int(target), additional_forward_args=(mask,),
+                                    n_steps=N_STEPS, method="gausslegendre", return_convergence_delta=True,
+                                    internal_batch_size=internal_batch_size)
+        out.append((attr.sum(-1)[0].detach().float().cpu().numpy(), float(delta)))              # (T,)
+    return out
+
+
+def end_point_gaps(model, tokenizer, texts, targets) -> list[float]:
+    """f(x) - f(baseline) of the target logit, per sentence (to make Captum's delta relative)."""
+    import torch
+
+    device = next(model.parameters()).device
+    gaps = []
+    with torch.no_grad():
+        for text, target in zip(texts, targets):
+            enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=MAX_LENGTH,
+                            return_special_tokens_mask=True)
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            base = torch.where(enc["special_tokens_mask"].bool().to(device), ids, tokenizer.pad_token_id)
+            f = model(input_ids=torch.cat([ids, base]), attention_mask=torch.cat([mask, mask])).logits[:, target]
+            gaps.append(float(f[0] - f[1]))
+    return gaps
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_N", 32), help="sentences")
+    p.add_argument("--repeats", type=int, default=C.env_int("T3VIS_BENCH_REPEATS", 3))
+    p.add_argument("--device", default=C.env_str("T3VIS_BENCH_DEVICE", "cpu"))
+    p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 128),
+                   help="t3vis rows ((sentence, step) pairs) per forward pass")
+    return p.parse_args(argv)
+
+
+def calibrate(model, tokenizer, texts, targets, device) -> tuple[int | None, dict]:
+    """The fastest internal_batch_size on a few sentences (each timed once after a warm-up)."""
+    subset, goal = texts[:4], targets[:4]
+    captum_pass(model, tokenizer, subset[:1], goal[:1], None)
+    seconds = {}
+    for ibs in INTERNAL_BATCH_SIZES:
+        seconds[str(ibs)] = C.timed(lambda: captum_pass(model, tokenizer, subset, goal, ibs), device)[0]
+        print(f"[saliency] captum internal_batch_size={ibs}: {seconds[str(ibs)]:.2f}s on {len(subset)} sentences",
+              flush=True)
+    best = min(INTERNAL_BATCH_SIZES, key=lambda ibs: seconds[str(ibs)])
+    return best, seconds
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args([] if argv is None else argv)
+    import numpy as np
+    import torch
+
+    import t3vis
+
+    device = C.resolve_device(args.device)
+    torch.manual_seed(0)                                    # the demo head is freshly initialised
+    model, tokenizer = C.load_model(device)
+    model.eval()
+    texts, _ = C.demo_texts(args.n)
+    targets = [a.target for a in t3vis.explain(model, tokenizer, texts, "gradient")]
+    print(f"[saliency] {len(texts)} sentences, n_steps {N_STEPS}, t3vis batch {args.batch_size}, device {device}, "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats", flush=True)
+    best, calibration = calibrate(model, tokenizer, texts, targets, device)
+
+    outputs = {}
+    runs = {"t3vis": lambda: outputs.__setitem__("t3vis", t3vis.explain(
+                model, tokenizer, texts, "integrated_gradients", targets, n_steps=N_STEPS,
+                batch_size=args.batch_size, max_length=MAX_LENGTH)),
+            "captum": lambda: outputs.__setitem__("captum", captum_pass(model, tokenizer, texts, targets, best))}
+    C.timed(lambda: t3vis.explain(model, tokenizer, texts[:4], "integrated_gradients", n_steps=N_STEPS), device)
+    wall = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
+    load_before = C.loadavg()
+    for r in range(args.repeats):
+        for name in (["t3vis", "captum"] if r % 2 == 0 else ["captum", "t3vis"]):
+            w, c = C.timed(runs[name], device)
+            wall[name].append(w)
+            cpu[name].append(c)
+        print(f"[saliency] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()), flush=True)
+    return _rows(texts, outputs, wall, cpu, end_point_gaps(model, tokenizer, texts, targets), best,
+                 {"n": len(texts), "n_steps": N_STEPS, "batch_size": args.batch_size, "device": device,
+                  "threads": torch.get_num_threads(), "repeats": args.repeats, "captum_calibration_s": calibration,
+                  "loadavg_before": load_before, "loadavg_after": C.loadavg()}, np)
+
+
+def _rows(texts, outputs, wall, cpu, gaps, best, settings, np) -> list[dict]:
+    n = len(texts)
+    ours_delta = [a.delta for a in outputs["t3vis"]]
+    captum_delta = [abs(d) / max(abs(g), 1e-12) for (_, d), g in zip(outputs["captum"], gaps)]
+    pearson = [float(np.corrcoef(a.scores, s)[0, 1]) for a, (s, _) in zip(outputs["t3vis"], outputs["captum"])]
+    rows = [C.result("saliency", f"t3vis IG, {n} sentences", n / C.median(wall["t3vis"]), "sent/s",
+                     detail={**settings, "runs_wall": wall["t3vis"], "runs_cpu": cpu["t3vis"]}),
+            C.result("saliency", f"captum LIG (internal_batch_size={best}), {n} sentences",
+                     n / C.median(wall["captum"]), "sent/s",
+                     detail={"runs_wall": wall["captum"], "runs_cpu": cpu["captum"]})]
+    for clock, times in (("wall", wall), ("cpu", cpu)):
+        paired = [c / t for t, c in zip(times["t3vis"], times["captum"])]
+        rows.append(C.result("saliency", f"IG throughput t3vis / captum ({clock})", C.median(paired), "x",
+                             target=TARGET, op=">=", detail={"per_round": paired}))
+    rows += [C.result("saliency", "t3vis median completeness error", C.median(ours_delta), "rel",
+                      detail={"max": max(ours_delta)}),
+             C.result("saliency", "captum median completeness error", C.median(captum_delta), "rel",
+                      detail={"max": max(captum_delta)}),
+             C.result("saliency", "min per-sentence Pearson t3vis vs captum", min(pearson), "r", target=0.99,
+                      op=">=", detail={"median": C.median(pearson)})]
+    print(f"[saliency] t3vis / captum throughput: {rows[2]['value']:.2f}x wall, {rows[3]['value']:.2f}x cpu", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    C.standalone(lambda: main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""Token saliency toward a chosen class: one module per method, one call for all of them.
+
+    t3vis.explain(model, tokenizer, texts, method, target=None, *, n_steps=50, batch_size=64,
+                  max_length=128) -> list[Attribution]
+
+What is explained is the target class's **logit** (pre-softmax), for every method, so that the
+scores of gradient x input, integrated gradients and LRP are in logit units and comparable.
+Scores are given for every token the model sees, special tokens included, at the output of
+the word-embedding module (`model.get_input_embeddings()`).
+
+| method                 | score per token                                       | delta |
+|------------------------|-------------------------------------------------------|-------|
+| `gradient`             | L2 norm of d logit / d embedding (unsigned)           | None  |
+| `grad_x_input`         | sum_d gradient * embedding (signed)                   | None  |
+| `integrated_gradients` | Gauss-Legendre IG from a pad baseline (signed)        | relative completeness error |
+| `lrp`                  | conservative propagation, Ali et al. 2022 (signed)    | None  |
+| `attention_rollout`    | rollout row of the pooled token (sums to one)         | None  |
+
+The model runs in eval mode (dropout off) and is left as it was found: training flags
+restored, no parameter's `.grad` touched (gradients come from `torch.autograd.grad` to the
+embeddings only), every hook removed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from t3vis.errors import InvalidInputError
+from t3vis.models.structure import eval_mode
+
+METHODS = ("gradient", "grad_x_input", "integrated_gradients", "lrp", "attention_rollout")
+
+__all__ = ["METHODS", "Attribution", "explain"]
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """One text's saliency. Compare scores with numpy, not with ==."""
+
+    tokens: list[str]       # every token the model saw, special tokens included
+    scores: np.ndarray      # (len(tokens),) float32; see the method table in the module docstring
+    target: int             # the class explained (the model's prediction unless one was given)
+    method: str
+    delta: float | None     # integrated gradients: |sum(scores) - (f(x) - f(baseline))| / |f(x) - f(baseline)|
+
+
+def _targets(target, n_texts: int, num_labels: int) -> np.ndarray | None:
+    if target is None:
+        return None
+    values = [target] * n_texts if isinstance(target, (int, np.integer)) else list(target)
+    if len(values) != n_texts:
+        raise InvalidInputError(f"{len(values)} targets for {n_texts} texts: give one class, or one per text")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InvalidInputError(f"target {v!r} is not a class index; give an int in 0..{num_labels - 1}")
+        if not 0 <= v < num_labels:
+            raise InvalidInputError(f"target {v} is outside the model's classes 0..{num_labels - 1}")
+    return np.asarray(values, dtype=np.int64)
+
+
+def _check(texts, method: str, n_steps: int, batch_size: int, max_length: int) -> list[str]:
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise InvalidInputError("no texts to explain: give at least one")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InvalidInputError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a string")
+    for name, value, least in (("n_steps", n_steps, 1), ("batch_size", batch_size, 1), ("max_length", max_length, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidInputError(f"{name} must be an integer >= {least}, not {value!r}")
+    return texts
+
+
+def explain(model, tokenizer, texts: Sequence[str] | str, method: str, target: int | Sequence[int] | None = None,
+            *, n_steps: int = 50, batch_size: int = 64, max_length: int = 128) -> list[Attribution]:
+    """Saliency of every token of every text toward `target` (default: each text's predicted class).
+
+    target: one class for all texts or one per text. n_steps: integrated-gradients steps
+    (ignored by the others). batch_size: sequences per forward pass; for integrated gradients
+    a sequence is one (example, step) pair, and one batch mixes the steps of many examples.
+    """
+    from t3vis.analysis.saliency._common import encode
+
+    texts = _check(texts, method, n_steps, batch_size, max_length)
+    num_labels = int(getattr(model.config, "num_labels", 0) or 0)
+    targets = _targets(target, len(texts), num_labels)
+    enc = encode(tokenizer, texts, max_length)
+    module = importlib.import_module(f"t3vis.analysis.saliency.{method}")
+    with eval_mode(model), torch.enable_grad():
+        results = module.attribute(model, enc, targets, n_steps=n_steps, batch_size=batch_size)
+    return [Attribution(tokens, scores, target, method, delta)
+            for tokens, (scores, target, delta) in zip(enc.tokens, results)]

@@ -1,0 +1,58 @@
+"""Examples in, batches out: validation and the length-sorted batching every model pass shares.
+
+Record (the probe pass) and analysis (head importance, pruning evaluation) walk a set of
+texts the same way, so that their numbers agree: sorted by length so that each batch pads
+little, padded on the right, results scattered back to the caller's order.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from t3vis.errors import InvalidInputError
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel or DataParallel."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+def validate_examples(texts: Sequence[str], labels: Sequence[int], num_labels: int, *,
+                      what: str = "probe set") -> np.ndarray:
+    """labels as int64 class indices, after checking texts and labels pair up and fit the model."""
+    if len(texts) == 0:
+        raise InvalidInputError(f"the {what} is empty: give at least one text and label")
+    if len(texts) != len(labels):
+        raise InvalidInputError(f"{len(texts)} texts but {len(labels)} labels: give one label per text")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("labels must be class indices (integers); map label names to 0..C-1 first") from None
+    bad = (labels < 0) | (labels >= num_labels)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(f"label {labels[i]} of example {i} is outside the model's classes 0..{num_labels - 1}; "
+                                f"the model has {num_labels} labels (set num_labels when loading it)")
+    not_text = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if not_text:
+        raise InvalidInputError(f"example {not_text[0]} is {type(texts[not_text[0]]).__name__}, not text")
+    return labels
+
+
+def length_sorted_batches(tokenizer, texts: Sequence[str], labels: np.ndarray, *, batch_size: int, max_length: int,
+                          device: torch.device) -> Iterator[tuple[np.ndarray, dict, torch.Tensor]]:
+    """(rows, encoded batch, gold labels) per batch; rows index into texts, shortest texts first."""
+    if batch_size < 1 or max_length < 1:
+        raise InvalidInputError(f"batch_size ({batch_size}) and max_length ({max_length}) must be at least 1")
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        rows = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt", padding_side="right")
+        enc = {k: v.to(device) for k, v in enc.items()}
+        yield rows, enc, torch.as_tensor(labels[rows], device=device)

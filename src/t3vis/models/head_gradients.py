@@ -1,0 +1,65 @@
+"""Per-example gradient of the loss with respect to every head's gate (Michel et al. 2019).
+
+Every head's output (its slice of the attention output projection's input) is multiplied
+by a gate g = 1. By the chain rule, for example b, layer l, head h:
+
+    d loss_b / d g[l, h] = sum over positions t and head dims k of  a[b, t, h, k] * d loss_b / d (g a)[b, t, h, k]
+
+where a is the head's context (the activation) before gating. One `torch.autograd.grad` of
+the summed loss to the gated contexts gives it for every example at once: in eval mode
+examples are independent, so the gradient at example b's context is that of b's own loss.
+No parameter's `.grad` is touched. Shared by the probe pass (record) and head importance
+(analysis), so both compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from t3vis.models.gates import gated_heads
+from t3vis.models.structure import AttentionLayout
+
+
+class HeadContexts:
+    """The contexts one forward pass fed to the gated heads, before and after gating, per layer."""
+
+    def __init__(self, layout: AttentionLayout):
+        self.layout = layout
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keep(self, layer: int, context: torch.Tensor, gated: torch.Tensor) -> None:
+        self.pairs.append((context, gated))
+
+    def gate_gradients(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss (B,) per example -> (B, L, H) signed d loss / d gate; 0 for examples whose loss is not finite."""
+        if len(self.pairs) != self.layout.num_layers:
+            raise RuntimeError(f"captured {len(self.pairs)} layers for a {self.layout.num_layers}-layer model: "
+                               "run exactly one forward pass inside capture_head_contexts")
+        finite = torch.isfinite(loss)
+        grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [g for _, g in self.pairs],
+                                    allow_unused=True)
+        B, H, d = loss.shape[0], self.layout.num_heads, self.layout.head_dim
+        per_layer = []
+        for (context, _), grad in zip(self.pairs, grads):
+            if grad is None:                                   # a layer the loss does not depend on
+                per_layer.append(torch.zeros(B, H, device=loss.device))
+                continue
+            prod = (context.detach() * grad).view(B, -1, H, d)   # (B, T, H, d)
+            per_layer.append(prod.sum((1, 3)).float())
+        gate_grads = torch.stack(per_layer, 1)                    # (B, L, H)
+        return torch.where(finite[:, None, None], torch.nan_to_num(gate_grads), 0.0)
+
+
+@contextmanager
+def capture_head_contexts(layout: AttentionLayout, device: torch.device | str) -> Iterator[HeadContexts]:
+    """Gate every head at 1 for one forward pass inside the block; hooks come off after it.
+
+    Grad mode must be on (the caller's `torch.enable_grad()`); parameters need not require grad.
+    """
+    gates = torch.ones(layout.num_layers, layout.num_heads, device=device, requires_grad=True)
+    captured = HeadContexts(layout)
+    with gated_heads(layout, gates, on_gated=captured.keep):
+        yield captured

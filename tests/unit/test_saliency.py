@@ -1,0 +1,220 @@
+"""The saliency suite on tiny random models of every family: maths checked, model left as found."""
+
+import numpy as np
+import pytest
+import torch
+
+import t3vis
+from captum_reference import captum_integrated_gradients
+from conftest import ARCHITECTURES, make_model, make_texts
+from t3vis.analysis.saliency import METHODS, Attribution
+from t3vis.analysis.saliency._common import embedding_tap, encode
+from t3vis.analysis.saliency.attention_rollout import rollout
+from t3vis.analysis.saliency.lrp import ConservativePropagation
+from t3vis.errors import InvalidInputError
+
+
+def _sharpen(model, std=0.3, seed=0):
+    """Random weights large enough that the logits depend visibly on the tokens."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def _state(model):
+    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def _logits(model, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_every_method_runs_on_every_family_and_leaves_the_model_as_found(kind):
+    model, tokenizer = make_model(kind, num_labels=3)
+    texts = make_texts(5)
+    # transformers installs its own output-capturing hooks on the first forward that asks for
+    # attention weights, once per model; ours must not stay
+    with torch.no_grad():
+        predicted = model.eval()(**tokenizer(texts, padding=True, return_tensors="pt"),
+                                 output_attentions=True).logits.argmax(-1).tolist()
+    model.train()
+    before, hooks = _state(model), _hooks(model)
+    for method in METHODS:
+        out = t3vis.explain(model, tokenizer, texts, method, n_steps=8, batch_size=6)
+        assert len(out) == 5 and all(isinstance(a, Attribution) and a.method == method for a in out)
+        for a, text, pred in zip(out, texts, predicted):
+            assert a.scores.dtype == np.float32 and a.scores.shape == (len(a.tokens),)
+            assert np.isfinite(a.scores).all() and a.target == pred
+            assert len(a.tokens) == len(tokenizer(text)["input_ids"])
+            assert (a.delta is not None) == (method == "integrated_gradients")
+        assert _state(model) == before and _hooks(model) == hooks
+        assert not model.get_input_embeddings()._forward_hooks
+        assert all(p.grad is None for p in model.parameters())
+    assert model.training
+
+
+def test_explain_is_deterministic_in_train_mode_and_accepts_one_target_per_text():
+    model, tokenizer = make_model("bert", num_labels=3)
+    texts = make_texts(4)
+    model.train()
+    a = t3vis.explain(model, tokenizer, texts, "grad_x_input", target=[0, 1, 2, 1])
+    b = t3vis.explain(model, tokenizer, texts, "grad_x_input", target=[0, 1, 2, 1])
+    assert [x.target for x in a] == [0, 1, 2, 1]
+    assert all(np.array_equal(x.scores, y.scores) for x, y in zip(a, b))  # dropout off
+    c = t3vis.explain(model, tokenizer, texts, "grad_x_input", target=2)
+    assert not np.allclose(a[0].scores, c[0].scores)  # target 0 and target 2 differ
+
+
+def _fd_gradient(model, tokenizer, text, target, h=1e-6):
+    """(T, E) central finite differences of the target logit in the word embeddings, float64."""
+    enc = tokenizer([text], return_tensors="pt")
+    with embedding_tap(model) as tap, torch.no_grad():
+        emb = tap.embed(enc["input_ids"])[0]                                   # (T, E)
+        T, E = emb.shape
+        steps = torch.eye(T * E, dtype=emb.dtype).view(T * E, T, E) * h       # (T*E, T, E): one coordinate each
+        tap.replacement = torch.cat([emb + steps, emb - steps])                # (2*T*E, T, E)
+        batch = {k: v.expand(2 * T * E, -1) for k, v in enc.items()}
+        logits = model(**batch).logits[:, target]                              # (2*T*E,)
+    return emb, ((logits[:T * E] - logits[T * E:]) / (2 * h)).view(T, E)
+
+
+def test_gradients_match_finite_differences_in_float64():
+    model, tokenizer = make_model("bert")
+    model = _sharpen(model).double().eval()
+    text = "the movie was not fun"
+    emb, fd = _fd_gradient(model, tokenizer, text, target=1)
+    grad = t3vis.explain(model, tokenizer, [text], "gradient", target=1)[0].scores
+    gxi = t3vis.explain(model, tokenizer, [text], "grad_x_input", target=1)[0].scores
+    np.testing.assert_allclose(grad, fd.norm(dim=-1).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gxi, (fd * emb).sum(-1).numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(gxi).max() > 1e-3  # a check against something that is not zero
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_integrated_gradients_match_captum(kind):
+    model, tokenizer = make_model(kind)
+    model = _sharpen(model, std=0.1).eval()
+    texts = make_texts(4, seed=3)
+    ours = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=20, batch_size=16)
+    for a, text in zip(ours, texts):
+        ref = captum_integrated_gradients(model, tokenizer, text, a.target, n_steps=20)
+        assert np.corrcoef(a.scores, ref)[0, 1] >= 0.99
+        np.testing.assert_allclose(a.scores, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_integrated_gradients_batching_does_not_change_the_answer_and_completes():
+    model, tokenizer = make_model("roberta")
+    model = _sharpen(model, std=0.1)
+    texts = make_texts(5, seed=1)
+    one = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=16, batch_size=7)
+    all_at_once = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=16, batch_size=500)
+    for a, b in zip(one, all_at_once):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)
+    assert np.median([a.delta for a in one]) < 0.02
+
+
+def test_integrated_gradients_baseline_keeps_special_tokens():
+    _, tokenizer = make_model("bert")
+    enc = encode(tokenizer, ["the movie"], max_length=16)
+    assert enc.tokens[0] == ["[CLS]", "the", "movie", "[SEP]"]
+    assert enc.baseline_ids(0).tolist() == [tokenizer.cls_token_id, 0, 0, tokenizer.sep_token_id]
+
+
+def _homogeneous(kind):
+    """ReLU model with every bias, LayerNorm shift and position embedding zeroed: f(c e) = c f(e)
+    once attention weights and LayerNorm scales are constants, so relevance must sum to the logit."""
+    model, tokenizer = make_model(kind)
+    if kind == "distilbert":
+        model.config.activation = "relu"
+        for layer in model.distilbert.transformer.layer:
+            layer.ffn.activation = torch.nn.ReLU()
+    else:
+        for block in model.transformer.h:
+            block.mlp.act = torch.nn.ReLU()
+    model = _sharpen(model, std=0.3, seed=1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and not name.endswith("weight") or "position" in name or "wpe" in name:
+                p.zero_()
+    return model.eval(), tokenizer
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "gpt2"])
+def test_lrp_conserves_relevance_where_plain_gradient_x_input_does_not(kind):
+    model, tokenizer = _homogeneous(kind)
+    texts = make_texts(6, seed=2)
+    logits = _logits(model, tokenizer, texts)
+    lrp = t3vis.explain(model, tokenizer, texts, "lrp", target=1)
+    gxi = t3vis.explain(model, tokenizer, texts, "grad_x_input", target=1)
+    for i, (a, b) in enumerate(zip(lrp, gxi)):
+        logit = float(logits[i, 1])
+        assert abs(logit) > 1e-3
+        assert abs(a.scores.sum() - logit) <= 0.05 * abs(logit)
+        assert abs(b.scores.sum() - logit) > 0.05 * abs(logit)  # the rules are what conserves
+
+
+def test_conservative_propagation_leaves_the_forward_unchanged():
+    model, tokenizer = make_model("bert")
+    texts = make_texts(3)
+    plain = _logits(model.eval(), tokenizer, texts)
+    with ConservativePropagation():
+        ruled = _logits(model, tokenizer, texts)
+    torch.testing.assert_close(ruled, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_rollout_rows_sum_to_one_and_match_a_hand_computation():
+    gen = torch.Generator().manual_seed(0)
+    attn = [torch.softmax(torch.randn(4, 6, 6, generator=gen), -1) for _ in range(3)]  # (H, T, T) per layer
+    matrix = rollout(attn)
+    torch.testing.assert_close(matrix.sum(-1), torch.ones(6, dtype=torch.float64))
+    expected = torch.eye(6, dtype=torch.float64)
+    for a in attn:
+        m = a.double().mean(0) + torch.eye(6, dtype=torch.float64)
+        expected = (m / m.sum(-1, keepdim=True)) @ expected
+    torch.testing.assert_close(matrix, expected)
+    one_layer = rollout([torch.full((2, 3, 3), 1 / 3)])  # uniform attention: (J/3 + I) / 2
+    torch.testing.assert_close(one_layer, (torch.full((3, 3), 1 / 3) + torch.eye(3)).double() / 2)
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_rollout_scores_are_the_pooled_row_of_a_stochastic_matrix(kind):
+    model, tokenizer = make_model(kind)
+    model.eval()
+    texts = make_texts(4)
+    out = t3vis.explain(model, tokenizer, texts, "attention_rollout")
+    for a, text in zip(out, texts):
+        assert a.scores.sum() == pytest.approx(1.0, abs=1e-5) and (a.scores >= 0).all()
+        enc = tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            att = model(**enc, output_attentions=True).attentions
+        matrix = rollout([x[0] for x in att])
+        row = matrix[0] if kind == "bert" else matrix[-1]
+        np.testing.assert_allclose(a.scores, row.float().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_says_what_to_fix():
+    model, tokenizer = make_model("bert")
+    with pytest.raises(InvalidInputError, match="integrated_gradients.*attention_rollout"):
+        t3vis.explain(model, tokenizer, ["fun"], "saliency")
+    with pytest.raises(InvalidInputError, match=r"target 2 is outside the model's classes 0\.\.1"):
+        t3vis.explain(model, tokenizer, ["fun"], "gradient", target=2)
+    with pytest.raises(InvalidInputError, match="one per text"):
+        t3vis.explain(model, tokenizer, ["fun", "dull"], "gradient", target=[0])
+    with pytest.raises(InvalidInputError, match="no texts"):
+        t3vis.explain(model, tokenizer, [], "lrp")
+    with pytest.raises(InvalidInputError, match="n_steps"):
+        t3vis.explain(model, tokenizer, ["fun"], "integrated_gradients", n_steps=0)
+    gpt, gpt_tok = make_model("gpt2")
+    with pytest.raises(InvalidInputError, match="no tokens"):
+        t3vis.explain(gpt, gpt_tok, ["fun", ""], "gradient")
+    assert _hooks(model) == 0 and _hooks(gpt) == 0
