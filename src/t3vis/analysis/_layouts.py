@@ -66,12 +66,17 @@ def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
 
 
 def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict) -> np.ndarray:
-    """umap-learn layout (N, 2). A seed makes UMAP optimise on one thread (its rule for determinism)."""
+    """umap-learn layout (N, 2). A seed makes UMAP optimise on one thread (its rule for determinism).
+
+    n_neighbors defaults to 10, not umap-learn's 15: the view is read for local neighbourhoods.
+    Measured on 5,000 demo states (bench_projection's points): 10-NN preservation 0.318 against
+    0.298 with 15, and 3.3 s against 4.0 s once compiled.
+    """
     import umap as umap_learn
 
     n_fit = len(Z) if fit_rows is None else len(fit_rows)
     kw = {"n_components": 2, "random_state": seed, "n_jobs": 1 if seed is not None else n_jobs,
-          "n_neighbors": min(15, n_fit - 1), **params}
+          "n_neighbors": min(10, n_fit - 1), **params}
     rows = slice(None) if fit_rows is None else fit_rows
     if init is not None:
         start = _equal_extents(init[rows] - init[rows].mean(axis=0))
