@@ -65,8 +65,6 @@ def paper_tsne(X):
 
 
 def main() -> list[dict]:
-    import numpy as np
-
     from t3vis.analysis import neighborhood_preservation, project
 
     n = C.env_int("T3VIS_BENCH_PROJ_N", 5000)

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
