@@ -83,3 +83,16 @@ def test_console_script_reports_a_wrong_run_path(tmp_path):
     assert result.returncode == 2
     assert "no run at" in result.stderr and "nope" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_label_names_from_the_data_replace_placeholder_names(tmp_path):
+    model, tokenizer = make_model("bert")          # id2label: LABEL_0, LABEL_1
+    folder = tmp_path / "checkpoint-5"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = tmp_path / "data.csv"
+    pd.DataFrame({"text": ["good", "bad", "fun"], "label": ["yes", "no", "yes"]}).to_csv(data, index=False)
+    assert main(["record", str(folder), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    run = t3vis.open_run(tmp_path / "run")
+    assert run.label_names == ["no", "yes"] and list(run.examples["label"]) == [1, 0, 1]
+    assert [c.step for c in run.checkpoints] == [5]
