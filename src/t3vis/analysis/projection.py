@@ -125,7 +125,7 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     A checkpoint whose states equal its neighbour's exactly (a frozen layer, or the embeddings
     when they are not trained) reuses the neighbour's layout: re-optimising would only add noise.
     Otherwise the optimiser adds some: on the demo run's last layer (2,000 points), unchanged
-    states re-laid from a warm start drift by a median 0.3% (t-SNE) and 1.4% (UMAP) of the
+    states re-laid from a warm start drift by a median 0.3% (t-SNE) and 1.6% (UMAP, 10 neighbours) of the
     layout's extent; on small synthetic clusters without inner structure, up to 5% (UMAP).
     Movement beyond that on screen is movement of the hidden states.
     kwargs go to `project` (metric, pca_dims, max_fit, n_jobs, method parameters).
