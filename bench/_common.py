@@ -46,6 +46,17 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def timing_parser(doc: str, n_env: str, n_default: int, n_help: str = "sentences"):
+    """argparse parser with the options every timed benchmark shares: --n, --repeats, --device."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=env_int(n_env, n_default), help=n_help)
+    p.add_argument("--repeats", type=int, default=env_int("T3VIS_BENCH_REPEATS", 3))
+    p.add_argument("--device", default=env_str("T3VIS_BENCH_DEVICE", "cpu"))
+    return p
+
+
 def result(bench: str, metric: str, value: float, unit: str, *, target: float | None = None, op: str = "<=",
            detail: dict | None = None) -> dict:
     status = ""

@@ -15,7 +15,6 @@ Environment (used by run_all): T3VIS_BENCH_HEADS_N, T3VIS_BENCH_REPEATS, T3VIS_B
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,11 +28,7 @@ MASKED_SHARE = 0.3
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=C.env_int("T3VIS_BENCH_HEADS_N", 512), help="sentences")
-    p.add_argument("--repeats", type=int, default=C.env_int("T3VIS_BENCH_REPEATS", 3))
-    p.add_argument("--device", default=C.env_str("T3VIS_BENCH_DEVICE", "cpu"))
-    return p.parse_args(argv)
+    return C.timing_parser(__doc__, "T3VIS_BENCH_HEADS_N", 512).parse_args(argv)
 
 
 def _masked_heads(num_layers: int, num_heads: int) -> dict[int, list[int]]:

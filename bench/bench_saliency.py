@@ -19,7 +19,6 @@ T3VIS_BENCH_SALIENCY_BATCH (t3vis rows per forward pass).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -75,10 +74,7 @@ def end_point_gaps(model, tokenizer, texts, targets) -> list[float]:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_N", 32), help="sentences")
-    p.add_argument("--repeats", type=int, default=C.env_int("T3VIS_BENCH_REPEATS", 3))
-    p.add_argument("--device", default=C.env_str("T3VIS_BENCH_DEVICE", "cpu"))
+    p = C.timing_parser(__doc__, "T3VIS_BENCH_SALIENCY_N", 32)
     p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 128),
                    help="t3vis rows ((sentence, step) pairs) per forward pass")
     return p.parse_args(argv)

@@ -17,7 +17,6 @@ T3VIS_BENCH_TMP (folder for the temporary run; default the system temp folder).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +57,7 @@ def baseline_pass(model, tokenizer, texts, labels, *, batch_size=BATCH_SIZE, max
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=C.env_int("T3VIS_BENCH_SNAPSHOT_N", 512), help="probe sentences")
-    p.add_argument("--repeats", type=int, default=C.env_int("T3VIS_BENCH_REPEATS", 3))
-    p.add_argument("--device", default=C.env_str("T3VIS_BENCH_DEVICE", "cpu"))
+    p = C.timing_parser(__doc__, "T3VIS_BENCH_SNAPSHOT_N", 512, "probe sentences")
     p.add_argument("--tmp", default=C.env_str("T3VIS_BENCH_TMP", "") or None, help="folder for the temporary run")
     return p.parse_args(argv)
 

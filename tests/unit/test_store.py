@@ -404,31 +404,15 @@ def test_missing_outputs_parquet_is_corrupt(written):
     assert str(target) in str(info.value)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
-def test_corrupt_hidden_npy_names_the_file(written, damage):
-    path, _ = written
-    target = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(10) / schema.HIDDEN
-    data = target.read_bytes()
-    if damage == "garbage":
-        target.write_bytes(b"\x00garbage" * 100)
-    elif damage == "truncated":
-        target.write_bytes(data[: len(data) - 17])
-    else:
-        target.unlink()
-    ck = t3vis.open_run(path).checkpoint(10)
-    with pytest.raises(CorruptRunError) as info:
-        ck.hidden(1)
-    assert str(target) in str(info.value)
-
-
-@pytest.mark.parametrize("damage", [
-    "garbage",
-    "truncated",
-    "missing",
+@pytest.mark.parametrize("filename, read", [
+    (schema.HIDDEN, lambda ck: ck.hidden(1)),
+    (schema.HEADS, lambda ck: ck.head_importance),
+    (schema.GATE_GRADS, lambda ck: ck.example_gate_gradients()),
 ])
-def test_corrupt_heads_npz_names_the_file(written, damage):
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
+def test_a_damaged_array_file_names_the_file(written, filename, read, damage):
     path, _ = written
-    target = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(10) / schema.HEADS
+    target = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(10) / filename
     data = target.read_bytes()
     if damage == "garbage":
         target.write_bytes(b"\x00garbage" * 100)
@@ -438,7 +422,7 @@ def test_corrupt_heads_npz_names_the_file(written, damage):
         target.unlink()
     ck = t3vis.open_run(path).checkpoint(10)
     with pytest.raises(CorruptRunError) as info:
-        ck.head_importance
+        read(ck)
     assert str(target) in str(info.value)
 
 
