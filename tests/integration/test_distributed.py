@@ -48,6 +48,9 @@ RANK = textwrap.dedent("""
         print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
                                        "world": dist.get_world_size()}}), flush=True)
     finally:
+        # both ranks reach teardown together: a rank destroying gloo while its peer still talks
+        # to it can abort at exit ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 """)
 
