@@ -7,7 +7,9 @@ n_steps=50, and both compute their completeness check: so the two produce the sa
 
 Captum is called as a saliency view calls it, one sentence at a time and unpadded, at each of
 a few `internal_batch_size` values; the fastest on a calibration subset is the baseline.
-t3vis batches the (example, step) pairs of many length-sorted sentences, dynamically padded.
+t3vis batches the (example, step) pairs of many length-sorted sentences, dynamically padded;
+it runs twice, in float32 (the like-for-like comparison) and with precision="bfloat16" (autocast;
+its completeness error is reported next to it, since it is not the same as float32's).
 After a warm-up, the two run `repeats` times, interleaved; a ratio is the median of the
 per-round ratios, on wall-clock time (the headline) and on this process's CPU time.
 
@@ -75,7 +77,7 @@ def end_point_gaps(model, tokenizer, texts, targets) -> list[float]:
 
 def parse_args(argv):
     p = C.timing_parser(__doc__, "T3VIS_BENCH_SALIENCY_N", 32)
-    p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 128),
+    p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 64),
                    help="t3vis rows ((sentence, step) pairs) per forward pass")
     return p.parse_args(argv)
 
@@ -111,16 +113,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     best, calibration = calibrate(model, tokenizer, texts, targets, device)
 
     outputs = {}
-    runs = {"t3vis": lambda: outputs.__setitem__("t3vis", t3vis.explain(
-                model, tokenizer, texts, "integrated_gradients", targets, n_steps=N_STEPS,
-                batch_size=args.batch_size, max_length=MAX_LENGTH)),
+    def ours(precision):
+        return lambda: outputs.__setitem__(precision, t3vis.explain(
+            model, tokenizer, texts, "integrated_gradients", targets, n_steps=N_STEPS,
+            batch_size=args.batch_size, max_length=MAX_LENGTH, precision=precision))
+
+    runs = {"float32": ours("float32"), "bfloat16": ours("bfloat16"),
             "captum": lambda: outputs.__setitem__("captum", captum_pass(model, tokenizer, texts, targets, best))}
     C.timed(lambda: t3vis.explain(model, tokenizer, texts[:4], "integrated_gradients", n_steps=N_STEPS), device)
     wall = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
     load_before = C.loadavg()
     for r in range(args.repeats):
-        for name in (["t3vis", "captum"] if r % 2 == 0 else ["captum", "t3vis"]):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             w, c = C.timed(runs[name], device)
             wall[name].append(w)
             cpu[name].append(c)
@@ -133,25 +138,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _rows(texts, outputs, wall, cpu, gaps, best, settings, np) -> list[dict]:
     n = len(texts)
-    ours_delta = [a.delta for a in outputs["t3vis"]]
     captum_delta = [abs(d) / max(abs(g), 1e-12) for (_, d), g in zip(outputs["captum"], gaps)]
-    pearson = [float(np.corrcoef(a.scores, s)[0, 1]) for a, (s, _) in zip(outputs["t3vis"], outputs["captum"])]
-    rows = [C.result("saliency", f"t3vis IG, {n} sentences", n / C.median(wall["t3vis"]), "sent/s",
-                     detail={**settings, "runs_wall": wall["t3vis"], "runs_cpu": cpu["t3vis"]}),
-            C.result("saliency", f"captum LIG (internal_batch_size={best}), {n} sentences",
+    rows = [C.result("saliency", f"captum LIG (internal_batch_size={best}), {n} sentences",
                      n / C.median(wall["captum"]), "sent/s",
-                     detail={"runs_wall": wall["captum"], "runs_cpu": cpu["captum"]})]
-    for clock, times in (("wall", wall), ("cpu", cpu)):
-        paired = [c / t for t, c in zip(times["t3vis"], times["captum"])]
-        rows.append(C.result("saliency", f"IG throughput t3vis / captum ({clock})", C.median(paired), "x",
-                             target=TARGET, op=">=", detail={"per_round": paired}))
-    rows += [C.result("saliency", "t3vis median completeness error", C.median(ours_delta), "rel",
-                      detail={"max": max(ours_delta)}),
-             C.result("saliency", "captum median completeness error", C.median(captum_delta), "rel",
-                      detail={"max": max(captum_delta)}),
-             C.result("saliency", "min per-sentence Pearson t3vis vs captum", min(pearson), "r", target=0.99,
-                      op=">=", detail={"median": C.median(pearson)})]
-    print(f"[saliency] t3vis / captum throughput: {rows[2]['value']:.2f}x wall, {rows[3]['value']:.2f}x cpu", flush=True)
+                     detail={**settings, "runs_wall": wall["captum"], "runs_cpu": cpu["captum"]}),
+            C.result("saliency", "captum median completeness error", C.median(captum_delta), "rel",
+                     detail={"max": max(captum_delta)})]
+    for precision in ("float32", "bfloat16"):
+        ours = outputs[precision]
+        deltas = [a.delta for a in ours]
+        pearson = [float(np.corrcoef(a.scores, s)[0, 1]) for a, (s, _) in zip(ours, outputs["captum"])]
+        rows += [C.result("saliency", f"t3vis IG {precision}, {n} sentences", n / C.median(wall[precision]),
+                          "sent/s", detail={"runs_wall": wall[precision], "runs_cpu": cpu[precision]})]
+        for clock, times in (("wall", wall), ("cpu", cpu)):
+            paired = [c / t for t, c in zip(times[precision], times["captum"])]
+            rows.append(C.result("saliency", f"IG throughput t3vis {precision} / captum float32 ({clock})",
+                                 C.median(paired), "x", target=TARGET, op=">=", detail={"per_round": paired}))
+        rows += [C.result("saliency", f"t3vis {precision} median completeness error", C.median(deltas), "rel",
+                          detail={"max": max(deltas)}),
+                 C.result("saliency", f"min per-sentence Pearson t3vis {precision} vs captum", min(pearson), "r",
+                          target=0.99, op=">=", detail={"median": C.median(pearson)})]
+        print(f"[saliency] t3vis {precision} / captum throughput: {rows[-4]['value']:.2f}x wall, "
+              f"{rows[-3]['value']:.2f}x cpu; completeness {C.median(deltas):.2e} "
+              f"(captum {C.median(captum_delta):.2e})", flush=True)
     return rows
 
 

@@ -59,3 +59,25 @@ def test_every_method_on_the_demo_model_leaves_it_as_found(demo):
         if hooks is not None:
             assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     model.eval()
+
+
+def test_bfloat16_integrated_gradients_stay_complete_and_agree_with_float32(demo, ig):
+    model, tokenizer, texts = demo
+    fast = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=50, precision="bfloat16")
+    deltas = np.array([a.delta for a in fast])
+    assert np.median(deltas) <= 0.02
+    # the end points stay float32, so the delta sees the bfloat16 error: it is not float32's
+    assert np.median(deltas) > np.median([a.delta for a in ig])
+    for a, b in zip(fast, ig):
+        assert a.target == b.target and a.scores.dtype == np.float32
+        assert np.corrcoef(a.scores, b.scores)[0, 1] >= 0.99
+
+
+def test_every_method_runs_in_bfloat16_and_agrees_with_float32(demo):
+    model, tokenizer, texts = demo
+    for method in METHODS:
+        full = t3vis.explain(model, tokenizer, texts[:4], method, n_steps=8)
+        half = t3vis.explain(model, tokenizer, texts[:4], method, n_steps=8, precision="bfloat16")
+        for a, b in zip(half, full):
+            assert a.scores.dtype == np.float32 and np.isfinite(a.scores).all()
+            assert np.corrcoef(a.scores, b.scores)[0, 1] >= 0.95, method

@@ -214,6 +214,8 @@ def test_bad_input_says_what_to_fix():
         t3vis.explain(model, tokenizer, [], "lrp")
     with pytest.raises(InvalidInputError, match="n_steps"):
         t3vis.explain(model, tokenizer, ["fun"], "integrated_gradients", n_steps=0)
+    with pytest.raises(InvalidInputError, match="precision 'float16'; choose one of float32, bfloat16"):
+        t3vis.explain(model, tokenizer, ["fun"], "gradient", precision="float16")
     gpt, gpt_tok = make_model("gpt2")
     with pytest.raises(InvalidInputError, match="no tokens"):
         t3vis.explain(gpt, gpt_tok, ["fun", ""], "gradient")

@@ -48,7 +48,8 @@ def _end_points(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: np.n
         base, _ = pad([enc.baseline_ids(i) for i in rows], enc.pad_id, device)      # (B, T)
         e_x, e_b = tap.embed(ids), tap.embed(base)                                  # (B, T, E) each
         tap.replacement = torch.cat([e_x, e_b])                                     # (2B, T, E)
-        with torch.no_grad():
+        # full precision even under a bfloat16 autocast: the completeness delta is measured against these
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             logits = logits_of(model, torch.cat([ids, ids]), torch.cat([mask, mask])).double()  # (2B, C)
         tap.replacement = None
         f_x, f_b = logits[:len(rows)], logits[len(rows):]                           # (B, C) each
@@ -80,7 +81,7 @@ def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: 
         alpha = torch.as_tensor(alphas[step], dtype=e_x.dtype, device=device)[:, None, None]  # (R, 1, 1)
         path = (e_b[rows] + alpha * (e_x[rows] - e_b[rows])).requires_grad_(True)   # (R, T, E)
         tap.replacement = path
-        logits = logits_of(model, ids[rows], mask[rows])                            # (R, C)
+        logits = logits_of(model, ids[rows], mask[rows]).float()                    # (R, C)
         tap.replacement = None
         chosen = torch.as_tensor(targets[example], device=device)                   # (R,)
         grads, = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), path)  # (R, T, E)
