@@ -1,4 +1,4 @@
-"""The `t3vis` command: a thin shell over record, store and (soon) serve."""
+"""The `t3vis` command: a thin shell over record, store and serve."""
 
 from __future__ import annotations
 
@@ -19,9 +19,40 @@ def _demo(args) -> int:
                         max_length=args.max_length, seed=args.seed)
     run_dir = run_demo(config)
     print(f"run written to {run_dir.resolve()}")
-    print("the viewer (t3vis serve) is not part of this version yet; read the run with "
-          f"`python -c \"import t3vis; print(t3vis.open_run('{run_dir}'))\"`")
+    if args.no_serve:
+        print(f"view it with `t3vis serve {run_dir}`")
+        return 0
+    return _serve_runs([run_dir], args)
+
+
+def _serve_runs(runs, args) -> int:
+    from t3vis.server import serve
+
+    try:
+        serve(runs, host=args.host, port=args.port, token=args.token, model_cache=args.model_cache,
+              open_browser=not args.no_browser, cors_origins=args.cors_origin or ())
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def _serve(args) -> int:
+    return _serve_runs([Path(r) for r in args.runs], args)
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    from t3vis.server.launch import DEFAULT_HOST, DEFAULT_PORT
+
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to bind (default {DEFAULT_HOST}); any other needs a token")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    parser.add_argument("--token", default=None,
+                        help="API token; beyond localhost one is generated and printed in the URL if not given")
+    parser.add_argument("--model-cache", type=int, default=2, metavar="N",
+                        help="checkpoints kept loaded for the instance view and pruning (default 2)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow browser calls from this origin (repeatable; none by default)")
 
 
 def _record(args) -> int:
@@ -52,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="t3vis", description="Visual analytics for training Transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="fine-tune the bundled model on the bundled data and record it")
+    demo = sub.add_parser("demo", help="fine-tune the bundled model on the bundled data, record it, serve it")
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--train-size", type=int, default=4000)
     demo.add_argument("--heldout-size", type=int, default=1000)
@@ -63,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--max-length", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-serve", action="store_true", help="record only; do not start the viewer after")
+    _add_serve_options(demo)
     demo.set_defaults(handler=_demo)
+
+    serve = sub.add_parser("serve", help="open recorded runs in the browser (http://127.0.0.1:8737)")
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run folders to serve (nothing else is reachable)")
+    _add_serve_options(serve)
+    serve.set_defaults(handler=_serve)
 
     record = sub.add_parser("record", help="record Hugging Face checkpoints saved earlier")
     record.add_argument("checkpoints", nargs="+", help="checkpoint folders (any order; recorded by step)")

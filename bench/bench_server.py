@@ -1,0 +1,281 @@
+"""The server's three costs a user feels, each against a baseline measured in the same run.
+
+1. Instance view with integrated gradients on a 64-token example (demo model, all-MiniLM-L6-v2,
+   recorded into a tiny run with weights): p50 and p95 of POST .../instance through the ASGI app,
+   against calling `t3vis.explain` + `t3vis.evaluate` directly on the same loaded model
+   (ratio = server overhead; the model work is the same).
+2. A 100,000-point projection: time (server answer + client decode) and bytes as the binary
+   float32 (N, 3) the API sends, against the same numbers as JSON (a JSON route on the same app,
+   decoded with json.loads). The layout is placed in the run's cache first: this measures
+   sending, not projecting (bench_projection.py measures that).
+3. A table page of a 1,000,000-row run (synthesised with pyarrow and the store's writer, not
+   from a model): p50 per query of POST .../table (DuckDB over the Parquet files), against
+   pandas reading the same Parquet columns, merging, filtering and sorting.
+
+    .venv/bin/python bench/bench_server.py
+
+Environment: T3VIS_BENCH_SERVER_ROWS (1000000), T3VIS_BENCH_SERVER_POINTS (100000),
+T3VIS_BENCH_REPEATS (3; the instance view takes max(10, 3 x repeats) samples),
+T3VIS_BENCH_SERVER_PARTS ("table,projection,instance").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+PAGE_TARGET_S = 0.1          # the issue: a page of a 1,000,000-row run in well under 100 ms
+INSTANCE_OVERHEAD_TARGET = 1.2
+
+
+def _percentile(values, q):
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _synthetic_run(path: Path, n: int, *, hidden_dims: int = 8, seed: int = 0) -> Path:
+    """A run of n probed examples (text, label, outputs, dynamics for half of them), no model."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from t3vis.store import schema
+    from t3vis.store.writer import RunWriter
+
+    rng = np.random.default_rng(seed)
+    words = np.array("the a movie film was is great bad boring fun plot actor script good awful love hate".split())
+    lengths = rng.integers(4, 14, n)
+    flat = words[rng.integers(0, len(words), int(lengths.sum()))]
+    texts = [" ".join(x) for x in np.split(flat, np.cumsum(lengths)[:-1])]
+    labels = rng.integers(0, 2, n)
+    examples = pd.DataFrame({"id": np.arange(n), "split": np.where(np.arange(n) % 5 == 0, "validation", "train"),
+                             "text": texts, "label": labels, "probe_row": np.arange(n)})
+    meta = {"model": {"name_or_path": "synthetic", "architecture": "none", "model_type": None, "num_parameters": 0},
+            "task": "sequence-classification", "label_names": ["neg", "pos"], "num_layers": 1, "num_heads": 2,
+            "hidden_size": hidden_dims, "num_probe": n, "pooling": "cls", "max_length": 64, "thumbnail_size": 4}
+    writer = RunWriter.create(path, meta, examples)
+    probs1 = rng.random(n).astype(np.float32)
+    probs = np.stack([1 - probs1, probs1], axis=1)
+    pred = probs.argmax(1).astype(np.int32)
+    gold = probs[np.arange(n), labels]
+    with writer.checkpoint(100, epoch=1.0, metrics={}) as stage:
+        hidden = stage.hidden_array(2, n, hidden_dims)
+        hidden[:] = rng.normal(size=(2, n, hidden_dims)).astype(np.float16)
+        hidden.flush()
+        pq.write_table(pa.table({
+            "id": pa.array(np.arange(n, dtype=np.int64)), "pred": pa.array(pred),
+            "loss": pa.array(-np.log(gold)), "gold_prob": pa.array(gold), "correct": pa.array(pred == labels),
+            "nan": pa.array(np.zeros(n, bool)),
+            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 2)}),
+            stage.path / schema.OUTPUTS, compression="zstd")
+        stage.write_heads({"importance": np.ones((1, 2), np.float32), "thumbnails": np.zeros((1, 2, 4, 4))})
+    half = np.arange(0, n, 2)
+    for epoch in range(2):
+        gp = rng.random(len(half)).astype(np.float32)
+        writer.append_dynamics(pd.DataFrame({"id": half, "epoch": epoch, "step": epoch + 1, "gold_prob": gp,
+                                             "correct": gp > 0.5}))
+    return path
+
+
+# -- 1. instance view -------------------------------------------------------------------
+
+def bench_instance(folder: Path, samples: int) -> list[dict]:
+    import t3vis
+    from fastapi.testclient import TestClient
+
+    from t3vis.server import create_app
+
+    model, tokenizer = C.load_model("cpu")
+    texts, labels = C.demo_texts(16)
+    rec = t3vis.Recorder(folder / "instance", model, tokenizer, texts, labels, batch_size=16)
+    rec.snapshot(step=1, epoch=0.0)
+    words = " ".join(C.demo_texts(400)[0]).split()
+    text = " ".join(words[:64])
+    while len(tokenizer(text)["input_ids"]) > 64:
+        text = text.rsplit(" ", 1)[0]
+    n_tokens = len(tokenizer(text)["input_ids"])
+    body = {"text": text, "method": "integrated_gradients"}
+    with TestClient(create_app([folder / "instance"])) as client:
+        url = "/api/runs/instance/checkpoints/1/instance"
+        assert client.post(url, json=body).status_code == 200            # loads the checkpoint: not timed
+        (loaded,) = [client.app.state.t3vis.models.get(k, None) for k in client.app.state.t3vis.models.keys()]
+        served, direct = [], []
+        for _ in range(samples):            # interleaved, so a noisy neighbour hits both alike
+            t0 = time.perf_counter()
+            r = client.post(url, json=body)
+            served.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            t0 = time.perf_counter()
+            t3vis.evaluate(loaded.model, loaded.tokenizer, [text], [0], layout=loaded.layout)
+            t3vis.explain(loaded.model, loaded.tokenizer, [text], "integrated_gradients")
+            direct.append(time.perf_counter() - t0)
+    p50, p95, d50 = _percentile(served, 50), _percentile(served, 95), _percentile(direct, 50)
+    print(f"[server] instance IG, {n_tokens} tokens: p50 {p50:.3f}s p95 {p95:.3f}s (direct p50 {d50:.3f}s)",
+          flush=True)
+    detail = {"tokens": n_tokens, "samples": samples, "served_s": served, "direct_s": direct, "loadavg": C.loadavg()}
+    return [C.result("server", f"instance IG p50, {n_tokens} tokens", p50, "s", detail=detail),
+            C.result("server", f"instance IG p95, {n_tokens} tokens", p95, "s"),
+            C.result("server", "instance IG p50: served / direct explain+evaluate", p50 / d50, "x",
+                     target=INSTANCE_OVERHEAD_TARGET, op="<=")]
+
+
+# -- 2. projection binary vs JSON ---------------------------------------------------------
+
+def bench_projection_transfer(folder: Path, n: int, repeats: int) -> list[dict]:
+    import numpy as np
+    from fastapi.responses import JSONResponse
+    from fastapi.testclient import TestClient
+
+    import t3vis
+    from t3vis.server import create_app
+    from t3vis.server.projections import _layout_key, _preservation_key
+    from t3vis.store import schema
+    from t3vis.store.cache import ArrayCache, data_fingerprint
+
+    run_dir = _synthetic_run(folder / "points", n, seed=1)
+    ck = t3vis.open_run(run_dir).checkpoints[-1]
+    rng = np.random.default_rng(0)
+    layout = rng.normal(size=(n, 2)).astype(np.float32)
+    preservation = rng.random(n).astype(np.float32)
+    key = _layout_key(ck.step, 1, "pca", False, [(ck.step, data_fingerprint(ck.path / schema.HIDDEN))])
+    cache = ArrayCache(run_dir)
+    cache.put(key, layout)
+    cache.put(_preservation_key(key), preservation)
+    app = create_app([run_dir])
+    rows = np.column_stack([layout, preservation]).astype(np.float32)
+
+    def as_json():
+        return JSONResponse({"rows": n, "points": rows.tolist()})
+
+    app.add_api_route("/bench/projection.json", as_json, methods=["GET"])
+    url = f"/api/runs/points/checkpoints/{ck.step}/projection?layer=1&method=pca&aligned=false"
+    with TestClient(app) as client:
+        first = client.get(url)
+        assert first.status_code == 200, first.text
+        binary_t, json_t = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            r = client.get(url)
+            got = np.frombuffer(r.content, "<f4").reshape(-1, 3)
+            binary_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            j = client.get("/bench/projection.json")
+            parsed = np.asarray(json.loads(j.content)["points"], np.float32)
+            json_t.append(time.perf_counter() - t0)
+        assert np.array_equal(got, rows) and np.allclose(parsed, rows)
+        b_bytes, j_bytes = len(r.content), len(j.content)
+    b, js = C.median(binary_t), C.median(json_t)
+    print(f"[server] projection {n} pts: binary {b:.3f}s {b_bytes:,} B, JSON {js:.3f}s {j_bytes:,} B", flush=True)
+    return [C.result("server", f"projection {n} pts binary: send + decode", b, "s",
+                     detail={"json_s": json_t, "binary_s": binary_t}),
+            C.result("server", f"projection {n} pts binary bytes", b_bytes, "B"),
+            C.result("server", "projection JSON / binary time", js / b, "x", target=3.0, op=">="),
+            C.result("server", "projection JSON / binary bytes", j_bytes / b_bytes, "x", target=2.0, op=">=",
+                     detail={"json_bytes": j_bytes, "binary_bytes": b_bytes})]
+
+
+# -- 3. table page of a 1,000,000-row run ---------------------------------------------------
+
+QUERIES = {
+    "first page, by id": {},
+    "label=1, by loss desc": {"labels": [1], "sort": "loss", "descending": True},
+    "text search 'great plot'": {"search": "great plot"},
+    "region + confidence range, by variability": {"regions": ["ambiguous", "hard-to-learn"], "conf_min": 0.2,
+                                                  "conf_max": 0.8, "sort": "variability"},
+    "page 1000 of incorrect, by gold_prob": {"correct": False, "sort": "gold_prob", "offset": 50_000},
+}
+
+
+def _pandas_page(run_dir: Path, dm, q: dict):
+    """Baseline: what a server without DuckDB does per request."""
+    import pandas as pd
+
+    ex = pd.read_parquet(run_dir / "examples.parquet", columns=["id", "split", "text", "label"])
+    out = pd.read_parquet(run_dir / "checkpoints" / "step-00000100" / "outputs.parquet",
+                          columns=["id", "pred", "correct", "loss", "gold_prob"])
+    df = ex.merge(out, on="id", how="left").merge(dm, on="id", how="left")
+    keep = pd.Series(True, index=df.index)
+    if "labels" in q:
+        keep &= df["label"].isin(q["labels"])
+    if "correct" in q:
+        keep &= df["correct"] == q["correct"]
+    if "search" in q:
+        keep &= df["text"].str.contains(q["search"], case=False, regex=False)
+    if "regions" in q:
+        keep &= df["region"].isin(q["regions"])
+    if "conf_min" in q:
+        keep &= df["confidence"] >= q["conf_min"]
+    if "conf_max" in q:
+        keep &= df["confidence"] <= q["conf_max"]
+    sub = df[keep]
+    sub = sub.sort_values([q.get("sort", "id"), "id"], ascending=not q.get("descending", False))
+    off = q.get("offset", 0)
+    return len(sub), sub.iloc[off:off + 50]
+
+
+def bench_table(folder: Path, n: int, repeats: int) -> list[dict]:
+    from fastapi.testclient import TestClient
+
+    import t3vis
+    from t3vis.server import create_app
+
+    t0 = time.perf_counter()
+    run_dir = _synthetic_run(folder / "table", n)
+    print(f"[server] synthesised a {n:,}-row run in {time.perf_counter() - t0:.1f}s", flush=True)
+    dm = t3vis.open_run(run_dir).dynamics()[["id", "confidence", "variability", "region"]]
+    rows = []
+    with TestClient(create_app([run_dir])) as client:
+        t0 = time.perf_counter()
+        assert client.post("/api/runs/table/table", json={}).status_code == 200
+        first = time.perf_counter() - t0
+        rows.append(C.result("server", f"table first request ({n:,} rows; builds the data map)", first, "s"))
+        for name, q in QUERIES.items():
+            times = []
+            for _ in range(max(repeats, 5)):
+                t0 = time.perf_counter()
+                r = client.post("/api/runs/table/table", json=q)
+                times.append(time.perf_counter() - t0)
+            page = r.json()
+            base = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                total, sub = _pandas_page(run_dir, dm, q)
+                base.append(time.perf_counter() - t0)
+            assert page["total"] == total and [x["id"] for x in page["rows"]] == sub["id"].tolist(), name
+            p50, b50 = C.median(times), C.median(base)
+            print(f"[server] table '{name}': {p50 * 1000:.1f} ms (pandas {b50 * 1000:.0f} ms), total {total:,}",
+                  flush=True)
+            rows.append(C.result("server", f"table page p50: {name}", p50, "s", target=PAGE_TARGET_S,
+                                 detail={"times": times, "pandas": base, "total": total, "loadavg": C.loadavg()}))
+            rows.append(C.result("server", f"table pandas / served: {name}", b50 / p50, "x", target=10.0, op=">="))
+    return rows
+
+
+def main() -> list[dict]:
+    rows_n = C.env_int("T3VIS_BENCH_SERVER_ROWS", 1_000_000)
+    points_n = C.env_int("T3VIS_BENCH_SERVER_POINTS", 100_000)
+    repeats = C.env_int("T3VIS_BENCH_REPEATS", 3)
+    parts = {p.strip() for p in C.env_str("T3VIS_BENCH_SERVER_PARTS", "table,projection,instance").split(",")}
+    with tempfile.TemporaryDirectory(prefix="t3vis-bench-server-") as tmp:
+        folder = Path(tmp)
+        results = []
+        if "table" in parts:
+            results += bench_table(folder, rows_n, repeats)
+        if "projection" in parts:
+            results += bench_projection_transfer(folder, points_n, repeats)
+        if "instance" in parts:
+            results += bench_instance(folder, max(10, 3 * repeats))
+    return results
+
+
+if __name__ == "__main__":
+    C.standalone(main)

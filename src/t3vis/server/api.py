@@ -1,0 +1,416 @@
+"""The /api routes (docs/api.md). Each route reads through the store and calls t3vis's analyses;
+none holds analysis logic of its own. Routes are plain `def`s: FastAPI runs them in its
+thread pool, so a slow instance view never blocks a table page.
+
+torch is imported only inside the routes that use a model (and heads selections, whose
+arithmetic lives in t3vis.analysis.heads), so `t3vis serve` starts without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import typing
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from t3vis.errors import InvalidInputError, NotFoundError
+from t3vis.server import models as M
+from t3vis.server.model_cache import ModelCache
+from t3vis.server.projections import Job, Projections
+from t3vis.server.runs import RunHandle, RunRegistry
+from t3vis.server.table import Tables
+from t3vis.store import schema
+
+OCTET = "application/octet-stream"
+ARROW = "application/vnd.apache.arrow.stream"
+DEFAULT_MAX_LENGTH = 128
+ATTENTION_KEYS = 256
+
+
+class OctetResponse(Response):
+    media_type = OCTET
+
+
+class ArrowResponse(Response):
+    media_type = ARROW
+
+
+ERRORS = {code: {"model": M.Error, "description": text} for code, text in (
+    (401, "no or bad token (servers bound beyond localhost)"), (404, "unknown run, checkpoint, layer, head or example"),
+    (409, "the run's files are damaged or missing"), (413, "request too large"), (422, "bad parameters"))}
+
+
+def _header(description: str, kind: str = "string") -> dict:
+    return {"description": description, "schema": {"type": kind}}
+
+
+def _binary(description: str, media: str = OCTET, headers: dict | None = None) -> dict:
+    return {200: {"description": description, "content": {media: {"schema": {"type": "string", "format": "binary"}}},
+                  "headers": headers or {}}}
+
+
+@dataclass
+class Context:
+    registry: RunRegistry
+    tables: Tables
+    projections: Projections
+    models: ModelCache
+    _attention_texts: OrderedDict
+    _lock: threading.Lock
+    _baselines: OrderedDict
+
+    def run(self, name: str) -> RunHandle:
+        return self.registry.get(name)
+
+
+def make_context(registry: RunRegistry, model_cache: int) -> Context:
+    return Context(registry, Tables(), Projections(), ModelCache(model_cache), OrderedDict(), threading.Lock(),
+                   OrderedDict())
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.t3vis
+
+
+RunName = typing.Annotated[str, Path(description="run name (GET /api/runs lists them)", max_length=255)]
+Step = typing.Annotated[int, Path(description="checkpoint step")]
+Ctx = typing.Annotated[Context, Depends(get_context)]
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+def _finite(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _matrix(a) -> list:
+    return [[_finite(v) for v in row] for row in np.asarray(a, dtype=np.float64)]
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+# -- runs ------------------------------------------------------------------------------
+
+def _checkpoint_info(ck) -> M.CheckpointInfo:
+    where = ck.weights_path
+    metrics = {str(k): _finite(v) for k, v in ck.metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
+    epoch = ck.epoch if isinstance(ck.epoch, (int, float)) and not isinstance(ck.epoch, bool) else None
+    time = ck.meta.get("time")
+    return M.CheckpointInfo(step=ck.step, epoch=_finite(epoch), time=time if isinstance(time, str) else None,
+                            metrics=metrics, has_weights=bool(where is not None and where.exists()))
+
+
+def _summary(h: RunHandle, checkpoints) -> dict:
+    meta = h.meta
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    name = model.get("name_or_path") or model.get("architecture") or "unknown model"
+    params = model.get("num_parameters")
+    return dict(name=h.name, model=str(name), architecture=model.get("architecture"),
+                num_parameters=int(params) if isinstance(params, int) else None,
+                num_examples=h.num_examples(), num_probe=int(meta.get("num_probe", 0)),
+                num_layers=h.run.num_layers, num_heads=h.run.num_heads, hidden_size=h.run.hidden_size,
+                label_names=[str(n) for n in h.run.label_names], num_checkpoints=len(checkpoints))
+
+
+@router.get("/runs", response_model=list[M.RunSummary], summary="every run this server serves")
+def list_runs(ctx: Ctx):
+    return [M.RunSummary(**_summary(h, h.checkpoints())) for h in ctx.registry.handles()]
+
+
+@router.get("/runs/{run}", response_model=M.RunInfo, summary="one run: metadata and checkpoints")
+def run_info(run: RunName, ctx: Ctx):
+    h = ctx.run(run)
+    cks = h.checkpoints()
+    infos = [_checkpoint_info(ck) for ck in cks]
+    max_length = h.meta.get("max_length")
+    return M.RunInfo(**_summary(h, cks), pooling=h.meta.get("pooling"),
+                     max_length=int(max_length) if isinstance(max_length, int) else None, checkpoints=infos,
+                     has_dynamics=bool(h.dynamics_version().files), has_weights=any(i.has_weights for i in infos),
+                     attention_summaries=list(schema.ATTENTION_SUMMARIES),
+                     saliency_methods=list(typing.get_args(M.SaliencyMethod)),
+                     projection_methods=list(typing.get_args(M.ProjectionMethod)))
+
+
+@router.get("/runs/{run}/curves", response_model=M.Curves, summary="checkpoint metrics and training curves")
+def curves(run: RunName, ctx: Ctx):
+    h = ctx.run(run)
+    points = []
+    for ck in h.checkpoints():
+        info = _checkpoint_info(ck)
+        points.append(M.CurvePoint(step=info.step, epoch=info.epoch, metrics=info.metrics))
+    return M.Curves(checkpoints=points, training=[M.TrainingPoint(**r) for r in ctx.tables.training_curve(h)])
+
+
+# -- points and projections ------------------------------------------------------------
+
+@router.get("/runs/{run}/checkpoints/{step}/points", response_class=ArrowResponse,
+            responses=_binary("Arrow IPC stream, one row per probe row", ARROW,
+                              {"X-T3vis-Rows": _header("rows", "integer")}),
+            summary="per-point columns of a checkpoint (Arrow)")
+def points(run: RunName, step: Step, ctx: Ctx):
+    h = ctx.run(run)
+    table = ctx.tables.points(h, h.checkpoint(step))
+    return ArrowResponse(_arrow_bytes(table), headers={"X-T3vis-Rows": str(table.num_rows)})
+
+
+@router.get("/runs/{run}/checkpoints/{step}/projection", response_class=OctetResponse,
+            responses={**_binary("float32 (N, 3) row-major: x, y, neighbourhood preservation", OCTET,
+                                 {"X-T3vis-Rows": _header("N", "integer"),
+                                  "X-T3vis-Sampled": _header("true when fitted on a sample"),
+                                  "X-T3vis-Mean-Preservation": _header("mean preservation", "number")}),
+                       202: {"model": M.ProjectionStatus, "description": "being computed: poll the same URL"}},
+            summary="2-D layout of one layer at one checkpoint (binary; 202 while it is computed)")
+def projection(run: RunName, step: Step, ctx: Ctx,
+               layer: int = Query(description="0 = embeddings, 1..L the blocks", ge=0, le=100_000),
+               method: M.ProjectionMethod = Query("umap"),
+               aligned: bool = Query(True, description="start from the neighbouring checkpoint's layout")):
+    h = ctx.run(run)
+    answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned)
+    if isinstance(answer, Job):
+        status = M.ProjectionStatus(status=answer.status, progress=answer.progress, message=answer.message)
+        return JSONResponse(status.model_dump(), status_code=202)
+    return OctetResponse(answer.data, headers={"X-T3vis-Rows": str(answer.rows),
+                                               "X-T3vis-Sampled": "true" if answer.sampled else "false",
+                                               "X-T3vis-Mean-Preservation": f"{answer.mean_preservation:.6f}"})
+
+
+# -- table and examples --------------------------------------------------------------
+
+@router.post("/runs/{run}/table", response_model=M.TablePage, summary="filter, sort and page the examples")
+def table(run: RunName, query: M.TableQuery, ctx: Ctx):
+    return ctx.tables.page(ctx.run(run), query)
+
+
+@router.get("/runs/{run}/examples/{example_id}", response_model=M.ExampleDetail,
+            summary="one example across checkpoints")
+def example(run: RunName, ctx: Ctx,
+            example_id: int = Path(description="the example's stable id", ge=-(2**63), le=2**63 - 1)):
+    h = ctx.run(run)
+    ex = ctx.tables.example(h, example_id)
+    probe_row = ex["probe_row"] if ex["probe_row"] is not None and ex["probe_row"] >= 0 else None
+    history = ctx.tables.history(h, h.checkpoints(), example_id) if probe_row is not None else []
+    dynamics, forgetting = None, None
+    observations = ctx.tables.observations(h, example_id)
+    if len(observations):
+        from t3vis.analysis.checkpoints import forgetting_from_dynamics
+
+        _, datamap = h.datamap()
+        row = datamap[datamap["id"] == example_id]
+        if len(row):
+            r = row.iloc[0]
+            dynamics = M.ExampleDynamics(confidence=_finite(r["confidence"]), variability=_finite(r["variability"]),
+                                         correctness=_finite(r["correctness"]), region=str(r["region"]))
+        forgetting = int(forgetting_from_dynamics(observations)["forgetting_events"].iloc[0])
+    return M.ExampleDetail(id=ex["id"], text=ex["text"], split=ex["split"], label=ex["label"], probe_row=probe_row,
+                           history=[M.HistoryEntry(**e) for e in history], dynamics=dynamics,
+                           forgetting_events=forgetting)
+
+
+# -- heads -----------------------------------------------------------------------------
+
+@router.post("/runs/{run}/checkpoints/{step}/heads", response_model=M.HeadsAnswer,
+             summary="head importance (L x H) for the probe set, a selection or one example")
+def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
+    h = ctx.run(run)
+    ck = h.checkpoint(step)
+    if query.scope == "all":
+        importance, n = ck.head_importance, int(h.meta.get("num_probe", 0))
+    else:
+        if not query.ids:
+            raise InvalidInputError(f"scope {query.scope!r} needs ids: the examples to measure importance over")
+        if query.scope == "example" and len(query.ids) != 1:
+            raise InvalidInputError(f"scope 'example' takes exactly one id; got {len(query.ids)} "
+                                    "(use scope 'selection' for several)")
+        rows, _, _ = ctx.tables.probe_rows(h, query.ids)
+        from t3vis.analysis.heads import importance_from_gate_gradients
+
+        importance = importance_from_gate_gradients(ck.example_gate_gradients(rows), normalize=True)
+        n = len(rows)
+    summaries = {name: _matrix(ck.heads[f"attention_{name}"]) for name in schema.ATTENTION_SUMMARIES
+                 if f"attention_{name}" in ck.heads}
+    return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, summaries=summaries)
+
+
+@router.get("/runs/{run}/checkpoints/{step}/heads/thumbnails", response_class=OctetResponse,
+            responses=_binary("uint8 (L, H, K, K), each thumbnail scaled to 0..255 by its own max", OCTET,
+                              {"X-T3vis-Shape": _header("L,H,K,K")}),
+            summary="per-head mean attention thumbnails (binary)")
+def thumbnails(run: RunName, step: Step, ctx: Ctx):
+    ck = ctx.run(run).checkpoint(step)
+    t = np.asarray(ck.attention_thumbnails, dtype=np.float64)              # (L, H, K, K)
+    t = np.where(np.isfinite(t), t, 0.0)
+    peak = t.max(axis=(2, 3), keepdims=True)
+    scaled = np.divide(t, peak, out=np.zeros_like(t), where=peak > 0)
+    data = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    return OctetResponse(data.tobytes(), headers={"X-T3vis-Shape": ",".join(map(str, data.shape))})
+
+
+@router.get("/runs/{run}/heads/history", response_model=M.HeadsHistory,
+            summary="head importance at every checkpoint (C, L, H)")
+def heads_history(run: RunName, ctx: Ctx):
+    from t3vis.analysis.checkpoints import stack_importance
+
+    cks = ctx.run(run).checkpoints()
+    if not cks:
+        return M.HeadsHistory(steps=[], importance=[])
+    stack = stack_importance([ck.head_importance for ck in cks])
+    return M.HeadsHistory(steps=[ck.step for ck in cks], importance=[_matrix(m) for m in stack])
+
+
+# -- instance view and pruning (a loaded model) ------------------------------------------
+
+def _loaded(ctx: Context, h: RunHandle, ck):
+    def load():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()          # per-load "Loading weights" bars are noise in a server log
+        return ck.load_model()
+
+    return ctx.models.get((h.name, ck.step, str(ck.path)), load)
+
+
+def _max_length(h: RunHandle) -> int:
+    value = h.meta.get("max_length")
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_LENGTH
+
+
+def _remember_text(ctx: Context, text: str) -> str:
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    with ctx._lock:
+        ctx._attention_texts[key] = text
+        ctx._attention_texts.move_to_end(key)
+        while len(ctx._attention_texts) > ATTENTION_KEYS:
+            ctx._attention_texts.popitem(last=False)
+    return key
+
+
+@router.post("/runs/{run}/checkpoints/{step}/instance", response_model=M.InstanceAnswer,
+             summary="tokens, probabilities and saliency of one example or text")
+def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
+    h = ctx.run(run)
+    ck = h.checkpoint(step)
+    if (query.id is None) == (query.text is None):
+        raise InvalidInputError("give exactly one of id (an example of the run) and text (any sentence)")
+    if query.id is not None:
+        ex = ctx.tables.example(h, query.id)
+        text, label, attention_id = ex["text"], ex["label"], f"id={query.id}"
+    else:
+        text, label = query.text, None
+        attention_id = f"key={_remember_text(ctx, text)}"
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("the text is empty; give a sentence with at least one word")
+    num_labels = len(h.run.label_names)
+    if query.target is not None and not 0 <= query.target < num_labels:
+        raise InvalidInputError(f"target {query.target} is outside the run's classes 0..{num_labels - 1}")
+    entry = _loaded(ctx, h, ck)
+    import t3vis
+
+    with entry.lock:
+        result = t3vis.evaluate(entry.model, entry.tokenizer, [text], [label if label is not None else 0],
+                                max_length=_max_length(h), layout=entry.layout)
+        attribution = t3vis.explain(entry.model, entry.tokenizer, [text], query.method, target=query.target,
+                                    max_length=_max_length(h))[0]
+    return M.InstanceAnswer(tokens=list(attribution.tokens), probs=[_finite(p) for p in result.probs[0]],
+                            pred=int(result.predictions[0]), label=label,
+                            loss=_finite(result.losses[0]) if label is not None else None,
+                            target=int(attribution.target), method=attribution.method,
+                            scores=[_finite(s) for s in attribution.scores], delta=_finite(attribution.delta),
+                            attention_id=attention_id)
+
+
+@router.get("/runs/{run}/checkpoints/{step}/instance/attention", response_class=OctetResponse,
+            responses=_binary("uint8 (L, H, T, T): attention of every head, each query row scaled by 255", OCTET,
+                              {"X-T3vis-Shape": _header("L,H,T,T")}),
+            summary="attention of every head for one example or text (binary)")
+def instance_attention(run: RunName, step: Step, ctx: Ctx,
+                       id: int | None = Query(None, description="an example id", ge=-(2**63), le=2**63 - 1),
+                       text: str | None = Query(None, description="any sentence", min_length=1, max_length=M.MAX_TEXT),
+                       key: str | None = Query(None, description="attention_id key of an instance answer",
+                                               max_length=64)):
+    h = ctx.run(run)
+    ck = h.checkpoint(step)
+    if sum(x is not None for x in (id, text, key)) != 1:
+        raise InvalidInputError("give exactly one of id, text and key")
+    if id is not None:
+        text = ctx.tables.example(h, id)["text"]
+    elif key is not None:
+        with ctx._lock:
+            text = ctx._attention_texts.get(key)
+        if text is None:
+            raise NotFoundError(f"no text under attention key {key!r} (keys last for the latest "
+                                f"{ATTENTION_KEYS} texts); post the instance request again")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("the text is empty; give a sentence with at least one word")
+    entry = _loaded(ctx, h, ck)
+    from t3vis.server.instance import attention_u8
+
+    with entry.lock:
+        data = attention_u8(entry.model, entry.tokenizer, text, _max_length(h))
+    return OctetResponse(data.tobytes(), headers={"X-T3vis-Shape": ",".join(map(str, data.shape))})
+
+
+@router.post("/runs/{run}/checkpoints/{step}/prune", response_model=M.PruneAnswer,
+             summary="accuracy and loss with heads masked, and the examples whose prediction flips")
+def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
+    h = ctx.run(run)
+    ck = h.checkpoint(step)
+    if query.ids is not None:
+        if not query.ids:
+            raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")
+        ids = np.asarray(query.ids, dtype=np.int64)
+        _, labels, texts = ctx.tables.probe_rows(h, query.ids)
+    else:
+        ids, labels, texts = ctx.tables.probe_set(h)
+        if not len(ids):
+            raise InvalidInputError(f"run {h.name!r} has no probe examples to evaluate")
+    masked: dict[int, list[int]] = {}
+    for layer, head in query.masked_heads:
+        masked.setdefault(layer, []).append(head)
+    entry = _loaded(ctx, h, ck)
+    import t3vis
+
+    baseline_key = (h.name, ck.step, str(ck.path), hashlib.sha256(ids.tobytes()).hexdigest())
+    with entry.lock:
+        after = t3vis.evaluate(entry.model, entry.tokenizer, texts, labels, masked_heads=masked,
+                               max_length=_max_length(h), layout=entry.layout)
+        with ctx._lock:
+            before = ctx._baselines.get(baseline_key)
+        if before is None:
+            before = t3vis.evaluate(entry.model, entry.tokenizer, texts, labels, max_length=_max_length(h),
+                                    layout=entry.layout)
+            with ctx._lock:
+                ctx._baselines[baseline_key] = before
+                while len(ctx._baselines) > 8:
+                    ctx._baselines.popitem(last=False)
+    changed = np.flatnonzero(before.predictions != after.predictions)
+    flips = [M.Flip(id=int(ids[i]), before=int(before.predictions[i]), after=int(after.predictions[i]),
+                    label=int(labels[i])) for i in changed]
+    return M.PruneAnswer(n=len(ids), before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
+                         after=M.Score(accuracy=_finite(after.accuracy), loss=_finite(after.loss)), flips=flips)
+
+
+# -- data map --------------------------------------------------------------------------
+
+@router.get("/runs/{run}/datamap", response_class=ArrowResponse,
+            responses=_binary("Arrow IPC stream: id, confidence, variability, correctness, region, probe_row", ARROW,
+                              {"X-T3vis-Rows": _header("rows", "integer")}),
+            summary="the data map (training dynamics per example, Arrow)")
+def datamap(run: RunName, ctx: Ctx):
+    table = ctx.tables.datamap(ctx.run(run))
+    return ArrowResponse(_arrow_bytes(table), headers={"X-T3vis-Rows": str(table.num_rows)})

@@ -1,0 +1,83 @@
+"""Run the app under uvicorn: bind, print the URL (with the token when one is needed), serve."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from t3vis.errors import InvalidInputError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8737
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def url_for(host: str, port: int, token: str | None) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, so the URL printed names the real port (port 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise InvalidInputError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                                "pass another --port (0 picks a free one) or --host") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          token: str | None = None, model_cache: int = 2, open_browser: bool = True,
+          cors_origins: Sequence[str] = (), log_level: str = "warning") -> None:
+    """Serve the runs until interrupted. Beyond loopback a token is required: the given one, or a
+    fresh one from `secrets`, printed in the URL as Jupyter does."""
+    import uvicorn
+
+    from t3vis.server.app import create_app
+
+    if model_cache < 1:
+        raise InvalidInputError(f"--model-cache must be at least 1; got {model_cache}")
+    local = is_loopback(host)
+    if not local and not token:
+        token = secrets.token_urlsafe(24)
+    app = create_app(run_paths, token=token or None, model_cache=model_cache, cors_origins=cors_origins,
+                     allowed_hosts=[*LOCAL_HOSTS, host] if local and ":" not in host else None)
+    sock = bind(host, port)
+    url = url_for(host, sock.getsockname()[1], token)
+    names = ", ".join(app.state.t3vis.registry.names)
+    print(f"t3vis: serving {names}", flush=True)
+    print(f"t3vis: open {url}", flush=True)
+    if not local:
+        print("t3vis: bound beyond this machine; every API call needs the token in that URL", flush=True)
+    if open_browser:
+        import webbrowser
+
+        threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        print("t3vis: server stopped", file=sys.stderr, flush=True)

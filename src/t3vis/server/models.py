@@ -1,0 +1,233 @@
+"""Request and response schemas of the HTTP API (docs/api.md). Pydantic only: no torch, no I/O."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_IDS = 100_000            # docs/api.md: id lists at most 100,000 ids
+MAX_PAGE = 1_000             # page limit
+MAX_TEXT = 20_000            # characters of a free text sent to the instance view
+MAX_SEARCH = 1_000           # characters of a table search string
+MAX_MASKED = 4_096           # (layer, head) pairs in one pruning request
+
+SortKey = Literal["id", "loss", "gold_prob", "confidence", "variability", "label", "pred"]
+SaliencyMethod = Literal["integrated_gradients", "gradient", "grad_x_input", "lrp", "attention_rollout"]
+ProjectionMethod = Literal["pca", "umap", "tsne"]
+Region = Literal["easy-to-learn", "ambiguous", "hard-to-learn"]
+
+I64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]     # DuckDB BIGINT range
+
+
+class _Strict(BaseModel):
+    """Request bodies: unknown fields are an error (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(BaseModel):
+    detail: str
+
+
+# -- runs ----------------------------------------------------------------------------
+
+class CheckpointInfo(BaseModel):
+    step: int
+    epoch: float | None
+    time: str | None
+    metrics: dict[str, float | None]
+    has_weights: bool
+
+
+class RunSummary(BaseModel):
+    name: str
+    model: str
+    architecture: str | None = None
+    num_parameters: int | None = None
+    num_examples: int
+    num_probe: int
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    label_names: list[str]
+    num_checkpoints: int
+
+
+class RunInfo(RunSummary):
+    pooling: str | None
+    max_length: int | None
+    checkpoints: list[CheckpointInfo]
+    has_dynamics: bool
+    has_weights: bool
+    attention_summaries: list[str]
+    saliency_methods: list[str]
+    projection_methods: list[str]
+
+
+class CurvePoint(BaseModel):
+    step: int
+    epoch: float | None
+    metrics: dict[str, float | None]
+
+
+class TrainingPoint(BaseModel):
+    step: int
+    epoch: float | None
+    accuracy: float | None
+    gold_prob: float | None
+    n: int
+
+
+class Curves(BaseModel):
+    checkpoints: list[CurvePoint]
+    training: list[TrainingPoint]
+
+
+# -- projections ---------------------------------------------------------------------
+
+class ProjectionStatus(BaseModel):
+    status: Literal["queued", "running", "failed"]
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str
+
+
+# -- table ---------------------------------------------------------------------------
+
+class TableQuery(_Strict):
+    step: I64 | None = Field(default=None, description="checkpoint step; null: the latest")
+    labels: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    preds: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    correct: bool | None = None
+    loss_min: float | None = None
+    loss_max: float | None = None
+    conf_min: float | None = None
+    conf_max: float | None = None
+    regions: list[Region] | None = Field(default=None, max_length=3)
+    search: str | None = Field(default=None, max_length=MAX_SEARCH,
+                               description="case-insensitive substring of the text")
+    ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    split: str | None = Field(default=None, max_length=200)
+    sort: SortKey = "id"
+    descending: bool = False
+    offset: int = Field(default=0, ge=0, le=2**62)
+    limit: int = Field(default=50, ge=0, le=MAX_PAGE)
+
+
+class TableRow(BaseModel):
+    id: int
+    split: str | None
+    text: str | None
+    label: int | None
+    pred: int | None
+    correct: bool | None
+    loss: float | None
+    gold_prob: float | None
+    confidence: float | None
+    variability: float | None
+    region: str | None
+
+
+class TablePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    rows: list[TableRow]
+
+
+# -- one example ---------------------------------------------------------------------
+
+class HistoryEntry(BaseModel):
+    step: int
+    epoch: float | None
+    pred: int | None
+    loss: float | None
+    gold_prob: float | None
+    probs: list[float | None]
+
+
+class ExampleDynamics(BaseModel):
+    confidence: float | None
+    variability: float | None
+    correctness: float | None
+    region: str | None
+
+
+class ExampleDetail(BaseModel):
+    id: int
+    text: str | None
+    split: str | None
+    label: int | None
+    probe_row: int | None
+    history: list[HistoryEntry]
+    dynamics: ExampleDynamics | None
+    forgetting_events: int | None
+
+
+# -- heads ---------------------------------------------------------------------------
+
+class HeadsQuery(_Strict):
+    scope: Literal["all", "selection", "example"] = "all"
+    ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+
+
+class HeadsAnswer(BaseModel):
+    importance: list[list[float | None]]
+    scope: str
+    n: int
+    summaries: dict[str, list[list[float | None]]]
+
+
+class HeadsHistory(BaseModel):
+    steps: list[int]
+    importance: list[list[list[float | None]]]
+
+
+# -- instance ------------------------------------------------------------------------
+
+class InstanceQuery(_Strict):
+    id: I64 | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    method: SaliencyMethod = "integrated_gradients"
+    target: int | None = Field(default=None, ge=0, le=100_000, description="class to explain; null: the prediction")
+
+
+class InstanceAnswer(BaseModel):
+    tokens: list[str]
+    probs: list[float | None]
+    pred: int
+    label: int | None
+    loss: float | None
+    target: int
+    method: str
+    scores: list[float | None]
+    delta: float | None
+    attention_id: str = Field(description="query string for .../instance/attention that returns this example's "
+                                          "attention, e.g. 'id=12' or 'key=...'")
+
+
+# -- pruning -------------------------------------------------------------------------
+
+class PruneQuery(_Strict):
+    masked_heads: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_MASKED,
+                                                description="[layer, head] pairs; layer is the block index 0..L-1")
+    ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+
+
+class Score(BaseModel):
+    accuracy: float | None
+    loss: float | None
+
+
+class Flip(BaseModel):
+    id: int
+    before: int
+    after: int
+    label: int
+
+
+class PruneAnswer(BaseModel):
+    n: int
+    before: Score
+    after: Score
+    flips: list[Flip]

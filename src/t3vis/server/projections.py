@@ -1,0 +1,181 @@
+"""Projections computed in the background, cached on disk and in memory, with progress to poll.
+
+The first request for (run, checkpoint, layer, method, aligned) queues a job and answers its
+status; the client polls the same URL. A job runs t3vis.analysis (this module holds no layout
+logic): with aligned=true, `project_aligned` lays out the layer at every checkpoint at once
+(each checkpoint starts from its neighbour's layout), and every checkpoint's layout is cached,
+so scrubbing through checkpoints afterwards costs nothing; then `neighborhood_preservation`
+for the checkpoint asked for (others get theirs on their first request, which is quick).
+
+Jobs run one at a time (a projection uses every core); progress is by stage, coarse but
+honest: loading, laying out, measuring preservation. Cache keys hold a fingerprint of every
+hidden-state file involved, so a re-recorded checkpoint is recomputed, never served stale.
+A failed job is reported as failed (with the analysis' message) for FAILURE_TTL_S seconds;
+a request after that tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from t3vis.errors import T3VisError
+from t3vis.store import schema
+from t3vis.store.cache import ArrayCache, data_fingerprint, key_digest
+
+log = logging.getLogger("t3vis.server")
+
+K_NEIGHBOURS = 10
+SEED = 0
+FAILURE_TTL_S = 30.0
+MEMORY_ENTRIES = 32
+
+
+@dataclass
+class Result:
+    data: bytes                 # float32 (N, 3) row-major: x, y, preservation
+    rows: int
+    sampled: bool
+    mean_preservation: float
+
+
+@dataclass
+class Job:
+    status: str                 # queued | running | failed
+    progress: float
+    message: str
+    failed_at: float | None = None
+
+
+class Projections:
+    def __init__(self, workers: int = 1):
+        self._workers = workers
+        self._executor: ThreadPoolExecutor | None = None     # made on first use, again after a shutdown
+        self._jobs: dict[tuple, Job] = {}
+        self._results: OrderedDict[tuple, Result] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def shutdown(self) -> None:
+        """Cancel queued jobs (the app is stopping); a running one finishes in its thread."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            for key in [k for k, j in self._jobs.items() if j.status == "queued"]:
+                del self._jobs[key]
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def request(self, handle, ck, layer: int, method: str, aligned: bool) -> Result | Job:
+        """The finished projection, or the status of the job computing it (started if need be)."""
+        ck.hidden(layer)                                     # unknown layer: NotFoundError now, not in a job
+        series = [c for c in handle.checkpoints() if c.hidden_states.shape == ck.hidden_states.shape] \
+            if aligned else [ck]
+        if ck.step not in [c.step for c in series]:
+            series = [ck]
+        fingerprints = [(c.step, data_fingerprint(c.path / schema.HIDDEN)) for c in series]
+        layout_keys = {step: _layout_key(step, layer, method, aligned, fingerprints) for step, _ in fingerprints}
+        key = (handle.name, key_digest(layout_keys[ck.step]))
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return hit
+            job = self._jobs.get(key)
+            if job is not None and (job.status != "failed" or time.monotonic() - job.failed_at < FAILURE_TTL_S):
+                return Job(job.status, job.progress, job.message)
+        cache = ArrayCache(handle.path)
+        layout = cache.get(layout_keys[ck.step])
+        preservation = cache.get(_preservation_key(layout_keys[ck.step]))
+        if layout is not None and preservation is not None:
+            return self._store(key, ck, method, layout, preservation)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and (job.status != "failed" or time.monotonic() - job.failed_at < FAILURE_TTL_S):
+                return Job(job.status, job.progress, job.message)
+            job = Job("queued", 0.0, f"queued: {method} of layer {layer}"
+                      + (f" at {len(series)} checkpoints (aligned)" if len(series) > 1 else ""))
+            self._jobs[key] = job
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="t3vis-projection")
+            self._executor.submit(self._run, key, job, cache, series, ck, layer, method, layout_keys)
+        return Job(job.status, job.progress, job.message)
+
+    # -- the job -------------------------------------------------------------------------
+
+    def _run(self, key, job: Job, cache: ArrayCache, series, ck, layer, method, layout_keys) -> None:
+        from t3vis.analysis.projection import neighborhood_preservation, project, project_aligned
+
+        def stage(progress: float, message: str) -> None:
+            job.status, job.progress, job.message = "running", progress, message
+
+        try:
+            layout = cache.get(layout_keys[ck.step])
+            if layout is None:
+                stage(0.05, f"reading the hidden states of layer {layer}")
+                if len(series) > 1:
+                    stage(0.1, f"laying out layer {layer} at {len(series)} checkpoints with {method} (aligned)")
+                    layouts = project_aligned([c.hidden(layer) for c in series], method, seed=SEED)
+                    for c, y in zip(series, layouts):
+                        _put(cache, layout_keys[c.step], y)
+                    layout = layouts[[c.step for c in series].index(ck.step)]
+                else:
+                    stage(0.1, f"laying out layer {layer} with {method}")
+                    layout = project(ck.hidden(layer), method, seed=SEED)
+                    _put(cache, layout_keys[ck.step], layout)
+            stage(0.85, f"measuring neighbourhood preservation ({K_NEIGHBOURS} nearest neighbours)")
+            X = ck.hidden(layer)
+            k = min(K_NEIGHBOURS, X.shape[0] - 1)
+            preservation = neighborhood_preservation(X, layout, k=k)
+            _put(cache, _preservation_key(layout_keys[ck.step]), preservation)
+            self._store(key, ck, method, layout, preservation)
+            with self._lock:
+                self._jobs.pop(key, None)
+        except Exception as e:      # reported to the client as a failed job, logged with its traceback
+            if not isinstance(e, T3VisError):
+                log.exception("projection job %s failed", key)
+            job.status, job.message, job.failed_at = "failed", f"the projection failed: {e}", time.monotonic()
+
+    def _store(self, key, ck, method, layout, preservation) -> Result:
+        from t3vis.analysis.projection import DEFAULT_MAX_FIT
+
+        layout = np.asarray(layout, np.float32)
+        preservation = np.asarray(preservation, np.float32)
+        n = layout.shape[0]
+        data = np.empty((n, 3), dtype="<f4")
+        data[:, :2] = layout
+        data[:, 2] = preservation
+        max_fit = DEFAULT_MAX_FIT.get(method)
+        result = Result(data.tobytes(), n, bool(max_fit is not None and n > max_fit),
+                        float(preservation.mean()) if n else 0.0)
+        with self._lock:
+            self._results[key] = result
+            self._results.move_to_end(key)
+            while len(self._results) > MEMORY_ENTRIES:
+                self._results.popitem(last=False)
+        return result
+
+
+def _layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:
+    key = {"what": "projection", "step": int(step), "layer": int(layer), "method": method, "seed": SEED,
+           "params": {}, "metric": "cosine", "aligned": bool(aligned and len(fingerprints) > 1)}
+    if key["aligned"]:
+        key["series"] = [[int(s), fp] for s, fp in fingerprints]
+    else:
+        key["data"] = dict(fingerprints)[step]
+    return key
+
+
+def _preservation_key(layout_key: dict) -> dict:
+    return {"what": "neighbourhood-preservation", "k": K_NEIGHBOURS, "layout": key_digest(layout_key)}
+
+
+def _put(cache: ArrayCache, key: dict, array) -> None:
+    try:
+        cache.put(key, array)
+    except (OSError, T3VisError) as e:       # a read-only run folder: keep the result in memory only
+        log.warning("could not cache a projection in %s: %s", cache.folder, e)

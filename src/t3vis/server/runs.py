@@ -1,0 +1,170 @@
+"""The runs a server was given: unique names, opened lazily, nothing else on disk reachable.
+
+A run is named by the basename of its folder, made unique with -2, -3, ... (docs/api.md).
+Each `RunHandle` opens its run on first use (reading run.json only) and keeps the
+`Checkpoint` objects it hands out, so their cached, memory-mapped arrays outlive a request;
+the checkpoint list is re-read at most once a second, so checkpoints written while the
+server runs appear without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from t3vis.errors import CorruptRunError, NotFoundError
+from t3vis.store import schema
+from t3vis.store.reader import Checkpoint, Run, open_run
+
+_LIST_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class DynamicsVersion:
+    """Identity of a run's training-dynamics files: a change makes every derived table stale."""
+
+    files: tuple[tuple[str, int, int], ...]     # (name, size, mtime_ns)
+
+    @property
+    def paths(self) -> list[str]:
+        return [name for name, _, _ in self.files]
+
+
+class RunHandle:
+    def __init__(self, name: str, path: Path, index: int):
+        self.name = name
+        self.path = path
+        self.index = index                  # stable small integer, used to name derived tables
+        self._lock = threading.RLock()
+        self._run: Run | None = None
+        self._checkpoints: dict[int, tuple[int, Checkpoint]] = {}     # step -> (meta mtime_ns, Checkpoint)
+        self._listed_at = -1e9
+        self._order: list[Checkpoint] = []
+        self._datamap = None                # (DynamicsVersion, DataFrame)
+
+    # -- the run and its checkpoints ---------------------------------------------------
+
+    @property
+    def run(self) -> Run:
+        with self._lock:
+            if self._run is None:
+                self._run = open_run(self.path)
+            return self._run
+
+    @property
+    def meta(self) -> dict:
+        return self.run.meta
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Complete checkpoints, sorted by step (re-listed at most once a second)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._listed_at < _LIST_TTL_S:
+                return list(self._order)
+            fresh = []
+            for ck in self.run.checkpoints:
+                stamp = _mtime(ck.path / schema.CHECKPOINT_META)
+                kept = self._checkpoints.get(ck.step)
+                if kept is not None and kept[0] == stamp and kept[1].path == ck.path:
+                    ck = kept[1]                       # keep its cached arrays
+                self._checkpoints[ck.step] = (stamp, ck)
+                fresh.append(ck)
+            steps = {c.step for c in fresh}
+            for gone in [s for s in self._checkpoints if s not in steps]:
+                del self._checkpoints[gone]
+            self._order = fresh
+            self._listed_at = now
+            return list(fresh)
+
+    def checkpoint(self, step: int | None) -> Checkpoint:
+        """The checkpoint at `step`, or the latest one for None."""
+        cks = self.checkpoints()
+        if step is None:
+            if not cks:
+                raise NotFoundError(f"run {self.name!r} has no complete checkpoint yet; record a snapshot first")
+            return cks[-1]
+        for ck in cks:
+            if ck.step == step:
+                return ck
+        raise NotFoundError(f"run {self.name!r} has no checkpoint at step {step}; "
+                            f"it has steps {[c.step for c in cks]}")
+
+    # -- files ---------------------------------------------------------------------------
+
+    @property
+    def examples_path(self) -> Path:
+        return self.path / schema.EXAMPLES
+
+    def outputs_path(self, ck: Checkpoint) -> Path:
+        return ck.path / schema.OUTPUTS
+
+    def num_examples(self) -> int:
+        try:
+            return int(pq.ParquetFile(self.examples_path).metadata.num_rows)
+        except FileNotFoundError:
+            raise CorruptRunError(f"the examples table of run {self.name!r} is missing: {self.examples_path}") from None
+        except Exception as e:      # pyarrow raises several types for a damaged file
+            raise CorruptRunError(f"the examples table of run {self.name!r} is unreadable "
+                                  f"({type(e).__name__}: {e}): {self.examples_path}") from None
+
+    def dynamics_version(self) -> DynamicsVersion:
+        folder = self.path / schema.DYNAMICS_DIR
+        files = []
+        for p in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else ():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((str(p), st.st_size, st.st_mtime_ns))
+        return DynamicsVersion(tuple(files))
+
+    def datamap(self):
+        """(DynamicsVersion, DataFrame id, confidence, variability, correctness, epochs, region), cached."""
+        version = self.dynamics_version()
+        with self._lock:
+            if self._datamap is not None and self._datamap[0] == version:
+                return self._datamap
+        frame = self.run.dynamics()                     # t3vis.cartography, through the reader
+        with self._lock:
+            self._datamap = (version, frame)
+            return self._datamap
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return -1
+
+
+class RunRegistry:
+    """Every run given on the command line, by unique name; nothing else."""
+
+    def __init__(self, paths):
+        self._runs: dict[str, RunHandle] = {}
+        for i, p in enumerate(paths):
+            path = Path(p).expanduser().resolve()
+            open_run(path)                      # fail at start, with the reader's message, not on first request
+            base = path.name or "run"
+            name, k = base, 2
+            while name in self._runs:
+                name, k = f"{base}-{k}", k + 1
+            self._runs[name] = RunHandle(name, path, i)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._runs)
+
+    def handles(self) -> list[RunHandle]:
+        return list(self._runs.values())
+
+    def get(self, name: str) -> RunHandle:
+        handle = self._runs.get(name)
+        if handle is None:
+            raise NotFoundError(f"no run named {name!r}; this server serves {self.names} "
+                                "(runs are named by their folder; pass more to `t3vis serve`)")
+        return handle

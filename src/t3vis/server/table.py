@@ -1,0 +1,316 @@
+"""DuckDB over a run's Parquet files: the example table, per-point columns, one example, curves.
+
+SQL here is parametrised: user input only ever travels as a bound parameter. The only
+identifiers formatted into SQL are the server's own (a derived table's name, a sort column
+picked from a fixed dict). One in-memory DuckDB database per app; every query runs on its
+own cursor, so requests on different threads never share one.
+
+The data map (confidence, variability, region per example) is computed by
+`t3vis.cartography` through the reader and materialised once per run and version of its
+dynamics files as a DuckDB table, so filters and sorts on it cost what a join costs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from t3vis.errors import CorruptRunError, NotFoundError
+from t3vis.server.models import TablePage, TableQuery, TableRow
+from t3vis.server.runs import RunHandle
+
+SORTS = {key: key for key in ("id", "loss", "gold_prob", "confidence", "variability", "label", "pred")}
+MAX_TABLES = 6               # materialised tables kept (wide per checkpoint, texts per run)
+
+_NO_OUTPUTS = ("(SELECT NULL::BIGINT AS id, NULL::BIGINT AS pred, NULL::BOOLEAN AS correct, NULL::DOUBLE AS loss, "
+               "NULL::DOUBLE AS gold_prob WHERE false)")
+
+POINTS_SCHEMA = pa.schema([("id", pa.int64()), ("split", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
+                           ("correct", pa.bool_()), ("loss", pa.float32()), ("gold_prob", pa.float32()),
+                           ("confidence", pa.float32()), ("variability", pa.float32()), ("region", pa.string())])
+DATAMAP_SCHEMA = pa.schema([("id", pa.int64()), ("confidence", pa.float32()), ("variability", pa.float32()),
+                            ("correctness", pa.float32()), ("region", pa.string()), ("probe_row", pa.int32())])
+
+
+def _finite(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+class Tables:
+    def __init__(self):
+        self._db = duckdb.connect(":memory:")
+        self._lock = threading.Lock()
+        self._datamaps: dict[int, tuple[object, str]] = {}      # run index -> (version, table name)
+        self._serial = 0
+        self._tables: OrderedDict[tuple, tuple[object, str]] = OrderedDict()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _query(self, handle: RunHandle, sql: str, params: dict, what: str, *, arrow: bool = False):
+        """Run sql on a fresh cursor (arrow=True: as a pyarrow Table); damaged or missing files
+        become CorruptRunError (409)."""
+        cursor = self._db.cursor()
+        try:
+            if arrow:
+                return cursor.sql(sql, params=params).to_arrow_table()
+            return cursor.execute(sql, params)
+        except (duckdb.IOException, duckdb.InvalidInputException) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CorruptRunError(f"{what} of run {handle.name!r} could not be read ({first}); "
+                                  "the run's files are damaged or missing: re-record it") from None
+
+    def datamap_table(self, handle: RunHandle) -> str:
+        """Name of the DuckDB table holding the run's data map (built once per dynamics version)."""
+        version = handle.dynamics_version()
+        with self._lock:
+            known = self._datamaps.get(handle.index)
+            if known is not None and known[0] == version:
+                return known[1]
+        _, frame = handle.datamap()
+        frame = frame[["id", "confidence", "variability", "correctness", "region"]].copy()
+        frame["region"] = frame["region"].astype(object)
+        table = pa.Table.from_pandas(frame, preserve_index=False).cast(
+            pa.schema([("id", pa.int64()), ("confidence", pa.float64()), ("variability", pa.float64()),
+                       ("correctness", pa.float64()), ("region", pa.string())]))
+        with self._lock:
+            known = self._datamaps.get(handle.index)
+            if known is not None and known[0] == version:
+                return known[1]
+            self._serial += 1
+            name = f"datamap_{handle.index}_{self._serial}"        # our own identifier, never user input
+            cursor = self._db.cursor()
+            cursor.register("incoming", table)
+            cursor.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming")
+            cursor.unregister("incoming")
+            if known is not None:
+                cursor.execute(f"DROP TABLE IF EXISTS {known[1]}")
+            self._datamaps[handle.index] = (version, name)
+            return name
+
+    # -- the example table ---------------------------------------------------------------
+
+    def _materialised(self, key: tuple, version, build_sql: str, params: dict, handle: RunHandle, what: str) -> str:
+        """Name of a DuckDB table built by build_sql (kept while `version` holds; LRU beyond MAX_TABLES)."""
+        with self._lock:
+            known = self._tables.get(key)
+            if known is not None and known[0] == version:
+                self._tables.move_to_end(key)
+                return known[1]
+            self._serial += 1
+            name = f"{key[0]}_{handle.index}_{self._serial}"        # our own identifier, never user input
+        cursor = self._db.cursor()
+        try:
+            cursor.execute(f"CREATE TABLE {name} AS {build_sql}", params)
+        except (duckdb.IOException, duckdb.InvalidInputException) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CorruptRunError(f"{what} of run {handle.name!r} could not be read ({first}); "
+                                  "the run's files are damaged or missing: re-record it") from None
+        drop = []
+        with self._lock:
+            old = self._tables.get(key)
+            if old is not None:
+                drop.append(old[1])
+            self._tables[key] = (version, name)
+            self._tables.move_to_end(key)
+            while len(self._tables) > MAX_TABLES:
+                drop.append(self._tables.popitem(last=False)[1][1])
+        for table in drop:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        return name
+
+    def _wide_table(self, handle: RunHandle, ck) -> str:
+        """One row per example: every table column but the text (examples, the checkpoint's outputs,
+        the data map), materialised in DuckDB once per version of those files, so a page is a
+        scan of memory, not a decode and join of Parquet files."""
+        dm = self.datamap_table(handle)
+        params = {"examples": str(handle.examples_path)}
+        outputs = _NO_OUTPUTS
+        if ck is not None:
+            outputs = "read_parquet($outputs)"
+            params["outputs"] = str(handle.outputs_path(ck))
+        version = (dm, _stamp(handle.examples_path), _stamp(handle.outputs_path(ck)) if ck is not None else None)
+        sql = ("SELECT e.id, e.split, e.label, o.pred, o.correct, o.loss, o.gold_prob, d.confidence, d.variability, "
+               f"d.region FROM read_parquet($examples) e LEFT JOIN {outputs} o ON o.id = e.id "
+               f"LEFT JOIN {dm} d ON d.id = e.id")
+        return self._materialised(("wide", handle.index, None if ck is None else ck.step), version, sql, params,
+                                  handle, "the example table")
+
+    def _text_table(self, handle: RunHandle) -> str:
+        return self._materialised(("texts", handle.index), _stamp(handle.examples_path),
+                                  "SELECT id, text, lower(text) AS lowered FROM read_parquet($examples)",
+                                  {"examples": str(handle.examples_path)}, handle, "the examples table")
+
+    def page(self, handle: RunHandle, q: TableQuery) -> TablePage:
+        ck = handle.checkpoint(q.step) if (q.step is not None or handle.checkpoints()) else None
+        wide = self._wide_table(handle, ck)
+        texts = self._text_table(handle)
+        params: dict = {}
+        where = []
+
+        def cond(sql: str, **values):
+            where.append(sql)
+            params.update(values)
+
+        if q.labels is not None:
+            cond("w.label IN (SELECT unnest($labels::BIGINT[]))", labels=q.labels)
+        if q.preds is not None:
+            cond("w.pred IN (SELECT unnest($preds::BIGINT[]))", preds=q.preds)
+        if q.correct is not None:
+            cond("w.correct = $correct", correct=q.correct)
+        if q.loss_min is not None:
+            cond("w.loss >= $loss_min", loss_min=q.loss_min)
+        if q.loss_max is not None:
+            cond("w.loss <= $loss_max", loss_max=q.loss_max)
+        if q.conf_min is not None:
+            cond("w.confidence >= $conf_min", conf_min=q.conf_min)
+        if q.conf_max is not None:
+            cond("w.confidence <= $conf_max", conf_max=q.conf_max)
+        if q.regions is not None:
+            cond("w.region IN (SELECT unnest($regions::VARCHAR[]))", regions=list(q.regions))
+        if q.search:
+            # a literal substring of the lower-cased text (no pattern characters), kept lowered in memory
+            cond(f"w.id IN (SELECT id FROM {texts} WHERE contains(lowered, lower($needle)))", needle=q.search)
+        if q.ids is not None:
+            cond("w.id IN (SELECT unnest($ids::BIGINT[]))", ids=q.ids)
+        if q.split is not None:
+            cond("w.split = $split", split=q.split)
+        where_sql = (" WHERE " + " AND ".join(where)) if where else ""
+        total = self._query(handle, f"SELECT count(*) FROM {wide} w{where_sql}", params,
+                            "the example table").fetchone()[0]
+        if q.limit == 0 or q.offset >= total:
+            return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=[])
+        direction = "DESC" if q.descending else "ASC"
+        sort = SORTS[q.sort]                                         # a column name from our own dict
+        order = f"{sort} {direction} NULLS LAST, id {direction}"
+        rows_sql = (f"WITH page AS (SELECT * FROM {wide} w{where_sql} ORDER BY {order} LIMIT $limit OFFSET $offset) "
+                    "SELECT p.id, p.split, t.text, p.label, p.pred, p.correct, p.loss, p.gold_prob, p.confidence, "
+                    f"p.variability, p.region FROM page p LEFT JOIN {texts} t ON t.id = p.id "
+                    f"ORDER BY p.{sort} {direction} NULLS LAST, p.id {direction}")
+        found = self._query(handle, rows_sql, {**params, "limit": q.limit, "offset": q.offset},
+                            "the example table").fetchall()
+        rows = [TableRow(id=r[0], split=r[1], text=r[2], label=r[3], pred=r[4], correct=r[5], loss=_finite(r[6]),
+                         gold_prob=_finite(r[7]), confidence=_finite(r[8]), variability=_finite(r[9]), region=r[10])
+                for r in found]
+        return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=rows)
+
+    # -- per-point columns and the data map, as Arrow ------------------------------------
+
+    def points(self, handle: RunHandle, ck) -> pa.Table:
+        dm = self.datamap_table(handle)
+        sql = ("SELECT e.id::BIGINT AS id, e.split::VARCHAR AS split, e.label::INTEGER AS label, "
+               "o.pred::INTEGER AS pred, o.correct::BOOLEAN AS correct, o.loss::FLOAT AS loss, "
+               "o.gold_prob::FLOAT AS gold_prob, d.confidence::FLOAT AS confidence, "
+               "d.variability::FLOAT AS variability, d.region::VARCHAR AS region "
+               f"FROM read_parquet($examples) e LEFT JOIN read_parquet($outputs) o ON o.id = e.id "
+               f"LEFT JOIN {dm} d ON d.id = e.id WHERE e.probe_row >= 0 ORDER BY e.probe_row")
+        result = self._query(handle, sql, {"examples": str(handle.examples_path),
+                                           "outputs": str(handle.outputs_path(ck))}, "the per-point columns",
+                             arrow=True)
+        return result.cast(POINTS_SCHEMA)
+
+    def datamap(self, handle: RunHandle) -> pa.Table:
+        dm = self.datamap_table(handle)
+        sql = ("SELECT d.id::BIGINT AS id, d.confidence::FLOAT AS confidence, d.variability::FLOAT AS variability, "
+               "d.correctness::FLOAT AS correctness, d.region::VARCHAR AS region, "
+               "coalesce(e.probe_row, -1)::INTEGER AS probe_row "
+               f"FROM {dm} d LEFT JOIN read_parquet($examples) e ON e.id = d.id ORDER BY d.id")
+        result = self._query(handle, sql, {"examples": str(handle.examples_path)}, "the data map", arrow=True)
+        return result.cast(DATAMAP_SCHEMA)
+
+    # -- examples --------------------------------------------------------------------------
+
+    def example(self, handle: RunHandle, example_id: int) -> dict:
+        """id, split, text, label, probe_row of one example; NotFoundError if the run has none such."""
+        row = self._query(handle, "SELECT id, split, text, label, probe_row FROM read_parquet($examples) "
+                                  "WHERE id = $id LIMIT 1",
+                          {"examples": str(handle.examples_path), "id": example_id}, "the examples table").fetchone()
+        if row is None:
+            raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
+        return dict(zip(("id", "split", "text", "label", "probe_row"), row))
+
+    def probe_rows(self, handle: RunHandle, ids: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(probe rows, labels, texts) of the given ids, in their order; 404 names the first unknown
+        or unprobed id."""
+        sql = ("SELECT u.id, e.probe_row, e.label, e.text FROM (SELECT unnest($ids::BIGINT[]) AS id, "
+               "generate_subscripts($ids::BIGINT[], 1) AS k) u LEFT JOIN read_parquet($examples) e ON e.id = u.id "
+               "ORDER BY u.k")
+        rows = self._query(handle, sql, {"ids": ids, "examples": str(handle.examples_path)},
+                           "the examples table").fetchall()
+        for example_id, probe_row, _, _ in rows:
+            if probe_row is None:
+                raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
+            if probe_row < 0:
+                raise NotFoundError(f"example {example_id} of run {handle.name!r} is not in the probe set "
+                                    "(it was seen in training only), so no checkpoint recorded it")
+        return (np.array([r[1] for r in rows], dtype=np.int64), np.array([r[2] for r in rows], dtype=np.int64),
+                [r[3] for r in rows])
+
+    def probe_set(self, handle: RunHandle) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(ids, labels, texts) of every probe example, in probe order."""
+        rows = self._query(handle, "SELECT id, label, text FROM read_parquet($examples) WHERE probe_row >= 0 "
+                                   "ORDER BY probe_row", {"examples": str(handle.examples_path)},
+                           "the examples table").fetchall()
+        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
+                [r[2] for r in rows])
+
+    def history(self, handle: RunHandle, checkpoints, example_id: int) -> list[dict]:
+        """pred, loss, gold_prob, probs of one example at every checkpoint (in order)."""
+        if not checkpoints:
+            return []
+        files = [str(handle.outputs_path(ck)) for ck in checkpoints]
+        rows = self._query(handle, "SELECT filename, pred, loss, gold_prob, probs FROM "
+                                   "read_parquet($files, filename=true) WHERE id = $id",
+                           {"files": files, "id": example_id}, "the checkpoint outputs").fetchall()
+        by_file = {Path(r[0]).resolve(): r for r in rows}
+        out = []
+        for ck, f in zip(checkpoints, files):
+            r = by_file.get(Path(f).resolve())
+            if r is None:
+                continue
+            out.append({"step": ck.step, "epoch": _finite(ck.epoch), "pred": r[1], "loss": _finite(r[2]),
+                        "gold_prob": _finite(r[3]), "probs": [_finite(p) for p in (r[4] or [])]})
+        return out
+
+    def observations(self, handle: RunHandle, example_id: int | None = None):
+        """Raw training-dynamics rows (all, or of one example) as a DataFrame."""
+        import pandas as pd
+
+        files = handle.dynamics_version().paths
+        if not files:
+            return pd.DataFrame({"id": [], "epoch": [], "step": [], "gold_prob": [], "correct": []})
+        sql = "SELECT id, epoch, step, gold_prob, correct FROM read_parquet($files)"
+        params: dict = {"files": files}
+        if example_id is not None:
+            sql += " WHERE id = $id"
+            params["id"] = example_id
+        return self._query(handle, sql, params, "the training dynamics").df()
+
+    def training_curve(self, handle: RunHandle) -> list[dict]:
+        files = handle.dynamics_version().paths
+        if not files:
+            return []
+        rows = self._query(handle, "SELECT step, min(epoch), avg(correct::DOUBLE), avg(gold_prob), count(*) "
+                                   "FROM read_parquet($files) GROUP BY step ORDER BY step",
+                           {"files": files}, "the training dynamics").fetchall()
+        return [{"step": int(r[0]), "epoch": _finite(r[1]), "accuracy": _finite(r[2]), "gold_prob": _finite(r[3]),
+                 "n": int(r[4])} for r in rows]
