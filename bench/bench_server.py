@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
+from _synthetic import seed_projection, synthetic_run  # noqa: E402
 
 PAGE_TARGET_S = 0.1          # the issue: a page of a 1,000,000-row run in well under 100 ms
 INSTANCE_OVERHEAD_TARGET = 1.2
@@ -39,51 +40,6 @@ def _percentile(values, q):
     import numpy as np
 
     return float(np.percentile(np.asarray(values), q))
-
-
-def _synthetic_run(path: Path, n: int, *, hidden_dims: int = 8, seed: int = 0) -> Path:
-    """A run of n probed examples (text, label, outputs, dynamics for half of them), no model."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from t3vis.store import schema
-    from t3vis.store.writer import RunWriter
-
-    rng = np.random.default_rng(seed)
-    words = np.array("the a movie film was is great bad boring fun plot actor script good awful love hate".split())
-    lengths = rng.integers(4, 14, n)
-    flat = words[rng.integers(0, len(words), int(lengths.sum()))]
-    texts = [" ".join(x) for x in np.split(flat, np.cumsum(lengths)[:-1])]
-    labels = rng.integers(0, 2, n)
-    examples = pd.DataFrame({"id": np.arange(n), "split": np.where(np.arange(n) % 5 == 0, "validation", "train"),
-                             "text": texts, "label": labels, "probe_row": np.arange(n)})
-    meta = {"model": {"name_or_path": "synthetic", "architecture": "none", "model_type": None, "num_parameters": 0},
-            "task": "sequence-classification", "label_names": ["neg", "pos"], "num_layers": 1, "num_heads": 2,
-            "hidden_size": hidden_dims, "num_probe": n, "pooling": "cls", "max_length": 64, "thumbnail_size": 4}
-    writer = RunWriter.create(path, meta, examples)
-    probs1 = rng.random(n).astype(np.float32)
-    probs = np.stack([1 - probs1, probs1], axis=1)
-    pred = probs.argmax(1).astype(np.int32)
-    gold = probs[np.arange(n), labels]
-    with writer.checkpoint(100, epoch=1.0, metrics={}) as stage:
-        hidden = stage.hidden_array(2, n, hidden_dims)
-        hidden[:] = rng.normal(size=(2, n, hidden_dims)).astype(np.float16)
-        hidden.flush()
-        pq.write_table(pa.table({
-            "id": pa.array(np.arange(n, dtype=np.int64)), "pred": pa.array(pred),
-            "loss": pa.array(-np.log(gold)), "gold_prob": pa.array(gold), "correct": pa.array(pred == labels),
-            "nan": pa.array(np.zeros(n, bool)),
-            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 2)}),
-            stage.path / schema.OUTPUTS, compression="zstd")
-        stage.write_heads({"importance": np.ones((1, 2), np.float32), "thumbnails": np.zeros((1, 2, 4, 4))})
-    half = np.arange(0, n, 2)
-    for epoch in range(2):
-        gp = rng.random(len(half)).astype(np.float32)
-        writer.append_dynamics(pd.DataFrame({"id": half, "epoch": epoch, "step": epoch + 1, "gold_prob": gp,
-                                             "correct": gp > 0.5}))
-    return path
 
 
 # -- 1. instance view -------------------------------------------------------------------
@@ -137,19 +93,13 @@ def bench_projection_transfer(folder: Path, n: int, repeats: int) -> list[dict]:
 
     import t3vis
     from t3vis.server import create_app
-    from t3vis.server.projections import _layout_key, _preservation_key
-    from t3vis.store import schema
-    from t3vis.store.cache import ArrayCache, data_fingerprint
 
-    run_dir = _synthetic_run(folder / "points", n, seed=1)
+    run_dir = synthetic_run(folder / "points", n, seed=1)
     ck = t3vis.open_run(run_dir).checkpoints[-1]
     rng = np.random.default_rng(0)
     layout = rng.normal(size=(n, 2)).astype(np.float32)
     preservation = rng.random(n).astype(np.float32)
-    key = _layout_key(ck.step, 1, "pca", False, [(ck.step, data_fingerprint(ck.path / schema.HIDDEN))])
-    cache = ArrayCache(run_dir)
-    cache.put(key, layout)
-    cache.put(_preservation_key(key), preservation)
+    seed_projection(run_dir, ck.step, 1, "pca", layout, preservation)
     app = create_app([run_dir])
     rows = np.column_stack([layout, preservation]).astype(np.float32)
 
@@ -229,7 +179,7 @@ def bench_table(folder: Path, n: int, repeats: int) -> list[dict]:
     from t3vis.server import create_app
 
     t0 = time.perf_counter()
-    run_dir = _synthetic_run(folder / "table", n)
+    run_dir = synthetic_run(folder / "table", n)
     print(f"[server] synthesised a {n:,}-row run in {time.perf_counter() - t0:.1f}s", flush=True)
     dm = t3vis.open_run(run_dir).dynamics()[["id", "confidence", "variability", "region"]]
     rows = []

@@ -78,7 +78,7 @@ class Projections:
         if ck.step not in [c.step for c in series]:
             series = [ck]
         fingerprints = [(c.step, data_fingerprint(c.path / schema.HIDDEN)) for c in series]
-        layout_keys = {step: _layout_key(step, layer, method, aligned, fingerprints) for step, _ in fingerprints}
+        layout_keys = {step: layout_key(step, layer, method, aligned, fingerprints) for step, _ in fingerprints}
         key = (handle.name, key_digest(layout_keys[ck.step]))
         with self._lock:
             hit = self._results.get(key)
@@ -90,7 +90,7 @@ class Projections:
                 return Job(job.status, job.progress, job.message)
         cache = ArrayCache(handle.path)
         layout = cache.get(layout_keys[ck.step])
-        preservation = cache.get(_preservation_key(layout_keys[ck.step]))
+        preservation = cache.get(preservation_key(layout_keys[ck.step]))
         if layout is not None and preservation is not None:
             return self._store(key, ck, method, layout, preservation)
         with self._lock:
@@ -131,7 +131,7 @@ class Projections:
             X = ck.hidden(layer)
             k = min(K_NEIGHBOURS, X.shape[0] - 1)
             preservation = neighborhood_preservation(X, layout, k=k)
-            _put(cache, _preservation_key(layout_keys[ck.step]), preservation)
+            _put(cache, preservation_key(layout_keys[ck.step]), preservation)
             self._store(key, ck, method, layout, preservation)
             with self._lock:
                 self._jobs.pop(key, None)
@@ -160,7 +160,7 @@ class Projections:
         return result
 
 
-def _layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:
+def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:
     key = {"what": "projection", "step": int(step), "layer": int(layer), "method": method, "seed": SEED,
            "params": {}, "metric": "cosine", "aligned": bool(aligned and len(fingerprints) > 1)}
     if key["aligned"]:
@@ -170,7 +170,7 @@ def _layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints)
     return key
 
 
-def _preservation_key(layout_key: dict) -> dict:
+def preservation_key(layout_key: dict) -> dict:
     return {"what": "neighbourhood-preservation", "k": K_NEIGHBOURS, "layout": key_digest(layout_key)}
 
 
