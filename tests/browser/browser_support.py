@@ -1,0 +1,102 @@
+"""Constants and page helpers shared by the browser tests and their fixtures."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_RUN = ROOT / "runs" / "demo"
+TOKEN = "browser-test-token"
+
+
+def open_app(p, server, query: str = "run=tiny"):
+    p.page.goto(f"{server.url}/?{query}")
+    p.page.wait_for_selector("[data-testid=views]")
+
+
+def wait_projection(p, run: str, step: int, layer: int | None = None, method: str = "pca"):
+    key = f"{run}|{step}|" + (f"{layer}|{method}" if layer is not None else "")
+    p.page.wait_for_function(
+        "key => (document.querySelector('[data-testid=projection-plot]')?.dataset.drawn || '').startsWith(key)",
+        arg=key)
+
+
+INK_JS = """sel => {
+  const c = document.querySelector(sel + ' canvas');
+  const {width, height} = c;
+  const d = c.getContext('2d').getImageData(0, 0, width, height).data;
+  let ink = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 40 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) ink++;
+  }
+  return ink;
+}"""
+
+
+INK_POINT_JS = """sel => {
+  const c = document.querySelector(sel + ' canvas');
+  const r = c.getBoundingClientRect();
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let best = null, bestInk = 0;
+  for (let y = 4; y < c.height - 4; y += 2) for (let x = 4; x < c.width - 4; x += 2) {
+    let ink = 0;
+    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
+      const i = ((y + dy) * c.width + (x + dx)) * 4;
+      if (d[i + 3] > 40 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) ink++;
+    }
+    if (ink > bestInk) { bestInk = ink; best = [x, y]; }
+  }
+  const s = r.width / c.width;
+  return [r.left + best[0] * s, r.top + best[1] * s];
+}"""
+
+
+def table_total(p) -> int:
+    p.page.wait_for_function("document.querySelector('[data-testid=table-count]')?.dataset.total !== ''")
+    return int(p.page.get_attribute("[data-testid=table-count]", "data-total"))
+
+
+def wait_table_total(p, n: int):
+    p.page.wait_for_function("n => document.querySelector('[data-testid=table-count]')?.dataset.total === String(n)",
+                             arg=n)
+
+
+def selection_size(p) -> int:
+    text = p.page.inner_text("[data-testid=selection-chip]")
+    return int(re.search(r"([\d,]+)", text).group(1).replace(",", ""))
+
+
+def lasso(p, selector: str, frac: float = 0.5):
+    """Drag a lasso over the left `frac` of the plot with the mouse."""
+    box = p.page.locator(selector).bounding_box()
+    x0, y0, x1, y1 = box["x"] + 4, box["y"] + 4, box["x"] + box["width"] * frac, box["y"] + box["height"] - 4
+    mouse = p.page.mouse
+    mouse.move(x0, y0)
+    mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
+        mouse.move(x, y, steps=12)
+    mouse.up()
+
+
+def assert_no_console_errors(p):
+    errors = [e for e in p.errors if "GPU stall" not in e]
+    assert not errors, f"console errors: {errors}"
+
+
+def lasso_points(p, selector: str, polygon):
+    """Drag a lasso along a polygon given in fractions of the plot's box (0..1, y down)."""
+    box = p.page.locator(selector).bounding_box()
+    pts = [(box["x"] + 3 + fx * (box["width"] - 6), box["y"] + 3 + fy * (box["height"] - 6)) for fx, fy in polygon]
+    mouse = p.page.mouse
+    mouse.move(*pts[0])
+    mouse.down()
+    for x, y in pts[1:] + [pts[0]]:
+        mouse.move(x, y, steps=12)
+    mouse.up()
+
+
+def click_head(p, layer: int, head: int):
+    canvas = p.page.locator("[data-testid=head-canvas]")
+    cell = int(canvas.get_attribute("data-cell"))
+    canvas.click(position={"x": 26 + head * cell + cell / 2, "y": 16 + layer * cell + cell / 2})

@@ -1,0 +1,197 @@
+"""Browser tests: the built viewer against a live `t3vis` server, driven by Debian's chromium.
+
+One server (uvicorn in a background thread, on a free port) serves a tiny recorded run built
+here, and runs/demo when it exists; one headless chromium is shared by the session. A missing
+chromium or an unbuilt frontend fails the tests with the command that fixes it: CI must never
+skip the browser tests silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_labels, make_model, make_texts   # tests/conftest.py
+
+from .browser_support import DEMO_RUN, ROOT, TOKEN
+
+CHROMIUM = os.environ.get("T3VIS_CHROMIUM", "/usr/bin/chromium")
+STATIC_INDEX = ROOT / "src" / "t3vis" / "server" / "static" / "index.html"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-dev-shm-usage",
+                 # WebGL without a GPU: ANGLE on SwiftShader (regl-scatterplot needs WebGL)
+                 "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+N_PROBE = 40          # 20 training + 20 validation probes
+N_TRAIN_ONLY = 8      # training examples seen but not probed (data map only)
+STEPS = (0, 5, 10)
+
+
+def record_browser_run(path: Path) -> dict:
+    """A 2-layer, 4-head random BERT trained a little between three checkpoints, with weights."""
+    import torch
+
+    from t3vis import Recorder
+
+    model, tokenizer = make_model("bert", seed=3)
+    texts, labels = make_texts(N_PROBE, seed=11), make_labels(N_PROBE, seed=11)
+    half = N_PROBE // 2
+    rec = Recorder(path, model, tokenizer, texts, labels, splits=["train"] * half + ["validation"] * half,
+                   batch_size=16, label_names=["negative", "positive"])
+    extra_texts, extra_labels = make_texts(N_TRAIN_ONLY, seed=5), make_labels(N_TRAIN_ONLY, seed=5)
+    extra_ids = list(range(1000, 1000 + N_TRAIN_ONLY))
+    rec.add_examples(extra_ids, extra_texts, extra_labels)
+    train_texts, train_labels = texts[:half] + extra_texts, labels[:half] + extra_labels
+    train_ids = torch.tensor(list(range(half)) + extra_ids)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    for i, step in enumerate(STEPS):
+        if i:
+            for _ in range(step - STEPS[i - 1]):
+                enc = tokenizer(train_texts, padding=True, return_tensors="pt")
+                logits = model(**enc).logits
+                rec.observe(train_ids, logits, torch.tensor(train_labels))
+                loss = torch.nn.functional.cross_entropy(logits, torch.tensor(train_labels))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        rec.snapshot(step=step, epoch=float(i))
+    rec.close()
+    return {"path": path, "texts": texts, "labels": labels, "tokenizer": tokenizer}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict:
+    return record_browser_run(tmp_path_factory.mktemp("browser") / "tiny")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn in a daemon thread; stopped at the end of the session."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the t3vis test server did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def built_frontend() -> Path:
+    if not STATIC_INDEX.exists():
+        pytest.fail(f"the viewer is not built ({STATIC_INDEX} is missing): run `make frontend` "
+                    "(or `cd frontend && npm ci && npm run build`)", pytrace=False)
+    frontend = ROOT / "frontend"
+    sources = [f for f in (frontend / "src").rglob("*") if f.is_file()] + \
+        [frontend / n for n in ("index.html", "package-lock.json", "vite.config.ts") if (frontend / n).exists()]
+    newer = [str(f.relative_to(ROOT)) for f in sources if f.stat().st_mtime > STATIC_INDEX.stat().st_mtime]
+    if newer:
+        pytest.fail(f"the viewer build is older than {', '.join(newer[:3])}{' ...' if len(newer) > 3 else ''}: "
+                    "run `make frontend` so the tests see the current code", pytrace=False)
+    return STATIC_INDEX
+
+
+@pytest.fixture(scope="session")
+def server(tiny, built_frontend):
+    from t3vis.server import create_app
+
+    paths = [tiny["path"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
+    live = LiveServer(create_app(paths))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def token_server(tiny, built_frontend):
+    from t3vis.server import create_app
+
+    live = LiveServer(create_app([tiny["path"]], token=TOKEN))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium is missing at {CHROMIUM}; the browser tests need it. Install it with "
+                    "`apt-get update && apt-get install -y chromium` (Debian), or point T3VIS_CHROMIUM at a "
+                    "Chromium binary.", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class Page:
+    """A page with its console errors and API requests recorded."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        page.on("request", lambda r: self.requests.append(r.url) if "/api/" in r.url else None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.browser_failed = report.failed
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000}, device_scale_factor=1)
+    context.set_default_timeout(20_000)
+    wrapped = Page(context.new_page())
+    yield wrapped
+    if getattr(request.node, "browser_failed", False):   # what the page showed when the test failed
+        ARTIFACTS.mkdir(exist_ok=True)
+        wrapped.page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
+        (ARTIFACTS / f"failed-{request.node.name}.log").write_text(
+            "console errors:\n" + "\n".join(wrapped.errors) + "\n\nAPI requests:\n" + "\n".join(wrapped.requests))
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_old_failures():
+    """Failure screenshots of an earlier session would mislead: start without them."""
+    for old in ARTIFACTS.glob("failed-*"):
+        old.unlink()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: drives the built viewer in headless chromium")

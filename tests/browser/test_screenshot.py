@@ -1,0 +1,54 @@
+"""A full-page screenshot of the viewer in use, for people to look at: test-artifacts/app-<run>.png.
+
+On runs/demo when it exists (the demo model on Rotten Tomatoes), else on the tiny test run.
+The page shows a UMAP projection, a data-map selection linked into the table and the heads
+grid, a pruning result, and the instance view of the probe example the model gets most wrong.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import t3vis
+from .browser_support import DEMO_RUN, assert_no_console_errors, click_head, lasso_points, wait_projection
+
+pytestmark = pytest.mark.browser
+
+
+def most_wrong_validation_example(run) -> int:
+    ck = run.checkpoints[-1]
+    out = ck.outputs.merge(run.examples[["id", "split"]], on="id")
+    held_out = out[out["split"] != "train"]
+    return int((held_out if len(held_out) else out).sort_values("loss").iloc[-1]["id"])
+
+
+def test_screenshot_of_the_app(page, server, tiny, artifacts):
+    demo = (DEMO_RUN / "run.json").exists()
+    name = "demo" if demo else "tiny"
+    run = t3vis.open_run(DEMO_RUN if demo else tiny["path"])
+    example = most_wrong_validation_example(run)
+    last = run.checkpoints[-1].step
+    layers = run.num_layers
+    page.page.set_viewport_size({"width": 1680, "height": 1050})
+    page.page.goto(f"{server.url}/?run={name}&method=umap&color=label&ex={example}&head=1.3")
+    page.page.wait_for_selector("[data-testid=views]")
+    # UMAP of every checkpoint is computed on first request (cached afterwards): allow for it
+    page.page.set_default_timeout(180_000)
+    wait_projection(page, name, last, layers, "umap")
+    page.page.set_default_timeout(30_000)
+    # select the hard-to-learn corner of the data map (low confidence, low variability)
+    lasso_points(page, "[data-testid=datamap-scatter]", [(0.0, 0.55), (0.45, 0.55), (0.45, 1.0), (0.0, 1.0)])
+    page.page.wait_for_selector("[data-testid=selection-chip]")
+    page.page.click("[data-testid=heads-scope] button:has-text('Selection')")
+    page.page.locator("[data-testid=tokens] .tok").first.wait_for()
+    page.page.wait_for_selector("[data-testid=attention-canvas]")
+    page.page.wait_for_selector("[data-testid=history-chart]")
+    click_head(page, 0, 2)
+    click_head(page, 1, 3)
+    page.page.click("[data-testid=prune-button]")
+    page.page.wait_for_selector("[data-testid=prune-result]", timeout=120_000)
+    page.page.wait_for_timeout(1200)       # let the point transitions settle
+    path = artifacts / f"app-{name}.png"
+    page.page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 50_000
+    assert_no_console_errors(page)
