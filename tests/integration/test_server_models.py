@@ -100,14 +100,18 @@ def test_prune_equals_evaluate(served):
     some = client.post("/api/runs/tiny/checkpoints/5/prune", json={"masked_heads": masked, "ids": [20, 3, 11]}).json()
     sub = t3vis.evaluate(model, tok, [texts[i] for i in (20, 3, 11)], [labels[i] for i in (20, 3, 11)],
                          masked_heads={0: [1], 1: [0, 2, 3]})
-    assert some["n"] == 3 and some["after"]["loss"] == pytest.approx(sub.loss, rel=1e-5)
+    assert some["n"] == 3 and some["skipped"] == 0 and some["after"]["loss"] == pytest.approx(sub.loss, rel=1e-5)
+    mixed = client.post("/api/runs/tiny/checkpoints/5/prune", json={"masked_heads": masked, "ids": [20, 1001, 3, 11]})
+    assert mixed.json()["n"] == 3 and mixed.json()["skipped"] == 1
+    assert mixed.json()["after"] == some["after"] and mixed.json()["before"] == some["before"]
 
 
 @pytest.mark.parametrize("body,status,named", [
     ({"masked_heads": [[2, 0]]}, 404, "layer 2"),
     ({"masked_heads": [[0, 4]]}, 404, "head 4"),
     ({"masked_heads": [[0, 1]], "ids": []}, 422, "ids"),
-    ({"masked_heads": [[0, 1]], "ids": [1001]}, 404, "probe set"),
+    ({"masked_heads": [[0, 1]], "ids": [1001]}, 422, "probe set"),
+    ({"masked_heads": [[0, 1]], "ids": [3, 4242]}, 404, "4242"),
     ({"masked_heads": [[0]]}, 422, "masked_heads"),
 ])
 def test_prune_errors(served, body, status, named):

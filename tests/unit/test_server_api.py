@@ -214,8 +214,14 @@ def test_heads_for_all_a_selection_and_one_example(served):
     assert client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection"}).status_code == 422
     missing = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection", "ids": [1, 4242]})
     assert missing.status_code == 404 and "4242" in missing.json()["detail"]
+    # a data-map selection mixes probed and training-only examples: the probed ones are measured
+    mixed = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection", "ids": [2, 1001, 9, 14]})
+    assert mixed.status_code == 200 and mixed.json()["n"] == 3 and mixed.json()["skipped"] == 1
+    np.testing.assert_allclose(mixed.json()["importance"], want, rtol=1e-5)
     unprobed = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection", "ids": [1001]})
-    assert unprobed.status_code == 404 and "probe set" in unprobed.json()["detail"]
+    assert unprobed.status_code == 422 and "probe set" in unprobed.json()["detail"]
+    alone = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "example", "ids": [1001]})
+    assert alone.status_code == 404 and "probe set" in alone.json()["detail"]
 
 
 def test_thumbnails_are_each_scaled_by_their_own_max(served):

@@ -230,21 +230,21 @@ def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
     if query.scope == "all":
-        importance, n = ck.head_importance, int(h.meta.get("num_probe", 0))
+        importance, n, skipped = ck.head_importance, int(h.meta.get("num_probe", 0)), 0
     else:
         if not query.ids:
             raise InvalidInputError(f"scope {query.scope!r} needs ids: the examples to measure importance over")
         if query.scope == "example" and len(query.ids) != 1:
             raise InvalidInputError(f"scope 'example' takes exactly one id; got {len(query.ids)} "
                                     "(use scope 'selection' for several)")
-        rows, _, _ = ctx.tables.probe_rows(h, query.ids)
+        chosen = ctx.tables.probe_rows(h, query.ids, skip_unprobed=query.scope == "selection")
         from t3vis.analysis.heads import importance_from_gate_gradients
 
-        importance = importance_from_gate_gradients(ck.example_gate_gradients(rows), normalize=True)
-        n = len(rows)
+        importance = importance_from_gate_gradients(ck.example_gate_gradients(chosen.rows), normalize=True)
+        n, skipped = len(chosen.rows), chosen.skipped
     summaries = {name: _matrix(ck.heads[f"attention_{name}"]) for name in schema.ATTENTION_SUMMARIES
                  if f"attention_{name}" in ck.heads}
-    return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, summaries=summaries)
+    return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, skipped=skipped, summaries=summaries)
 
 
 @router.get("/runs/{run}/checkpoints/{step}/heads/thumbnails", response_class=OctetResponse,
@@ -373,10 +373,10 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     if query.ids is not None:
         if not query.ids:
             raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")
-        ids = np.asarray(query.ids, dtype=np.int64)
-        _, labels, texts = ctx.tables.probe_rows(h, query.ids)
+        chosen = ctx.tables.probe_rows(h, query.ids, skip_unprobed=True)
+        ids, labels, texts, skipped = chosen.ids, chosen.labels, chosen.texts, chosen.skipped
     else:
-        ids, labels, texts = ctx.tables.probe_set(h)
+        (ids, labels, texts), skipped = ctx.tables.probe_set(h), 0
         if not len(ids):
             raise InvalidInputError(f"run {h.name!r} has no probe examples to evaluate")
     masked: dict[int, list[int]] = {}
@@ -401,7 +401,7 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     changed = np.flatnonzero(before.predictions != after.predictions)
     flips = [M.Flip(id=int(ids[i]), before=int(before.predictions[i]), after=int(after.predictions[i]),
                     label=int(labels[i])) for i in changed]
-    return M.PruneAnswer(n=len(ids), before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
+    return M.PruneAnswer(n=len(ids), skipped=skipped, before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
                          after=M.Score(accuracy=_finite(after.accuracy), loss=_finite(after.loss)), flips=flips)
 
 

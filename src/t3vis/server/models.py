@@ -175,6 +175,7 @@ class HeadsAnswer(BaseModel):
     importance: list[list[float | None]]
     scope: str
     n: int
+    skipped: int = Field(0, description="ids left out of a selection: seen in training only, never probed")
     summaries: dict[str, list[list[float | None]]]
 
 
@@ -228,6 +229,7 @@ class Flip(BaseModel):
 
 class PruneAnswer(BaseModel):
     n: int
+    skipped: int = Field(0, description="ids left out: seen in training only, never probed")
     before: Score
     after: Score
     flips: list[Flip]

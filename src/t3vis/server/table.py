@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from t3vis.errors import CorruptRunError, NotFoundError
+from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
 from t3vis.server.models import TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
 
@@ -36,6 +37,15 @@ POINTS_SCHEMA = pa.schema([("id", pa.int64()), ("split", pa.string()), ("label",
                            ("confidence", pa.float32()), ("variability", pa.float32()), ("region", pa.string())])
 DATAMAP_SCHEMA = pa.schema([("id", pa.int64()), ("confidence", pa.float32()), ("variability", pa.float32()),
                             ("correctness", pa.float32()), ("region", pa.string()), ("probe_row", pa.int32())])
+
+
+@dataclass(frozen=True)
+class ProbeSelection:
+    ids: np.ndarray          # (n,) the probed ids, in the order asked
+    rows: np.ndarray         # (n,) their probe rows
+    labels: np.ndarray       # (n,)
+    texts: list[str]
+    skipped: int             # ids left out: seen in training only, never probed
 
 
 def _finite(value):
@@ -248,9 +258,10 @@ class Tables:
             raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
         return dict(zip(("id", "split", "text", "label", "probe_row"), row))
 
-    def probe_rows(self, handle: RunHandle, ids: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(probe rows, labels, texts) of the given ids, in their order; 404 names the first unknown
-        or unprobed id."""
+    def probe_rows(self, handle: RunHandle, ids: list[int], *, skip_unprobed: bool = False) -> ProbeSelection:
+        """The probe rows, labels and texts of the given ids, in their order. An unknown id is a
+        404; an id seen in training only (never probed) is a 404 too, or, with skip_unprobed,
+        left out and counted (a data-map selection mixes both kinds)."""
         sql = ("SELECT u.id, e.probe_row, e.label, e.text FROM (SELECT unnest($ids::BIGINT[]) AS id, "
                "generate_subscripts($ids::BIGINT[], 1) AS k) u LEFT JOIN read_parquet($examples) e ON e.id = u.id "
                "ORDER BY u.k")
@@ -259,11 +270,17 @@ class Tables:
         for example_id, probe_row, _, _ in rows:
             if probe_row is None:
                 raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
-            if probe_row < 0:
+            if probe_row < 0 and not skip_unprobed:
                 raise NotFoundError(f"example {example_id} of run {handle.name!r} is not in the probe set "
                                     "(it was seen in training only), so no checkpoint recorded it")
-        return (np.array([r[1] for r in rows], dtype=np.int64), np.array([r[2] for r in rows], dtype=np.int64),
-                [r[3] for r in rows])
+        probed = [r for r in rows if r[1] >= 0]
+        if not probed:
+            raise InvalidInputError(f"none of the {len(rows)} ids is in the probe set of run {handle.name!r} "
+                                    "(they were seen in training only, so no checkpoint recorded them)")
+        return ProbeSelection(ids=np.array([r[0] for r in probed], dtype=np.int64),
+                              rows=np.array([r[1] for r in probed], dtype=np.int64),
+                              labels=np.array([r[2] for r in probed], dtype=np.int64),
+                              texts=[r[3] for r in probed], skipped=len(rows) - len(probed))
 
     def probe_set(self, handle: RunHandle) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(ids, labels, texts) of every probe example, in probe order."""
