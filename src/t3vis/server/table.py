@@ -205,19 +205,31 @@ class Tables:
         if q.split is not None:
             cond("w.split = $split", split=q.split)
         where_sql = (" WHERE " + " AND ".join(where)) if where else ""
-        total = self._query(handle, f"SELECT count(*) FROM {wide} w{where_sql}", params,
-                            "the example table").fetchone()[0]
-        if q.limit == 0 or q.offset >= total:
-            return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=[])
         direction = "DESC" if q.descending else "ASC"
         sort = SORTS[q.sort]                                         # a column name from our own dict
         order = f"{sort} {direction} NULLS LAST, id {direction}"
-        rows_sql = (f"WITH page AS (SELECT * FROM {wide} w{where_sql} ORDER BY {order} LIMIT $limit OFFSET $offset) "
-                    "SELECT p.id, p.split, t.text, p.label, p.pred, p.correct, p.loss, p.gold_prob, p.confidence, "
-                    f"p.variability, p.region FROM page p LEFT JOIN {texts} t ON t.id = p.id "
-                    f"ORDER BY p.{sort} {direction} NULLS LAST, p.id {direction}")
-        found = self._query(handle, rows_sql, {**params, "limit": q.limit, "offset": q.offset},
-                            "the example table").fetchall()
+        # Two phases: sort only (id, key) of the matching rows to find the page's ids, then read
+        # those rows whole. A text search counts in the same pass (count(*) OVER ()), so the
+        # substring scan of every text runs once, not twice; without one, a separate count(*)
+        # is cheaper than the window. Measured on 1,000,000 rows (bench_server): sorting whole
+        # rows took twice as long as sorting ids.
+        page_params = {**params, "limit": q.limit, "offset": q.offset}
+        counted = bool(q.search)
+        window = ", count(*) OVER () AS total" if counted else ""
+        found = self._query(handle, f"SELECT w.id{window} FROM {wide} w{where_sql} ORDER BY {order} "
+                                    "LIMIT $limit OFFSET $offset", page_params, "the example table").fetchall()
+        if counted and found:
+            total = found[0][1]
+        else:
+            total = self._query(handle, f"SELECT count(*) FROM {wide} w{where_sql}", params,
+                                "the example table").fetchone()[0]
+        if not found:
+            return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=[])
+        rows_sql = ("SELECT w.id, w.split, t.text, w.label, w.pred, w.correct, w.loss, w.gold_prob, w.confidence, "
+                    "w.variability, w.region FROM (SELECT unnest($page::BIGINT[]) AS id, "
+                    "generate_subscripts($page::BIGINT[], 1) AS k) u "
+                    f"JOIN {wide} w ON w.id = u.id LEFT JOIN {texts} t ON t.id = u.id ORDER BY u.k")
+        found = self._query(handle, rows_sql, {"page": [r[0] for r in found]}, "the example table").fetchall()
         rows = [TableRow(id=r[0], split=r[1], text=r[2], label=r[3], pred=r[4], correct=r[5], loss=_finite(r[6]),
                          gold_prob=_finite(r[7]), confidence=_finite(r[8]), variability=_finite(r[9]), region=r[10])
                 for r in found]
