@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 import typing
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from t3vis.errors import InvalidInputError, NotFoundError
 from t3vis.server import models as M
+from t3vis.server.lru import LRU
 from t3vis.server.model_cache import ModelCache
 from t3vis.server.projections import Job, Projections
 from t3vis.server.runs import RunHandle, RunRegistry
@@ -32,6 +31,7 @@ OCTET = "application/octet-stream"
 ARROW = "application/vnd.apache.arrow.stream"
 DEFAULT_MAX_LENGTH = 128
 ATTENTION_KEYS = 256
+BASELINES = 8
 
 
 class OctetResponse(Response):
@@ -62,17 +62,16 @@ class Context:
     tables: Tables
     projections: Projections
     models: ModelCache
-    _attention_texts: OrderedDict
-    _lock: threading.Lock
-    _baselines: OrderedDict
+    attention_texts: LRU[str]                 # free texts of recent instance views, by key
+    baselines: LRU                            # unmasked evaluations, by (run, step, weights, ids)
 
     def run(self, name: str) -> RunHandle:
         return self.registry.get(name)
 
 
 def make_context(registry: RunRegistry, model_cache: int) -> Context:
-    return Context(registry, Tables(), Projections(), ModelCache(model_cache), OrderedDict(), threading.Lock(),
-                   OrderedDict())
+    return Context(registry, Tables(), Projections(), ModelCache(model_cache), LRU(ATTENTION_KEYS),
+                   LRU(BASELINES))
 
 
 def get_context(request: Request) -> Context:
@@ -292,11 +291,7 @@ def _max_length(h: RunHandle) -> int:
 
 def _remember_text(ctx: Context, text: str) -> str:
     key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    with ctx._lock:
-        ctx._attention_texts[key] = text
-        ctx._attention_texts.move_to_end(key)
-        while len(ctx._attention_texts) > ATTENTION_KEYS:
-            ctx._attention_texts.popitem(last=False)
+    ctx.attention_texts.put(key, text)
     return key
 
 
@@ -350,8 +345,7 @@ def instance_attention(run: RunName, step: Step, ctx: Ctx,
     if id is not None:
         text = ctx.tables.example(h, id)["text"]
     elif key is not None:
-        with ctx._lock:
-            text = ctx._attention_texts.get(key)
+        text = ctx.attention_texts.get(key)
         if text is None:
             raise NotFoundError(f"no text under attention key {key!r} (keys last for the latest "
                                 f"{ATTENTION_KEYS} texts); post the instance request again")
@@ -389,15 +383,11 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     with entry.lock:
         after = t3vis.evaluate(entry.model, entry.tokenizer, texts, labels, masked_heads=masked,
                                max_length=_max_length(h), layout=entry.layout)
-        with ctx._lock:
-            before = ctx._baselines.get(baseline_key)
+        before = ctx.baselines.get(baseline_key)
         if before is None:
             before = t3vis.evaluate(entry.model, entry.tokenizer, texts, labels, max_length=_max_length(h),
                                     layout=entry.layout)
-            with ctx._lock:
-                ctx._baselines[baseline_key] = before
-                while len(ctx._baselines) > 8:
-                    ctx._baselines.popitem(last=False)
+            ctx.baselines.put(baseline_key, before)
     changed = np.flatnonzero(before.predictions != after.predictions)
     flips = [M.Flip(id=int(ids[i]), before=int(before.predictions[i]), after=int(after.predictions[i]),
                     label=int(labels[i])) for i in changed]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from t3vis.errors import T3VisError
+from t3vis.server.lru import LRU
 from t3vis.store import schema
 from t3vis.store.cache import ArrayCache, data_fingerprint, key_digest
 
@@ -58,7 +58,7 @@ class Projections:
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None     # made on first use, again after a shutdown
         self._jobs: dict[tuple, Job] = {}
-        self._results: OrderedDict[tuple, Result] = OrderedDict()
+        self._results: LRU[Result] = LRU(MEMORY_ENTRIES)
         self._lock = threading.Lock()
 
     def shutdown(self) -> None:
@@ -80,11 +80,10 @@ class Projections:
         fingerprints = [(c.step, data_fingerprint(c.path / schema.HIDDEN)) for c in series]
         layout_keys = {step: layout_key(step, layer, method, aligned, fingerprints) for step, _ in fingerprints}
         key = (handle.name, key_digest(layout_keys[ck.step]))
+        hit = self._results.get(key)
+        if hit is not None:
+            return hit
         with self._lock:
-            hit = self._results.get(key)
-            if hit is not None:
-                self._results.move_to_end(key)
-                return hit
             job = self._jobs.get(key)
             if job is not None and (job.status != "failed" or time.monotonic() - job.failed_at < FAILURE_TTL_S):
                 return Job(job.status, job.progress, job.message)
@@ -152,11 +151,7 @@ class Projections:
         max_fit = DEFAULT_MAX_FIT.get(method)
         result = Result(data.tobytes(), n, bool(max_fit is not None and n > max_fit),
                         float(preservation.mean()) if n else 0.0)
-        with self._lock:
-            self._results[key] = result
-            self._results.move_to_end(key)
-            while len(self._results) > MEMORY_ENTRIES:
-                self._results.popitem(last=False)
+        self._results.put(key, result)
         return result
 
 
