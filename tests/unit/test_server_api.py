@@ -169,6 +169,7 @@ def test_points_arrow_matches_outputs_and_data_map(served):
     assert [f.name for f in table.schema] == ["id", "split", "label", "pred", "correct", "loss", "gold_prob",
                                               "confidence", "variability", "region"]
     assert table.schema.field("label").type == pa.int32() and table.schema.field("loss").type == pa.float32()
+    assert all(pa.types.is_dictionary(table.schema.field(c).type) for c in ("split", "region"))   # compact
     df = table.to_pandas()
     out = run.checkpoint(5).outputs
     probe = run.probe_examples
