@@ -42,10 +42,12 @@ $(STATIC_INDEX): $(NODE_STAMP) $(FRONTEND_SRC) $(FRONTEND)/package.json
 demo: $(STAMP) $(STATIC_INDEX)
 	$(VENV)/bin/t3vis demo $(ARGS)
 
+# Frontend logic first (Vitest, no browser), then the Python suite (browser tests included).
 test: $(STAMP) $(STATIC_INDEX)
+	cd $(FRONTEND) && npm test
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(STATIC_INDEX)
 	$(PY) bench/run_all.py
 
 clean:

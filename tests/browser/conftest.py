@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import make_labels, make_model, make_texts   # tests/conftest.py
 
-from .browser_support import DEMO_RUN, ROOT, TOKEN
+from .browser_support import DEMO_RUN, ROOT, TOKEN, synthetic_run
 
 CHROMIUM = os.environ.get("T3VIS_CHROMIUM", "/usr/bin/chromium")
 STATIC_INDEX = ROOT / "src" / "t3vis" / "server" / "static" / "index.html"
@@ -119,6 +119,16 @@ def server(tiny, built_frontend):
 
     paths = [tiny["path"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
     live = LiveServer(create_app(paths))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def medium_server(tmp_path_factory, built_frontend):
+    """A server of one synthetic run of 3,000 examples: its t-SNE takes the server some seconds."""
+    from t3vis.server import create_app
+
+    live = LiveServer(create_app([synthetic_run(tmp_path_factory.mktemp("medium") / "medium", 3000)]))
     yield live
     live.stop()
 

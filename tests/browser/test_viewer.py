@@ -110,7 +110,8 @@ def test_row_click_shows_saliency(page, server, tiny):
     # integrated gradients reports its completeness delta, and the probabilities are drawn
     assert page.page.locator("[data-testid=ig-delta]").count() == 1
     assert page.page.locator("[data-testid=probs] .prob").count() == 2
-    # the attention of the focused head is drawn from the binary endpoint
+    # the attention of the focused head is drawn from the binary endpoint (the full matrix on demand)
+    page.page.click("[data-testid=attention-matrix-toggle]")
     page.page.wait_for_selector("[data-testid=attention-canvas]")
     assert page.page.evaluate(INK_JS, "[data-testid=attention-view] .canvas-wrap") > 50
     # another saliency method answers too

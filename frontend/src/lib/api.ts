@@ -2,12 +2,14 @@
 // and Arrow IPC tables decoded into typed arrays.
 import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
-  ByteTensor, Curves, DataMap, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
+  ByteTensor, Curves, DataMap, HeadHistory, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
   Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RunInfo, RunSummary, TablePage,
   TableQuery,
 } from './types';
 
-export const REGIONS = ['easy-to-learn', 'ambiguous', 'hard-to-learn'] as const;
+import { REGION_NAMES } from './filters';
+
+export const REGIONS = REGION_NAMES;
 
 /** An error answer of the API ({detail}) or a network failure. */
 export class ApiError extends Error {
@@ -26,7 +28,7 @@ export function isAbort(err: unknown): boolean {
 
 /** The token from the page URL (`?token=`), sent on every call as a Bearer header. */
 function pageToken(): string | null {
-  return new URLSearchParams(window.location.search).get('token');
+  return typeof window === 'undefined' ? null : new URLSearchParams(window.location.search).get('token');
 }
 
 const TOKEN = pageToken();
@@ -91,13 +93,7 @@ async function getArrow(path: string, signal?: AbortSignal): Promise<Table> {
 
 async function getBytes(path: string, signal?: AbortSignal): Promise<ByteTensor> {
   const res = await request(path, { signal });
-  const shape = (res.headers.get('X-T3vis-Shape') ?? '').split(',').filter(Boolean).map(Number);
-  const data = new Uint8Array(await res.arrayBuffer());
-  const expected = shape.reduce((a, b) => a * b, 1);
-  if (!shape.length || expected !== data.length) {
-    throw new ApiError(0, `binary answer of ${path} has ${data.length} bytes, shape header says ${shape.join('x')}`);
-  }
-  return { shape, data };
+  return decodeBytes(new Uint8Array(await res.arrayBuffer()), res.headers.get('X-T3vis-Shape'), `binary answer of ${path}`);
 }
 
 // ---- Arrow columns to typed arrays -------------------------------------------------------
@@ -120,6 +116,11 @@ function floats(v: Vector | null, n: number): Float32Array {
 function ints(v: Vector | null, n: number, missing = -1): Int32Array {
   const out = new Int32Array(n).fill(missing);
   if (!v) return out;
+  if (v.nullCount === 0) {
+    const arr = v.toArray() as ArrayLike<number | bigint>;
+    for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
+    return out;
+  }
   for (let i = 0; i < n; i++) {
     const x = v.get(i);
     out[i] = x === null || x === undefined ? missing : Number(x);
@@ -145,7 +146,7 @@ function regionCodes(v: Vector | null, n: number): Int8Array {
   return out;
 }
 
-function decodePoints(t: Table): Points {
+export function decodePoints(t: Table): Points {
   const n = t.numRows;
   const correctV = t.getChild('correct');
   const correct = new Uint8Array(n).fill(255);
@@ -178,7 +179,7 @@ function decodePoints(t: Table): Points {
   };
 }
 
-function decodeDataMap(t: Table): DataMap {
+export function decodeDataMap(t: Table): DataMap {
   const n = t.numRows;
   return {
     n,
@@ -225,6 +226,8 @@ export const api = {
     return getBytes(`${ckPath(run, step)}/instance/attention?${q}`, signal);
   },
 
+  headHistory: (run: string, signal?: AbortSignal) => getJSON<HeadHistory>(`${runPath(run)}/heads/history`, signal),
+
   prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal) =>
     postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList }, signal),
 
@@ -244,26 +247,42 @@ export const api = {
         await sleep(pollMs, signal);
         continue;
       }
-      const buf = await res.arrayBuffer();
-      const rowsHeader = res.headers.get('X-T3vis-Rows');
-      const flat = new Float32Array(buf);
-      const n = rowsHeader !== null ? Number(rowsHeader) : flat.length / 3;
-      if (flat.length !== n * 3) throw new ApiError(0, `projection has ${flat.length} floats, expected ${n} x 3`);
-      const x = new Float32Array(n), y = new Float32Array(n), p = new Float32Array(n);
-      for (let i = 0; i < n; i++) {
-        x[i] = flat[3 * i];
-        y[i] = flat[3 * i + 1];
-        p[i] = flat[3 * i + 2];
-      }
       const mp = res.headers.get('X-T3vis-Mean-Preservation');
-      return {
-        n, x, y, preservation: p,
-        sampled: res.headers.get('X-T3vis-Sampled') === 'true',
-        meanPreservation: mp !== null && mp !== '' ? Number(mp) : null,
-      };
+      return decodeProjection(await res.arrayBuffer(), res.headers.get('X-T3vis-Rows'),
+        res.headers.get('X-T3vis-Sampled'), mp);
     }
   },
 };
+
+/** The float32 (N, 3) body of a projection (x, y, preservation per row) into columns. */
+export function decodeProjection(buf: ArrayBuffer, rowsHeader: string | null, sampledHeader: string | null,
+  meanHeader: string | null): Projection {
+  const flat = new Float32Array(buf, 0, Math.floor(buf.byteLength / 4));
+  if (buf.byteLength % 4) throw new ApiError(0, `projection body of ${buf.byteLength} bytes is not float32`);
+  const n = rowsHeader !== null ? Number(rowsHeader) : flat.length / 3;
+  if (!Number.isInteger(n) || flat.length !== n * 3) throw new ApiError(0, `projection has ${flat.length} floats, expected ${n} x 3`);
+  const x = new Float32Array(n), y = new Float32Array(n), p = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x[i] = flat[3 * i];
+    y[i] = flat[3 * i + 1];
+    p[i] = flat[3 * i + 2];
+  }
+  return {
+    n, x, y, preservation: p,
+    sampled: sampledHeader === 'true',
+    meanPreservation: meanHeader !== null && meanHeader !== '' && Number.isFinite(Number(meanHeader)) ? Number(meanHeader) : null,
+  };
+}
+
+/** A uint8 body with its X-T3vis-Shape header, checked against each other. */
+export function decodeBytes(data: Uint8Array, shapeHeader: string | null, what = 'binary answer'): ByteTensor {
+  const shape = (shapeHeader ?? '').split(',').filter(Boolean).map(Number);
+  const expected = shape.reduce((a, b) => a * b, 1);
+  if (!shape.length || shape.some((d) => !Number.isInteger(d) || d < 0) || expected !== data.length) {
+    throw new ApiError(0, `${what} has ${data.length} bytes, shape header says ${shape.join('x') || 'nothing'}`);
+  }
+  return { shape, data };
+}
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -3,7 +3,7 @@
 import { interpolateRgbBasis } from 'd3-interpolate';
 import { interpolateViridis, interpolateRdBu } from 'd3-scale-chromatic';
 import type { ColorBy, Points, Projection } from './types';
-import { REGIONS } from './api';
+import { REGION_NAMES as REGIONS } from './filters';
 
 export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1',
   '#ff9da7', '#9c755f', '#bab0ac'];
@@ -36,13 +36,19 @@ export type Legend =
 
 /** What a scatterplot draws for one colour-by choice. */
 export interface Encoding {
-  values: Float32Array; // category index, or 0..1
+  values: Float32Array; // category index, or 0..1 (NaN: no value)
   continuous: boolean;
   colors: string[];
   legend: Legend;
   /** draw order (last on top): the telling end of a continuous scale drawn over the rest */
   order?: Int32Array | null;
 }
+
+/** gold-label probability / confidence: low (wrong, red) to high (right, blue). */
+export const interpolateGoldProb = interpolateRgbBasis(['#b2182b', '#ef8a62', '#e8e2cf', '#67a9cf', '#2166ac']);
+/** variability: low recedes (pale), high stands out (purple). */
+export const interpolateVariability = interpolateRgbBasis(['#e3e0ef', '#b4a7d6', '#7b5ea7', '#3f1f69']);
+export const FILTERED = '#eceef2';
 
 /** Indices sorted by value, ascending (or descending), NaN first. */
 export function orderBy(values: Float32Array, descending = false): Int32Array {
@@ -52,7 +58,8 @@ export function orderBy(values: Float32Array, descending = false): Int32Array {
   return idx.sort((a, b) => key(a) - key(b));
 }
 
-function quantile(a: Float32Array, q: number): number {
+/** The q-quantile of the finite values (1 when there are none). */
+export function quantile(a: Float32Array, q: number): number {
   const v = Float32Array.from(a).sort(); // numeric; NaN sorts last
   let n = v.length;
   while (n && !Number.isFinite(v[n - 1])) n--;
@@ -66,6 +73,12 @@ function count(values: Float32Array, k: number): number {
   return c;
 }
 
+function countMissing(values: Float32Array): number {
+  let c = 0;
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) c++;
+  return c;
+}
+
 function categorical(title: string, values: Float32Array, labels: string[], colors: string[]): Encoding {
   return {
     values, continuous: false, colors,
@@ -75,6 +88,32 @@ function categorical(title: string, values: Float32Array, labels: string[], colo
         .filter((it) => it.count > 0),
     },
   };
+}
+
+/** A value per point mapped onto [lo, hi] -> [0, 1] (clamped; NaN stays NaN for "no value"). */
+export function normalise(src: Float32Array, lo: number, hi: number): Float32Array {
+  const out = new Float32Array(src.length);
+  const span = hi - lo || 1;
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i];
+    out[i] = Number.isFinite(v) ? Math.max(0, Math.min(1, (v - lo) / span)) : NaN;
+  }
+  return out;
+}
+
+function continuous(title: string, values: Float32Array, interp: (t: number) => string, min: string, max: string,
+  descending = false, note?: string): Encoding {
+  const missing = countMissing(values);
+  const notes = [note, missing ? `${missing.toLocaleString()} without a value (grey)` : undefined].filter(Boolean);
+  return {
+    values, continuous: true, colors: ramp(interp), order: orderBy(values, descending),
+    legend: { kind: 'continuous', title, colors: ramp(interp, 16), min, max, note: notes.length ? notes.join(' · ') : undefined },
+  };
+}
+
+/** The upper end of a legend for a long-tailed non-negative quantity (its 98th percentile). */
+export function upperEnd(values: Float32Array, q = 0.98): number {
+  return Math.max(quantile(values, q), 1e-6);
 }
 
 export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, labelNames: string[]): Encoding {
@@ -100,24 +139,63 @@ export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, 
         [...REGIONS.map((r) => REGION_COLORS[r]), MISSING]);
     }
     case 'loss': {
-      const hi = Math.max(quantile(pts.loss, 0.98), 1e-6);
-      for (let i = 0; i < n; i++) values[i] = Number.isFinite(pts.loss[i]) ? Math.min(pts.loss[i] / hi, 1) : 0;
-      return {
-        values, continuous: true, colors: ramp(interpolateLoss), order: orderBy(values),
-        legend: { kind: 'continuous', title: 'Loss (cross-entropy)', colors: ramp(interpolateLoss, 16), min: '0',
-          max: `≥ ${hi.toFixed(2)}` },
-      };
+      const hi = upperEnd(pts.loss);
+      return continuous('Loss (cross-entropy)', normalise(pts.loss, 0, hi), interpolateLoss, '0', `≥ ${hi.toFixed(2)}`);
+    }
+    case 'gold_prob':
+      // low confidence is the telling end: drawn on top
+      return continuous('Gold-label confidence p(gold) at this checkpoint', normalise(pts.goldProb, 0, 1),
+        interpolateGoldProb, '0 wrong', '1 right', true);
+    case 'confidence':
+      return continuous('Data-map confidence (mean p(gold) over epochs)', normalise(pts.confidence, 0, 1),
+        interpolateGoldProb, '0', '1', true);
+    case 'variability': {
+      const hi = upperEnd(pts.variability, 1);
+      return continuous('Data-map variability (std of p(gold) over epochs)', normalise(pts.variability, 0, hi),
+        interpolateVariability, '0', hi.toFixed(2));
     }
     case 'preservation': {
       if (proj) for (let i = 0; i < n; i++) values[i] = Math.max(0, Math.min(1, proj.preservation[i] ?? 0));
-      return {
-        values, continuous: true, colors: ramp(interpolatePreservation), order: orderBy(values, true),
-        legend: { kind: 'continuous', title: 'Neighbourhood preservation (10-NN kept in 2-D)',
-          colors: ramp(interpolatePreservation, 16), min: '0 distorted', max: '1 kept',
-          note: proj?.meanPreservation != null ? `mean ${proj.meanPreservation.toFixed(2)}` : undefined },
-      };
+      return continuous('Neighbourhood preservation (10-NN kept in 2-D)', values, interpolatePreservation,
+        '0 distorted', '1 kept', true, proj?.meanPreservation != null ? `mean ${proj.meanPreservation.toFixed(2)}` : undefined);
     }
   }
+}
+
+/** What the WebGL plot draws: one category per point (continuous values binned), colours, order. */
+export interface Drawable {
+  values: Float32Array;
+  colors: string[];
+  order: Int32Array | null;
+}
+
+/**
+ * An encoding as categories the plot draws, with the filter applied: continuous values are
+ * binned onto their ramp, points without a value take the MISSING colour, and filtered-out
+ * points (mask 0) the faint FILTERED colour, drawn beneath the rest. With mode 'hide' the plot
+ * hides them instead (its filter), so they keep their colour here.
+ */
+export function drawable(enc: Encoding, mask: Uint8Array | null, mode: 'dim' | 'hide' = 'dim'): Drawable {
+  const n = enc.values.length;
+  const out = new Float32Array(n);
+  const k = enc.colors.length;
+  const missing = k, faded = k + 1;
+  for (let i = 0; i < n; i++) {
+    const v = enc.values[i];
+    if (!Number.isFinite(v)) out[i] = missing;
+    else out[i] = enc.continuous ? Math.round(Math.max(0, Math.min(1, v)) * (k - 1)) : v;
+    if (mask && !mask[i] && mode === 'dim') out[i] = faded;
+  }
+  let order = enc.order ?? null;
+  if (mask && mode === 'dim') {
+    const base = order ?? Int32Array.from({ length: n }, (_, i) => i);
+    const next = new Int32Array(n);
+    let j = 0;
+    for (let i = 0; i < n; i++) if (!mask[base[i]]) next[j++] = base[i];
+    for (let i = 0; i < n; i++) if (mask[base[i]]) next[j++] = base[i];
+    order = next;
+  }
+  return { values: out, colors: [...enc.colors, MISSING, FILTERED], order };
 }
 
 export function hexToRgb(hex: string): [number, number, number] {

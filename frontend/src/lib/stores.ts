@@ -2,6 +2,8 @@
 // run / checkpoint / layer / method, the focused example and head, and the notices shown.
 // The URL holds the state, so a copied link reopens the same picture.
 import { derived, get, writable } from 'svelte/store';
+import { combineSelection, type SelectOp } from './selection';
+import { decodeFilter, encodeFilter, NO_FILTER, type FilterMode, type PointFilter } from './filters';
 import type { ColorBy, DataMap, Points, ProjectionMethod, RunInfo, SaliencyMethod } from './types';
 
 export const runName = writable<string | null>(null);
@@ -37,11 +39,19 @@ export const probeIndex = derived(points, ($p) => {
   return m;
 });
 
-export function setSelection(ids: Iterable<number> | null, source: string): void {
-  const set = ids === null ? null : new Set(ids);
+/** Replace the selection (or add to it, subtract from it) with example ids; null clears it. */
+export function setSelection(ids: Iterable<number> | null, source: string, op: SelectOp = 'replace'): void {
   selectionSource.set(source);
-  selection.set(set && set.size ? set : null);
+  selection.set(ids === null ? (op === 'replace' ? null : get(selection)) : combineSelection(get(selection), ids, op));
 }
+
+/** Filters on point attributes, applied to the projections and the table. */
+export const pointFilter = writable<PointFilter>(NO_FILTER);
+/** Whether the projections hide filtered-out points or draw them faint. */
+export const filterMode = writable<FilterMode>('dim');
+
+/** The comparison: a second projection at another checkpoint and/or layer; null when closed. */
+export const compare = writable<{ step: number; layer: number } | null>(null);
 
 export const currentCheckpoint = derived([runInfo, step], ([$run, $step]) =>
   $run?.checkpoints.find((c) => c.step === $step) ?? null);
@@ -81,7 +91,15 @@ export interface UrlState {
   head: [number, number] | null;
   selection: number[] | null;
   saliency: SaliencyMethod | null;
+  filter: PointFilter;
+  /** the comparison pane: [step, layer], or null when the comparison is closed */
+  compare: [number, number] | null;
 }
+
+const METHODS: readonly string[] = ['pca', 'umap', 'tsne'];
+const COLORS: readonly string[] = ['label', 'pred', 'correct', 'loss', 'gold_prob', 'confidence', 'variability', 'region',
+  'preservation'];
+const SALIENCY: readonly string[] = ['integrated_gradients', 'gradient', 'grad_x_input', 'lrp', 'attention_rollout'];
 
 function num(v: string | null): number | null {
   if (v === null || v === '') return null;
@@ -89,42 +107,66 @@ function num(v: string | null): number | null {
   return Number.isFinite(x) ? x : null;
 }
 
-export function readUrl(): UrlState {
-  const p = new URLSearchParams(window.location.search);
-  const head = p.get('head')?.split('.').map(Number);
+function pair(v: string | null): [number, number] | null {
+  const p = v?.split('.').map((x) => (x === '' ? NaN : Number(x)));
+  return p && p.length === 2 && p.every(Number.isInteger) ? [p[0], p[1]] : null;
+}
+
+/** The state a URL's query string holds (unknown or malformed values read as null). */
+export function parseUrlState(search: string): UrlState {
+  const p = new URLSearchParams(search);
   const sel = p.get('sel');
+  const m = p.get('method'), c = p.get('color'), sal = p.get('saliency');
   return {
     run: p.get('run'),
     step: num(p.get('step')),
     layer: num(p.get('layer')),
-    method: (p.get('method') as ProjectionMethod) || null,
-    color: (p.get('color') as ColorBy) || null,
+    method: m && METHODS.includes(m) ? (m as ProjectionMethod) : null,
+    color: c && COLORS.includes(c) ? (c as ColorBy) : null,
     example: num(p.get('ex')),
-    head: head && head.length === 2 && head.every(Number.isFinite) ? [head[0], head[1]] : null,
-    selection: sel ? sel.split(',').map(Number).filter(Number.isFinite) : null,
-    saliency: (p.get('saliency') as SaliencyMethod) || null,
+    head: pair(p.get('head')),
+    selection: sel ? sel.split(',').filter((x) => x !== '').map(Number).filter(Number.isFinite) : null,
+    saliency: sal && SALIENCY.includes(sal) ? (sal as SaliencyMethod) : null,
+    filter: decodeFilter(p.get('f')),
+    compare: pair(p.get('cmp')),
   };
+}
+
+/** The query string for a state, keeping parameters it does not own (e.g. token). */
+export function encodeUrlState(st: UrlState, search = ''): string {
+  const p = new URLSearchParams(search);
+  const set = (k: string, v: string | null) => (v === null ? p.delete(k) : p.set(k, v));
+  set('run', st.run);
+  set('step', st.step === null ? null : String(st.step));
+  set('layer', st.layer === null || st.layer < 0 ? null : String(st.layer));
+  set('method', st.method);
+  set('color', st.color);
+  set('saliency', st.saliency === null || st.saliency === 'integrated_gradients' ? null : st.saliency);
+  set('ex', st.example === null ? null : String(st.example));
+  set('head', st.head ? `${st.head[0]}.${st.head[1]}` : null);
+  set('sel', st.selection && st.selection.length <= URL_SELECTION_MAX ? st.selection.join(',') : null);
+  set('f', encodeFilter(st.filter));
+  set('cmp', st.compare ? `${st.compare[0]}.${st.compare[1]}` : null);
+  return p.toString();
+}
+
+export function readUrl(): UrlState {
+  return parseUrlState(window.location.search);
 }
 
 /** Keeps the URL in step with the state (replaceState, so history is not flooded). */
 export function syncUrl(): () => void {
   const state = derived(
-    [runName, step, layer, method, colorBy, focusId, focusHead, selection, saliencyMethod],
+    [runName, step, layer, method, colorBy, focusId, focusHead, selection, saliencyMethod, pointFilter, compare],
     (v) => v,
   );
-  return state.subscribe(([$run, $step, $layer, $method, $color, $focus, $head, $sel, $sal]) => {
-    const p = new URLSearchParams(window.location.search);
-    const set = (k: string, v: string | null) => (v === null ? p.delete(k) : p.set(k, v));
-    set('run', $run);
-    set('step', $step === null ? null : String($step));
-    set('layer', $layer < 0 ? null : String($layer));
-    set('method', $method);
-    set('color', $color);
-    set('saliency', $sal === 'integrated_gradients' ? null : $sal);
-    set('ex', $focus === null ? null : String($focus));
-    set('head', `${$head[0]}.${$head[1]}`);
-    set('sel', $sel && $sel.size <= URL_SELECTION_MAX ? [...$sel].join(',') : null);
-    const url = `${window.location.pathname}?${p.toString()}${window.location.hash}`;
+  return state.subscribe(([$run, $step, $layer, $method, $color, $focus, $head, $sel, $sal, $filter, $cmp]) => {
+    const query = encodeUrlState({
+      run: $run, step: $step, layer: $layer, method: $method, color: $color, example: $focus, head: $head,
+      selection: $sel ? [...$sel] : null, saliency: $sal, filter: $filter,
+      compare: $cmp ? [$cmp.step, $cmp.layer] : null,
+    }, window.location.search);
+    const url = `${window.location.pathname}?${query}${window.location.hash}`;
     if (url !== window.location.pathname + window.location.search + window.location.hash) {
       history.replaceState(null, '', url);
     }

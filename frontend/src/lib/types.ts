@@ -185,4 +185,10 @@ export interface PruneResponse {
   flips: { id: number; before: number; after: number; label: number }[];
 }
 
-export type ColorBy = 'label' | 'pred' | 'correct' | 'loss' | 'region' | 'preservation';
+export type ColorBy = 'label' | 'pred' | 'correct' | 'loss' | 'gold_prob' | 'confidence' | 'variability' | 'region'
+  | 'preservation';
+
+export interface HeadHistory {
+  steps: number[];
+  importance: number[][][]; // (C, L, H)
+}
