@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -50,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 from _synthetic import seed_projection, synthetic_run  # noqa: E402
+
+from t3vis.server.launch import BackgroundServer  # noqa: E402
 
 BENCH = "browser"
 STATIC = C.REPO / "src" / "t3vis" / "server" / "static"
@@ -165,35 +165,6 @@ def make_run(folder: Path, name: str, n: int) -> Path:
     return run_dir
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn in a daemon thread (as tests/browser/conftest.py)."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the t3vis server did not start")
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 # -- page actions -------------------------------------------------------------------------------
 
 class Page:
@@ -301,7 +272,7 @@ def clear_selection(p: Page, n: int, timeout_s: float) -> None:
 
 # -- the measurements -----------------------------------------------------------------------------
 
-def measure_run(browser, server: LiveServer, name: str, n: int, clicks: int, timeout_s: float) -> tuple[Page, dict]:
+def measure_run(browser, server: BackgroundServer, name: str, n: int, clicks: int, timeout_s: float) -> tuple[Page, dict]:
     """First render, idle sort clicks and a lasso on one run; the page is left open."""
     p = Page(browser, timeout_s)
     key = f"{name}|{STEP}|{LAYER}|{METHOD}"
@@ -399,7 +370,7 @@ def main() -> list[dict]:
         folder = Path(tmp)
         big_dir = make_run(folder, "big", n_big)
         base_dir = make_run(folder, "base", n_base)
-        server = LiveServer(create_app([big_dir, base_dir]))
+        server = BackgroundServer(create_app([big_dir, base_dir]))
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -9,13 +9,12 @@ skip the browser tests silently.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from conftest import make_labels, make_model, make_texts   # tests/conftest.py
+
+from t3vis.server.launch import BackgroundServer
 
 from .browser_support import DEMO_RUN, ROOT, TOKEN, synthetic_run
 
@@ -69,35 +68,6 @@ def tiny(tmp_path_factory) -> dict:
     return record_browser_run(tmp_path_factory.mktemp("browser") / "tiny")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn in a daemon thread; stopped at the end of the session."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the t3vis test server did not start")
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def built_frontend() -> Path:
     if not STATIC_INDEX.exists():
@@ -118,7 +88,7 @@ def server(tiny, built_frontend):
     from t3vis.server import create_app
 
     paths = [tiny["path"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
-    live = LiveServer(create_app(paths))
+    live = BackgroundServer(create_app(paths))
     yield live
     live.stop()
 
@@ -128,7 +98,7 @@ def medium_server(tmp_path_factory, built_frontend):
     """A server of one synthetic run of 3,000 examples: its t-SNE takes the server some seconds."""
     from t3vis.server import create_app
 
-    live = LiveServer(create_app([synthetic_run(tmp_path_factory.mktemp("medium") / "medium", 3000)]))
+    live = BackgroundServer(create_app([synthetic_run(tmp_path_factory.mktemp("medium") / "medium", 3000)]))
     yield live
     live.stop()
 
@@ -137,7 +107,7 @@ def medium_server(tmp_path_factory, built_frontend):
 def token_server(tiny, built_frontend):
     from t3vis.server import create_app
 
-    live = LiveServer(create_app([tiny["path"]], token=TOKEN))
+    live = BackgroundServer(create_app([tiny["path"]], token=TOKEN))
     yield live
     live.stop()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -98,6 +99,78 @@ def test_filters_apply_to_projection_and_table(page, server, tiny):
     wait_table_total(page, both)
     page.page.click("[data-testid=proj-filter-clear]")
     wait_table_total(page, len(tiny["texts"]) + 8)
+    assert_no_console_errors(page)
+
+
+def test_data_map_applies_the_point_filter(page, server, tiny):
+    open_app(page, server, "run=tiny&layer=2")
+    wait_projection(page, "tiny", 10, 2)
+    page.page.wait_for_selector("[data-testid=datamap-scatter][data-state=drawn]")
+    run = t3vis.open_run(tiny["path"])
+    dm_ids = set(run.dynamics()["id"].astype(int))
+    out = run.checkpoints[-1].outputs
+    wrong_ids = set(out["id"][~out["correct"].astype(bool)].astype(int))
+    assert dm_ids - set(out["id"].astype(int)), "the data map should hold training examples that were not probed"
+    # correctness is known for probe examples only: the data map keeps the probed ones predicted wrong
+    expected = len(dm_ids & wrong_ids)
+    assert 0 < expected < len(dm_ids)
+    page.page.select_option("[data-testid=filter-correct]", "false")
+    page.page.wait_for_function(
+        "n => document.querySelector('[data-testid=datamap-plot]').dataset.shown === String(n)", arg=expected)
+    assert page.page.get_attribute("[data-testid=datamap-plot]", "data-n") == str(len(dm_ids))
+    note = page.page.inner_text("[data-testid=datamap-filter-note]")
+    assert f"{expected} of {len(dm_ids)}" in note and "probe examples only" in note
+    # the filtered-out points are only dimmed, yet a lasso over everything takes just the kept ones
+    page.page.wait_for_timeout(300)
+    lasso(page, "[data-testid=datamap-scatter]", 1.0)
+    page.page.wait_for_selector("[data-testid=selection-chip]")
+    assert selection_size(page) == expected
+    wait_table_total(page, expected)
+    # without the filter the same lasso takes every training example
+    page.page.click("[data-testid=selection-chip] button")
+    page.page.select_option("[data-testid=filter-correct]", "")
+    page.page.wait_for_function(
+        "n => document.querySelector('[data-testid=datamap-plot]').dataset.shown === String(n)", arg=len(dm_ids))
+    assert page.page.locator("[data-testid=datamap-filter-note]").count() == 0
+    lasso(page, "[data-testid=datamap-scatter]", 1.0)
+    page.page.wait_for_selector("[data-testid=selection-chip]")
+    wait_table_total(page, len(dm_ids))
+    assert selection_size(page) == len(dm_ids)
+    assert_no_console_errors(page)
+
+
+def test_region_filter_takes_several_regions(page, server, tiny):
+    open_app(page, server, "run=tiny&layer=2")
+    wait_projection(page, "tiny", 10, 2)
+    dyn = t3vis.open_run(tiny["path"]).dynamics()
+    counts = dyn["region"].value_counts()
+    assert len(counts) >= 2
+    smallest = set(counts.index[-2:])                       # the two smallest regions, in the menu's order
+    two = [r for r in ("easy-to-learn", "ambiguous", "hard-to-learn") if r in smallest]
+    expected = int(dyn["region"].isin(two).sum())
+    menu = "[data-testid=filter-region]"
+    page.page.click(f"{menu} summary")
+    for r in two:
+        page.page.check(f"{menu} input[value='{r}']")
+    wait_table_total(page, expected)
+    assert page.page.get_attribute(menu, "data-value") == ",".join(two)
+    assert page.page.inner_text(f"{menu} summary") == f"region: {two[0]}, {two[1]}"
+    f = parse_qs(urlparse(page.page.url).query)["f"][0]
+    assert f == f"region:{two[0]},{two[1]}"
+    # the data map keeps the same examples (its regions are its own), the projection the probed ones
+    page.page.wait_for_function(
+        "n => document.querySelector('[data-testid=datamap-plot]').dataset.shown === String(n)", arg=expected)
+    # the link restores both regions: the menu shows them checked and the table the same rows
+    page.page.goto(page.page.url)
+    wait_table_total(page, expected)
+    page.page.click(f"{menu} summary")
+    for r in ("easy-to-learn", "ambiguous", "hard-to-learn"):
+        assert page.page.is_checked(f"{menu} input[value='{r}']") == (r in two)
+    # unchecking one leaves the other
+    page.page.uncheck(f"{menu} input[value='{two[0]}']")
+    wait_table_total(page, int((dyn["region"] == two[1]).sum()))
+    page.page.keyboard.press("Escape")
+    assert not page.page.is_visible(f"{menu} input[value='{two[1]}']")
     assert_no_console_errors(page)
 
 

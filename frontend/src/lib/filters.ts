@@ -111,3 +111,53 @@ export function decodeFilter(s: string | null): PointFilter {
   }
   return f;
 }
+
+// ---- The data map: training examples, many of them not probe examples -------------------
+
+/** Whether the filter tests an attribute only probe examples have (gold label in the data
+ * map's arrays, prediction, correctness, loss at the checkpoint). */
+export function needsProbe(f: PointFilter): boolean {
+  return !!(f.labels?.length || f.preds?.length || f.correct !== null || f.lossMin !== null || f.lossMax !== null);
+}
+
+/**
+ * The filter over data-map rows: the region is the data map's own; label, prediction,
+ * correctness and loss are read from the probe row of the checkpoint's points (pts), so an
+ * example without one (not probed, or points not loaded yet) is unknown there and filtered out.
+ * Null when no filter is active.
+ */
+export function dataMapMask(dm: { n: number; region: Int8Array; probeRow: Int32Array }, pts: Points | null,
+  f: PointFilter): Uint8Array | null {
+  if (!isFilterActive(f)) return null;
+  const mask = new Uint8Array(dm.n).fill(1);
+  const regions = f.regions?.length ? new Set(f.regions.map((r) => (REGION_NAMES as readonly string[]).indexOf(r))) : null;
+  const probe = needsProbe(f) ? (pts ? filterMask(pts, { ...f, regions: null }) : new Uint8Array(0)) : null;
+  for (let i = 0; i < dm.n; i++) {
+    if (regions && !regions.has(dm.region[i])) mask[i] = 0;
+    else if (probe) {
+      const r = dm.probeRow[i];
+      if (!(r >= 0 && r < probe.length && probe[r])) mask[i] = 0;
+    }
+  }
+  return mask;
+}
+
+// ---- Multi-value menus ------------------------------------------------------------------
+
+/** A list with v added (on) or removed (off), in the menu's order when one is given; null
+ * when it ends up empty (no filter). */
+export function toggleValue<T>(list: readonly T[] | null, v: T, on: boolean, order?: readonly T[]): T[] | null {
+  const rest = (list ?? []).filter((x) => x !== v);
+  let next = on ? [...rest, v] : rest;
+  if (order) next = [...order.filter((x) => next.includes(x)), ...next.filter((x) => !order.includes(x))];
+  return next.length ? next : null;
+}
+
+/** The summary of a multi-value menu: "gold: any", "gold: positive", "gold: 2 of 3". */
+export function multiSummary(title: string, names: readonly string[], chosen: readonly (string | number)[] | null,
+  nameOf: (v: string | number) => string = String): string {
+  if (!chosen?.length) return `${title}: any`;
+  if (chosen.length === 1) return `${title}: ${nameOf(chosen[0])}`;
+  if (chosen.length === 2) return `${title}: ${nameOf(chosen[0])}, ${nameOf(chosen[1])}`;
+  return `${title}: ${chosen.length} of ${names.length}`;
+}

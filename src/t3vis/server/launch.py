@@ -81,3 +81,29 @@ def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: in
     finally:
         sock.close()
         print("t3vis: server stopped", file=sys.stderr, flush=True)
+
+
+class BackgroundServer:
+    """An app served by uvicorn in a daemon thread on a free loopback port: for notebooks,
+    benchmarks and browser tests, where `serve` would block. `url` is ready once constructed."""
+
+    def __init__(self, app, *, start_timeout_s: float = 30.0):
+        import time
+
+        import uvicorn
+
+        sock = bind(DEFAULT_HOST, 0)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://{DEFAULT_HOST}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + start_timeout_s
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the t3vis server did not start within {start_timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
