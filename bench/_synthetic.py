@@ -32,9 +32,10 @@ def synthetic_run(path: Path, n: int, *, hidden_dims: int = 8, seed: int = 0) ->
     probs = np.stack([1 - probs1, probs1], axis=1)
     pred = probs.argmax(1).astype(np.int32)
     gold = probs[np.arange(n), labels]
-    with writer.checkpoint(100, epoch=1.0, metrics={}) as stage:
+    with writer.checkpoint(100, epoch=1.0, metrics={"probe_accuracy": float((pred == labels).mean())}) as stage:
         hidden = stage.hidden_array(2, n, hidden_dims)
-        hidden[:] = rng.normal(size=(2, n, hidden_dims)).astype(np.float16)
+        centres = rng.normal(size=(8, hidden_dims)) * 3                      # 8 clusters, so layouts have shape
+        hidden[:] = (centres[rng.integers(0, 8, n)] + rng.normal(size=(2, n, hidden_dims))).astype(np.float16)
         hidden.flush()
         pq.write_table(pa.table({
             "id": pa.array(np.arange(n, dtype=np.int64)), "pred": pa.array(pred),

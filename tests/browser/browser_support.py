@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,40 +104,9 @@ def click_head(p, layer: int, head: int):
 
 
 def synthetic_run(path: Path, n: int, hidden_dims: int = 32, seed: int = 0) -> Path:
-    """A run of n probed examples with random hidden states and outputs, one checkpoint, no model:
-    big enough that a t-SNE of it takes the server a while."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """A run of n probed examples with clustered random hidden states and outputs, one checkpoint,
+    no model (the benchmarks' generator): at 32 dims a t-SNE of it takes the server a while."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _synthetic import synthetic_run as generate
 
-    from t3vis.store import schema
-    from t3vis.store.writer import RunWriter
-
-    rng = np.random.default_rng(seed)
-    words = np.array("the a movie film was is great bad boring fun plot actor script good awful love hate".split())
-    texts = [" ".join(rng.choice(words, int(k))) for k in rng.integers(4, 14, n)]
-    labels = rng.integers(0, 2, n)
-    examples = pd.DataFrame({"id": np.arange(n), "split": np.where(np.arange(n) % 5 == 0, "validation", "train"),
-                             "text": texts, "label": labels, "probe_row": np.arange(n)})
-    meta = {"model": {"name_or_path": "synthetic", "architecture": "none", "model_type": None, "num_parameters": 0},
-            "task": "sequence-classification", "label_names": ["neg", "pos"], "num_layers": 1, "num_heads": 2,
-            "hidden_size": hidden_dims, "num_probe": n, "pooling": "cls", "max_length": 64, "thumbnail_size": 4}
-    writer = RunWriter.create(path, meta, examples)
-    p1 = rng.random(n).astype(np.float32)
-    probs = np.stack([1 - p1, p1], axis=1)
-    pred = probs.argmax(1).astype(np.int32)
-    gold = probs[np.arange(n), labels]
-    with writer.checkpoint(100, epoch=1.0, metrics={"probe_accuracy": float((pred == labels).mean())}) as stage:
-        hidden = stage.hidden_array(2, n, hidden_dims)
-        centres = rng.normal(size=(8, hidden_dims)) * 3
-        hidden[:] = (centres[rng.integers(0, 8, n)] + rng.normal(size=(2, n, hidden_dims))).astype(np.float16)
-        hidden.flush()
-        pq.write_table(pa.table({
-            "id": pa.array(np.arange(n, dtype=np.int64)), "pred": pa.array(pred),
-            "loss": pa.array(-np.log(gold)), "gold_prob": pa.array(gold), "correct": pa.array(pred == labels),
-            "nan": pa.array(np.zeros(n, bool)),
-            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 2)}),
-            stage.path / schema.OUTPUTS, compression="zstd")
-        stage.write_heads({"importance": np.ones((1, 2), np.float32), "thumbnails": np.zeros((1, 2, 4, 4))})
-    return path
+    return generate(path, n, hidden_dims=hidden_dims, seed=seed)

@@ -89,7 +89,7 @@ def test_screenshots_of_each_view(page, server, tiny, artifacts):
     first, last, layers = run.checkpoints[0].step, run.checkpoints[-1].step, run.num_layers
     page.page.set_viewport_size({"width": 1680, "height": 1050})
     page.page.goto(f"{server.url}/?run={name}&method=pca&color=gold_prob&ex={example}&head=1.3"
-                   f"&cmp={first}.{layers}&f=correct:0")
+                   f"&cmp={first}.{layers}" + ("&f=correct:0" if demo else ""))
     page.page.wait_for_selector("[data-testid=views]")
     page.page.set_default_timeout(120_000)
     wait_projection(page, name, last, layers, "pca")
@@ -109,5 +109,7 @@ def test_screenshots_of_each_view(page, server, tiny, artifacts):
         path = artifacts / f"view-{view}.png"
         page.page.locator(f"[data-testid={testid}]").screenshot(path=str(path))
         colours, top = nontrivial(path)
-        assert colours > 40 and top < 0.95, f"{path.name} looks empty: {colours} colours, {top:.0%} one colour"
+        # a blank panel is ~99% background; the tiny run's few dozen points leave more of it bare
+        bare = 0.95 if demo else 0.975
+        assert colours > 40 and top < bare, f"{path.name} looks empty: {colours} colours, {top:.0%} one colour"
     assert_no_console_errors(page)
