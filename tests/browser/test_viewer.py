@@ -192,10 +192,15 @@ def test_unknown_run_shows_error(page, server):
 
 
 def test_token_is_sent_and_required(page, token_server):
-    page.page.goto(f"{token_server.url}/?token={TOKEN}&run=tiny")
-    page.page.wait_for_selector("[data-testid=views]")
-    assert table_total(page) > 0
-    assert_no_console_errors(page)
-    page.page.goto(f"{token_server.url}/?run=tiny")
+    page.page.goto(f"{token_server.url}/?run=tiny")                # a fresh browser, no token
     page.page.wait_for_selector("[data-testid=fatal-error]")
     assert "token" in page.page.inner_text("[data-testid=fatal-error]").lower()
+    page.page.goto(f"{token_server.url}/?token={TOKEN}&run=tiny")   # the printed URL
+    page.page.wait_for_selector("[data-testid=views]")
+    assert table_total(page) > 0
+    # the printed URL also left an HttpOnly cookie, so a plain reload stays signed in, as in Jupyter
+    cookies = page.page.context.cookies()
+    assert any(c["name"] == "t3vis_token" and c["httpOnly"] for c in cookies)
+    page.page.goto(f"{token_server.url}/?run=tiny")
+    page.page.wait_for_selector("[data-testid=views]")
+    assert table_total(page) > 0

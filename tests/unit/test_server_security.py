@@ -44,6 +44,18 @@ def test_token_required_on_every_api_call(run_dir):
     assert client.get("/").status_code == 200                    # the page loads, then sends the token
 
 
+def test_the_schema_is_guarded_and_the_printed_url_lets_the_docs_in(run_dir):
+    client = TestClient(create_app([run_dir], token="s3cret"))
+    assert client.get("/openapi.json").status_code == 401 and client.get("/docs").status_code == 401
+    assert client.get("/api/runs", cookies={"t3vis_token": "wrong"}).status_code == 401
+    page = client.get("/?token=s3cret")                            # the URL `t3vis serve` prints
+    assert page.status_code == 200 and "HttpOnly" in page.headers["set-cookie"]
+    schema = client.get("/openapi.json")                           # the cookie now stands for the token
+    assert schema.status_code == 200 and "tiny" in schema.text    # it names the runs: hence the guard
+    assert client.get("/docs").status_code == 200
+    assert TestClient(create_app([run_dir], token="s3cret")).get("/openapi.json").status_code == 401
+
+
 def test_no_token_needed_without_one(run_dir):
     assert TestClient(create_app([run_dir])).get("/api/runs").status_code == 200
 

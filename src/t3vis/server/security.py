@@ -1,6 +1,6 @@
 """What keeps the server to itself: the API token, bounded request bodies, safe static files.
 
-- Token: when the app has one, every /api request must carry it, as `Authorization: Bearer
+- Token: when the app has one, every /api request (and the OpenAPI schema and docs) must carry it, as `Authorization: Bearer
   TOKEN` or `?token=TOKEN` (the page's first URL); otherwise 401. Compared in constant time.
 - Bodies: at most MAX_BODY bytes, by Content-Length up front and by counting a streamed body;
   otherwise 413 before the handler runs.
@@ -46,30 +46,57 @@ async def _send_json(send, status: int, detail: str, headers: list | None = None
     await send({"type": "http.response.body", "body": body})
 
 
+# the schema names the served runs, so it is guarded like the API; the page and its assets are not
+SCHEMA_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def _guarded(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/") or path in SCHEMA_PATHS
+
+
 class TokenMiddleware:
-    """401 for an /api request without the app's token (pure ASGI: no body buffering)."""
+    """401 for a guarded request without the app's token (pure ASGI: no body buffering).
+
+    The token may come as `Authorization: Bearer`, as `?token=` or as the cookie that a
+    `?token=` request sets (HttpOnly, SameSite=Strict), as Jupyter does: so after opening the
+    printed URL, pages that fetch without the header (the schema's /docs) work too."""
+
+    COOKIE = b"t3vis_token"
 
     def __init__(self, app, token: str):
         self.app = app
         self.token = token.encode()
 
+    def _valid(self, given: bytes) -> bool:
+        return bool(given) and secrets.compare_digest(given, self.token)
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not (scope["path"] == "/api" or scope["path"].startswith("/api/")):
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":   # CORS preflight: no credentials
             return await self.app(scope, receive, send)
-        if scope.get("method") == "OPTIONS":            # CORS preflight carries no credentials
-            return await self.app(scope, receive, send)
-        given = b""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        from_query = (query.get("token") or [""])[0].encode("latin-1", "replace")
+        given = [from_query]
         for name, value in scope.get("headers", ()):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-        if not given:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            given = (query.get("token") or [""])[0].encode("latin-1", "replace")
-        if given and secrets.compare_digest(given, self.token):
-            return await self.app(scope, receive, send)
-        await _send_json(send, 401, "this server needs its token: open the URL it printed "
-                                    "(http://HOST:PORT/?token=...), or send 'Authorization: Bearer TOKEN'",
-                         [(b"www-authenticate", b"Bearer")])
+                given.append(value[7:].strip())
+            elif name == b"cookie":
+                given += [v for k, _, v in (c.strip().partition(b"=") for c in value.split(b";")) if k == self.COOKIE]
+        if _guarded(scope["path"]) and not any(self._valid(g) for g in given):
+            return await _send_json(send, 401, "this server needs its token: open the URL it printed "
+                                               "(http://HOST:PORT/?token=...), or send 'Authorization: Bearer TOKEN'",
+                                    [(b"www-authenticate", b"Bearer")])
+        if self._valid(from_query):
+            send = self._setting_cookie(send)
+        await self.app(scope, receive, send)
+
+    def _setting_cookie(self, send):
+        cookie = b"%s=%s; Path=/; HttpOnly; SameSite=Strict" % (self.COOKIE, self.token)
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+        return wrapped
 
 
 class BodyLimitMiddleware:
