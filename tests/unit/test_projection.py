@@ -131,6 +131,13 @@ def test_aligned_pca_removes_the_flip_between_checkpoints():
     assert median_displacement(a, b) < 1e-5
 
 
+def test_aligned_layouts_report_progress_once_per_checkpoint():
+    X, _ = blobs(d=8)
+    calls = []
+    layouts = project_aligned([X, X + 0.1, X, X - 0.1], "pca", anchor=1, on_layout=lambda *a: calls.append(a))
+    assert len(layouts) == 4 and calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
 def test_preservation_is_one_for_the_data_itself():
     X = np.random.default_rng(0).normal(size=(200, 2))
     np.testing.assert_array_equal(neighborhood_preservation(X, X, k=10, metric="euclidean"), np.ones(200))

@@ -105,7 +105,8 @@ def pca(Z: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(scores, dtype=np.float32)
 
 
-def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0, **kwargs) -> list[np.ndarray]:
+def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0, on_layout=None,
+                    **kwargs) -> list[np.ndarray]:
     """Layouts (N, 2) of one layer at each checkpoint, aligned so that still points stay still.
 
     Xs: list of (N, d) arrays, the same N examples in the same row order at every checkpoint.
@@ -129,6 +130,7 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     layout's extent; on small synthetic clusters without inner structure, up to 5% (UMAP).
     Movement beyond that on screen is movement of the hidden states.
     kwargs go to `project` (metric, pca_dims, max_fit, n_jobs, method parameters).
+    on_layout(done, total): called after each checkpoint's layout, for progress reports.
     """
     if not Xs:
         raise InvalidInputError("project_aligned needs at least one array (one per checkpoint)")
@@ -141,15 +143,18 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     anchor = anchor % k
     layouts: list[np.ndarray | None] = [None] * k
     layouts[anchor] = project(Xs[anchor], method, seed=seed, **kwargs)
+    report = on_layout or (lambda done, total: None)
+    report(1, k)
     order = [(i, i + 1) for i in range(anchor - 1, -1, -1)] + [(i, i - 1) for i in range(anchor + 1, k)]
-    for i, ref in order:                                             # ref is already done
+    for done, (i, ref) in enumerate(order, start=2):                # ref is already done
         if np.array_equal(np.asarray(Xs[i]), np.asarray(Xs[ref])):  # frozen layer: nothing moved,
             layouts[i] = layouts[ref].copy()                         # so nothing moves on screen
-            continue
-        warm = L.warm_start_params(method, kwargs)
-        Y = project(Xs[i], method, seed=seed, init=None if method == "pca" else layouts[ref],
-                    **{**kwargs, **warm})
-        layouts[i] = procrustes_align(Y, layouts[ref])
+        else:
+            warm = L.warm_start_params(method, kwargs)
+            Y = project(Xs[i], method, seed=seed, init=None if method == "pca" else layouts[ref],
+                        **{**kwargs, **warm})
+            layouts[i] = procrustes_align(Y, layouts[ref])
+        report(done, k)
     return layouts
 
 

@@ -118,7 +118,13 @@ class Projections:
                 stage(0.05, f"reading the hidden states of layer {layer}")
                 if len(series) > 1:
                     stage(0.1, f"laying out layer {layer} at {len(series)} checkpoints with {method} (aligned)")
-                    layouts = project_aligned([c.hidden(layer) for c in series], method, seed=SEED)
+
+                    def laid_out(done: int, total: int) -> None:
+                        stage(0.1 + 0.75 * done / total, f"laid out layer {layer} with {method} at {done} of "
+                                                         f"{total} checkpoints (aligned)")
+
+                    layouts = project_aligned([c.hidden(layer) for c in series], method, seed=SEED,
+                                              on_layout=laid_out)
                     for c, y in zip(series, layouts):
                         _put(cache, layout_keys[c.step], y)
                     layout = layouts[[c.step for c in series].index(ck.step)]
