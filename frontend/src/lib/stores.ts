@@ -45,6 +45,16 @@ export function setSelection(ids: Iterable<number> | null, source: string, op: S
   selection.set(ids === null ? (op === 'replace' ? null : get(selection)) : combineSelection(get(selection), ids, op));
 }
 
+/** A gesture on a plot picked these rows: select their ids, only those the filter keeps (mask
+ *  null: all); a single picked point also becomes the example in focus. */
+export function selectRows(rows: number[], idOf: ArrayLike<number>, mask: ArrayLike<number> | null,
+                           source: string, op: SelectOp): void {
+  const kept = mask ? rows.filter((r) => mask[r]) : rows;
+  const ids = kept.map((r) => idOf[r]);
+  setSelection(ids, source, op);
+  if (ids.length === 1 && op === 'replace') focusId.set(ids[0]);
+}
+
 /** Filters on point attributes, applied to the projections and the table. */
 export const pointFilter = writable<PointFilter>(NO_FILTER);
 /** Whether the projections hide filtered-out points or draw them faint. */

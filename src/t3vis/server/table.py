@@ -27,6 +27,19 @@ from t3vis.server.models import TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
 
 SORTS = {key: key for key in ("id", "loss", "gold_prob", "confidence", "variability", "label", "pred")}
+# TableQuery field -> its condition on the wide table (w), the value bound as $field
+FILTERS = (
+    ("labels", "w.label IN (SELECT unnest($labels::BIGINT[]))"),
+    ("preds", "w.pred IN (SELECT unnest($preds::BIGINT[]))"),
+    ("correct", "w.correct = $correct"),
+    ("loss_min", "w.loss >= $loss_min"),
+    ("loss_max", "w.loss <= $loss_max"),
+    ("conf_min", "w.confidence >= $conf_min"),
+    ("conf_max", "w.confidence <= $conf_max"),
+    ("regions", "w.region IN (SELECT unnest($regions::VARCHAR[]))"),
+    ("ids", "w.id IN (SELECT unnest($ids::BIGINT[]))"),
+    ("split", "w.split = $split"),
+)
 MAX_TABLES = 6               # materialised tables kept (wide per checkpoint, texts per run)
 
 _NO_OUTPUTS = ("(SELECT NULL::BIGINT AS id, NULL::BIGINT AS pred, NULL::BOOLEAN AS correct, NULL::DOUBLE AS loss, "
@@ -55,6 +68,11 @@ def _dictionary_encoded(table: pa.Table, columns) -> pa.Table:
         i = table.schema.get_field_index(name)
         table = table.set_column(i, name, table.column(name).dictionary_encode())
     return table
+
+
+def _bindable(value):
+    """A query value as DuckDB binds it (tuples and other sequences as lists)."""
+    return list(value) if isinstance(value, (tuple, set, frozenset)) else value
 
 
 def _finite(value):
@@ -183,36 +201,13 @@ class Tables:
         ck = handle.checkpoint(q.step) if (q.step is not None or handle.checkpoints()) else None
         wide = self._wide_table(handle, ck)
         texts = self._text_table(handle)
-        params: dict = {}
-        where = []
-
-        def cond(sql: str, **values):
-            where.append(sql)
-            params.update(values)
-
-        if q.labels is not None:
-            cond("w.label IN (SELECT unnest($labels::BIGINT[]))", labels=q.labels)
-        if q.preds is not None:
-            cond("w.pred IN (SELECT unnest($preds::BIGINT[]))", preds=q.preds)
-        if q.correct is not None:
-            cond("w.correct = $correct", correct=q.correct)
-        if q.loss_min is not None:
-            cond("w.loss >= $loss_min", loss_min=q.loss_min)
-        if q.loss_max is not None:
-            cond("w.loss <= $loss_max", loss_max=q.loss_max)
-        if q.conf_min is not None:
-            cond("w.confidence >= $conf_min", conf_min=q.conf_min)
-        if q.conf_max is not None:
-            cond("w.confidence <= $conf_max", conf_max=q.conf_max)
-        if q.regions is not None:
-            cond("w.region IN (SELECT unnest($regions::VARCHAR[]))", regions=list(q.regions))
+        # every filter the query sets, as SQL with its value bound to the parameter of the field's name
+        where = [sql for field, sql in FILTERS if getattr(q, field) is not None]
+        params: dict = {field: _bindable(getattr(q, field)) for field, _ in FILTERS if getattr(q, field) is not None}
         if q.search:
             # a literal substring of the lower-cased text (no pattern characters), kept lowered in memory
-            cond(f"w.id IN (SELECT id FROM {texts} WHERE contains(lowered, lower($needle)))", needle=q.search)
-        if q.ids is not None:
-            cond("w.id IN (SELECT unnest($ids::BIGINT[]))", ids=q.ids)
-        if q.split is not None:
-            cond("w.split = $split", split=q.split)
+            where.append(f"w.id IN (SELECT id FROM {texts} WHERE contains(lowered, lower($search)))")
+            params["search"] = q.search
         where_sql = (" WHERE " + " AND ".join(where)) if where else ""
         direction = "DESC" if q.descending else "ASC"
         sort = SORTS[q.sort]                                         # a column name from our own dict
