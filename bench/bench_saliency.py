@@ -5,8 +5,10 @@ model, from the same baseline (pad ids, special tokens kept), with Gauss-Legendr
 n_steps=50, and both compute their completeness check: so the two produce the same numbers
 (the Pearson correlation of their per-token scores is reported) and the same completeness.
 
-Captum is called as a saliency view calls it, one sentence at a time and unpadded, at each of
-a few `internal_batch_size` values; the fastest on a calibration subset is the baseline.
+Captum is called two ways, each at a few `internal_batch_size` values (50, 25 or 10 steps per
+pass): as a saliency view calls it, one sentence at a time and unpadded, and as a batch job
+would, on padded batches of 32 sentences (the attention mask passed along, scores cut back to
+each sentence's tokens). The fastest of these on a calibration subset is the baseline.
 t3vis batches the (example, step) pairs of many length-sorted sentences, dynamically padded;
 it runs twice, in float32 (the like-for-like comparison) and with precision="bfloat16" (autocast;
 its completeness error is reported next to it, since it is not the same as float32's).
@@ -30,31 +32,37 @@ import _common as C  # noqa: E402
 
 TARGET = 2.0
 N_STEPS = 50
-INTERNAL_BATCH_SIZES = (None, 25, 10)    # None: all 50 steps of a sentence in one pass
+STEPS_PER_PASS = (50, 25, 10)            # Captum's internal_batch_size, in steps of each sentence
+CAPTUM_BATCHES = (1, 32)                 # sentences per attribute() call: 1 unpadded, else padded
+CAPTUM_CONFIGS = [(b, s) for b in CAPTUM_BATCHES for s in STEPS_PER_PASS]
 MAX_LENGTH = 128
 
 
-def captum_pass(model, tokenizer, texts, targets, internal_batch_size):
-    """Per sentence: (scores (T,), Captum's signed convergence delta)."""
+def captum_pass(model, tokenizer, texts, targets, config):
+    """Per sentence: (scores (T,), Captum's signed convergence delta). config: (sentences per call, steps per pass)."""
     import torch
     from captum.attr import LayerIntegratedGradients
 
     device = next(model.parameters()).device
+    sentences, steps = config
 
     def forward(input_ids, attention_mask):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
     out = []
-    for text, target in zip(texts, targets):
-        enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=MAX_LENGTH,
+    for start in range(0, len(texts), sentences):
+        chunk, goal = texts[start:start + sentences], [int(t) for t in targets[start:start + sentences]]
+        enc = tokenizer(chunk, return_tensors="pt", truncation=True, max_length=MAX_LENGTH, padding=True,
                         return_special_tokens_mask=True)
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)             # (1, T)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)             # (B, T)
         base = torch.where(enc["special_tokens_mask"].bool().to(device), ids, tokenizer.pad_token_id)
-        attr, delta = lig.attribute(ids, baselines=base, target=int(target), additional_forward_args=(mask,),
+        attr, delta = lig.attribute(ids, baselines=base, target=goal, additional_forward_args=(mask,),
                                     n_steps=N_STEPS, method="gausslegendre", return_convergence_delta=True,
-                                    internal_batch_size=internal_batch_size)
-        out.append((attr.sum(-1)[0].detach().float().cpu().numpy(), float(delta)))              # (T,)
+                                    internal_batch_size=steps * len(chunk))
+        scores = attr.sum(-1).detach().float().cpu().numpy()                                  # (B, T)
+        lengths = enc["attention_mask"].sum(-1).tolist()
+        out += [(scores[b, :n], float(delta[b])) for b, n in enumerate(lengths)]
     return out
 
 
@@ -77,22 +85,29 @@ def end_point_gaps(model, tokenizer, texts, targets) -> list[float]:
 
 def parse_args(argv):
     p = C.timing_parser(__doc__, "T3VIS_BENCH_SALIENCY_N", 32)
-    p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 64),
-                   help="t3vis rows ((sentence, step) pairs) per forward pass")
+    p.add_argument("--batch-size", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_BATCH", 0),
+                   help="t3vis rows ((sentence, step) pairs) per forward pass; 0: explain's default for the device")
+    p.add_argument("--calibrate-n", type=int, default=C.env_int("T3VIS_BENCH_SALIENCY_CALIBRATE_N", 8),
+                   help="sentences each Captum configuration is timed on before the run")
     return p.parse_args(argv)
 
 
-def calibrate(model, tokenizer, texts, targets, device) -> tuple[int | None, dict]:
-    """The fastest internal_batch_size on a few sentences (each timed once after a warm-up)."""
-    subset, goal = texts[:4], targets[:4]
-    captum_pass(model, tokenizer, subset[:1], goal[:1], None)
+def describe(config) -> str:
+    sentences, steps = config
+    return (f"{'1 sentence' if sentences == 1 else f'padded batches of {sentences}'} per call, "
+            f"internal_batch_size {steps} steps")
+
+
+def calibrate(model, tokenizer, texts, targets, device) -> tuple[tuple[int, int], dict[str, float]]:
+    """The fastest Captum configuration on the calibration sentences (each the best of two, after a warm-up)."""
+    captum_pass(model, tokenizer, texts[:2], targets[:2], (2, N_STEPS))
     seconds = {}
-    for ibs in INTERNAL_BATCH_SIZES:
-        seconds[str(ibs)] = C.timed(lambda: captum_pass(model, tokenizer, subset, goal, ibs), device)[0]
-        print(f"[saliency] captum internal_batch_size={ibs}: {seconds[str(ibs)]:.2f}s on {len(subset)} sentences",
-              flush=True)
-    best = min(INTERNAL_BATCH_SIZES, key=lambda ibs: seconds[str(ibs)])
-    return best, seconds
+    for config in CAPTUM_CONFIGS:
+        seconds[config] = min(C.timed(lambda: captum_pass(model, tokenizer, texts, targets, config), device)[0]
+                              for _ in range(2))
+        print(f"[saliency] captum {describe(config)}: {seconds[config]:.2f}s on {len(texts)} sentences", flush=True)
+    best = min(seconds, key=seconds.get)
+    return best, {describe(c): t for c, t in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -108,15 +123,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model.eval()
     texts, _ = C.demo_texts(args.n)
     targets = [a.target for a in t3vis.explain(model, tokenizer, texts, "gradient")]
-    print(f"[saliency] {len(texts)} sentences, n_steps {N_STEPS}, t3vis batch {args.batch_size}, device {device}, "
-          f"{torch.get_num_threads()} threads, {args.repeats} repeats", flush=True)
-    best, calibration = calibrate(model, tokenizer, texts, targets, device)
+    batch = {"batch_size": args.batch_size} if args.batch_size else {}
+    print(f"[saliency] {len(texts)} sentences, n_steps {N_STEPS}, t3vis batch {args.batch_size or 'default'}, "
+          f"device {device}, {torch.get_num_threads()} threads, {args.repeats} repeats", flush=True)
+    best, calibration = calibrate(model, tokenizer, texts[:args.calibrate_n], targets[:args.calibrate_n], device)
 
     outputs = {}
     def ours(precision):
         return lambda: outputs.__setitem__(precision, t3vis.explain(
             model, tokenizer, texts, "integrated_gradients", targets, n_steps=N_STEPS,
-            batch_size=args.batch_size, max_length=MAX_LENGTH, precision=precision))
+            max_length=MAX_LENGTH, precision=precision, **batch))
 
     runs = {"float32": ours("float32"), "bfloat16": ours("bfloat16"),
             "captum": lambda: outputs.__setitem__("captum", captum_pass(model, tokenizer, texts, targets, best))}
@@ -131,7 +147,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             cpu[name].append(c)
         print(f"[saliency] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()), flush=True)
     return _rows(texts, outputs, wall, cpu, end_point_gaps(model, tokenizer, texts, targets), best,
-                 {"n": len(texts), "n_steps": N_STEPS, "batch_size": args.batch_size, "device": device,
+                 {"n": len(texts), "n_steps": N_STEPS, "batch_size": args.batch_size or "default", "device": device,
+                  "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
                   "threads": torch.get_num_threads(), "repeats": args.repeats, "captum_calibration_s": calibration,
                   "loadavg_before": load_before, "loadavg_after": C.loadavg()}, np)
 
@@ -139,7 +156,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def _rows(texts, outputs, wall, cpu, gaps, best, settings, np) -> list[dict]:
     n = len(texts)
     captum_delta = [abs(d) / max(abs(g), 1e-12) for (_, d), g in zip(outputs["captum"], gaps)]
-    rows = [C.result("saliency", f"captum LIG (internal_batch_size={best}), {n} sentences",
+    rows = [C.result("saliency", f"captum LIG ({describe(best)}), {n} sentences",
                      n / C.median(wall["captum"]), "sent/s",
                      detail={**settings, "runs_wall": wall["captum"], "runs_cpu": cpu["captum"]}),
             C.result("saliency", "captum median completeness error", C.median(captum_delta), "rel",

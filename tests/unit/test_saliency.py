@@ -112,6 +112,33 @@ def test_integrated_gradients_match_captum(kind):
         np.testing.assert_allclose(a.scores, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
 
 
+def test_pair_batches_cover_every_pair_once_within_rows_and_token_budget():
+    from t3vis.analysis.saliency.integrated_gradients import pair_batches
+
+    lengths = np.array([40, 3, 17, 128, 9, 64])
+    n_steps, widest_first = 7, np.sort(lengths)
+    batches = pair_batches(lengths, n_steps, batch_size=20, max_tokens=400)
+    flat = np.concatenate(batches)
+    np.testing.assert_array_equal(flat, np.arange(len(lengths) * n_steps))
+    for batch in batches:
+        width = widest_first[batch[-1] // n_steps]
+        assert len(batch) <= 20
+        assert len(batch) * width <= 400 or len(batch) == 1
+    assert any(len(b) == 20 for b in batches) and any(len(b) < 20 for b in batches[:-1])
+
+
+def test_integrated_gradients_token_budget_does_not_change_the_answer(monkeypatch):
+    from t3vis.analysis.saliency import integrated_gradients
+
+    model, tokenizer = make_model("bert")
+    texts = make_texts(4, seed=2)
+    plain = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=8, batch_size=64)
+    monkeypatch.setattr(integrated_gradients, "MAX_TOKENS_PER_PASS", 20)     # about one row per pass
+    capped = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=8, batch_size=64)
+    for a, b in zip(plain, capped):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)
+
+
 def test_integrated_gradients_batching_does_not_change_the_answer_and_completes():
     model, tokenizer = make_model("roberta")
     model = _sharpen(model, std=0.1)

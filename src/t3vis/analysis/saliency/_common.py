@@ -59,6 +59,19 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
+def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A host array on the model's device (sharing memory on a CPU).
+
+    To a GPU it goes through pinned memory, asynchronously: a copy from pageable memory would
+    make the host wait for every kernel already queued, so the next batch's Python (the model's
+    forward, the autograd graph) could not overlap the GPU's work on this one.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def pad(rows: Sequence[np.ndarray], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id arrays: (ids (B, T), attention_mask (B, T))."""
     width = max(len(r) for r in rows)
@@ -67,7 +80,7 @@ def pad(rows: Sequence[np.ndarray], pad_id: int, device) -> tuple[torch.Tensor, 
     for i, r in enumerate(rows):
         ids[i, :len(r)] = r
         mask[i, :len(r)] = 1
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+    return to_device(ids, device), to_device(mask, device)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -83,7 +96,7 @@ def pick_targets(logits: torch.Tensor, given: np.ndarray | None, rows: np.ndarra
     """(B,) target class per row: the given ones, or the model's prediction."""
     if given is None:
         return logits.detach().argmax(-1)
-    return torch.as_tensor(given[rows], device=logits.device)
+    return to_device(given[rows], logits.device)
 
 
 class EmbeddingTap:

@@ -14,7 +14,9 @@ at the same cost.
 
 Batching: the (example, step) pairs of all examples, examples sorted by length, are cut into
 batches of `batch_size` rows, each padded only to its own longest example; one forward and one
-`torch.autograd.grad` per batch, whatever the number of examples or steps in it.
+`torch.autograd.grad` per batch, whatever the number of examples or steps in it. A batch also
+holds at most MAX_TOKENS_PER_PASS padded tokens, so a large GPU batch size cannot run long
+texts out of memory.
 
 Completeness delta, returned per example, relative:
 
@@ -30,7 +32,10 @@ import torch
 from torch import nn
 
 from t3vis.analysis.saliency._common import (EmbeddingTap, Encoded, embedding_tap, length_batches, logits_of,
-                                              model_device, pad, pick_targets)
+                                              model_device, pad, pick_targets, to_device)
+
+
+MAX_TOKENS_PER_PASS = 32_768
 
 
 def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,11 +60,27 @@ def _end_points(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: np.n
         f_x, f_b = logits[:len(rows)], logits[len(rows):]                           # (B, C) each
         chosen = pick_targets(f_x, targets, rows)                                   # (B,)
         gap = (f_x - f_b).gather(1, chosen[:, None])[:, 0]                          # (B,)
+        chosen_all[rows], gaps[rows] = chosen.cpu().numpy(), gap.cpu().numpy()
         for b, i in enumerate(rows):
-            n = len(enc.ids[i])
-            diffs[i] = (e_x[b, :n] - e_b[b, :n])
-            chosen_all[i], gaps[i] = int(chosen[b]), float(gap[b])
+            diffs[i] = (e_x[b, :len(enc.ids[i])] - e_b[b, :len(enc.ids[i])])
     return diffs, chosen_all, gaps
+
+
+def pair_batches(lengths: np.ndarray, n_steps: int, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Batches of flat (example, step) pair numbers, pairs ordered by example length (ascending).
+
+    Pair p is step p % n_steps of the (p // n_steps)-th shortest example. A batch is at most
+    `batch_size` rows and, padded to its longest row, at most `max_tokens` tokens (one row at least).
+    """
+    sorted_lengths = np.sort(lengths, kind="stable")
+    pairs, start, batches = len(lengths) * n_steps, 0, []
+    while start < pairs:
+        stop = min(start + batch_size, pairs)
+        width = int(sorted_lengths[(stop - 1) // n_steps])          # ascending: the last row is the widest
+        stop = min(stop, start + max(1, max_tokens // width))
+        batches.append(np.arange(start, stop))
+        start = stop
+    return batches
 
 
 def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: np.ndarray, n_steps: int,
@@ -67,25 +88,24 @@ def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: 
     """Per example the quadrature-weighted sum of the path gradients, (T_i, E)."""
     device = model_device(model)
     alphas, weights = gauss_legendre(n_steps)
-    order = np.argsort([len(x) for x in enc.ids], kind="stable")
+    lengths = np.asarray([len(x) for x in enc.ids])
+    order = np.argsort(lengths, kind="stable")
     totals = [None] * len(enc)
-    pairs = len(order) * n_steps
-    for start in range(0, pairs, batch_size):
-        flat = np.arange(start, min(start + batch_size, pairs))
+    for flat in pair_batches(lengths, n_steps, batch_size, MAX_TOKENS_PER_PASS):
         example, step = order[flat // n_steps], flat % n_steps                      # (R,) each
         members, row_of = np.unique(example, return_inverse=True)                   # U examples in this batch
         ids, mask = pad([enc.ids[i] for i in members], enc.pad_id, device)          # (U, T)
         base, _ = pad([enc.baseline_ids(i) for i in members], enc.pad_id, device)   # (U, T)
         e_x, e_b = tap.embed(ids), tap.embed(base)                                  # (U, T, E)
-        rows = torch.as_tensor(row_of, device=device)                               # (R,)
-        alpha = torch.as_tensor(alphas[step], dtype=e_x.dtype, device=device)[:, None, None]  # (R, 1, 1)
+        rows = to_device(row_of, device)                                            # (R,)
+        alpha = to_device(alphas[step], device).to(e_x.dtype)[:, None, None]       # (R, 1, 1)
         path = (e_b[rows] + alpha * (e_x[rows] - e_b[rows])).requires_grad_(True)   # (R, T, E)
         tap.replacement = path
         logits = logits_of(model, ids[rows], mask[rows]).float()                    # (R, C)
         tap.replacement = None
-        chosen = torch.as_tensor(targets[example], device=device)                   # (R,)
+        chosen = to_device(targets[example], device)                                # (R,)
         grads, = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), path)  # (R, T, E)
-        w = torch.as_tensor(weights[step], dtype=grads.dtype, device=device)[:, None, None]  # (R, 1, 1)
+        w = to_device(weights[step], device).to(grads.dtype)[:, None, None]       # (R, 1, 1)
         summed = torch.zeros_like(e_x).index_add_(0, rows, grads * w)               # (U, T, E)
         for u, i in enumerate(members):
             part = summed[u, :len(enc.ids[i])]
@@ -98,9 +118,11 @@ def attribute(model: nn.Module, enc: Encoded, targets: np.ndarray | None, *, n_s
     with embedding_tap(model) as tap:
         diffs, chosen, gaps = _end_points(model, tap, enc, targets, batch_size)
         totals = _path_gradients(model, tap, enc, chosen, n_steps, batch_size)
+    # one copy to the host for all examples: a copy per example would wait on the device each time
+    flat = torch.cat([(diff * total).sum(-1) for diff, total in zip(diffs, totals)]).float().cpu().numpy()
+    per_example = np.split(flat, np.cumsum([len(x) for x in enc.ids])[:-1])          # (T_i,) each
     results = []
-    for diff, total, target, gap in zip(diffs, totals, chosen, gaps):
-        scores = (diff * total).sum(-1).double()                                    # (T,)
-        delta = abs(float(scores.sum()) - gap) / max(abs(gap), 1e-12)
-        results.append((scores.float().cpu().numpy(), int(target), delta))
+    for scores, target, gap in zip(per_example, chosen, gaps):
+        delta = abs(float(scores.astype(np.float64).sum()) - gap) / max(abs(gap), 1e-12)
+        results.append((scores, int(target), delta))
     return results
