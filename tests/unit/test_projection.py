@@ -73,16 +73,28 @@ def test_cosine_metric_projects_the_unit_rows(tmp_path):
 
 @pytest.mark.parametrize("method", ["tsne", "umap"])
 def test_layout_shape_dtype_determinism_and_clusters(method):
-    X, labels = blobs(d=64)                              # d > 50: reduced by PCA first
+    X, labels = blobs(d=64)                              # d > 50: t-SNE reduces by PCA first, UMAP not at 180 points
     Y, info = project(X, method, seed=3, return_info=True)
     again = project(X, method, seed=3)
     assert Y.shape == (180, 2) and Y.dtype == np.float32 and np.isfinite(Y).all()
     np.testing.assert_array_equal(Y, again)
-    assert info["method"] == method and info["sampled"] is None and info["pca_dims"] == 50 and info["n"] == 180
+    assert info["method"] == method and info["sampled"] is None and info["n"] == 180
+    assert info["pca_dims"] == (50 if method == "tsne" else None)
     centroids = np.stack([Y[labels == c].mean(axis=0) for c in range(3)])
     nearest = np.linalg.norm(Y[:, None] - centroids[None], axis=2).argmin(axis=1)
     assert (nearest == labels).mean() > 0.95             # well-separated clusters stay apart
     assert neighborhood_preservation(X, Y, k=10).mean() > 0.3       # chance: k / N = 0.06
+
+
+def test_pca_first_follows_the_method_default_or_the_caller(monkeypatch):
+    import t3vis.analysis.projection as P
+
+    X, _ = blobs(d=64)
+    assert project(X, "umap", return_info=True)[1]["pca_dims"] is None
+    assert project(X, "umap", pca_dims=20, return_info=True)[1]["pca_dims"] == 20
+    assert project(X, "tsne", pca_dims=None, return_info=True)[1]["pca_dims"] is None
+    monkeypatch.setitem(P.DEFAULT_PCA_ABOVE, "umap", 100)          # 180 points: now above it
+    assert project(X, "umap", return_info=True)[1]["pca_dims"] == 50
 
 
 def test_tsne_on_a_sample_places_the_rest_and_says_so():
