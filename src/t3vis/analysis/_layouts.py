@@ -21,12 +21,13 @@ def warm_start_params(method: str, given: dict) -> dict:
 
     t-SNE: no early exaggeration (its job, untangling a random start, is already done); its
     usual 500 iterations (demo run: 0.3% drift on unchanged data; 250 iterations left a far
-    checkpoint at 0.12 neighbourhood preservation against 0.27 fitted afresh, 500 at 0.16). UMAP: a tenth of its usual step size and 200 epochs. Measured on the
-    demo run (2,000 points, last layer): a smaller step keeps a still layout stiller but stops
-    it following real change (step 0.003: 0.9% drift on unchanged data, but the first
-    checkpoint's layout kept 0.03 neighbourhood preservation against 0.18 when fitted afresh);
-    0.1 drifts 1.4% on unchanged data (1.6% since n_neighbors defaults to 10, 1.8% since UMAP
-    sees the full space below 50,000 points) and follows change fully (0.19). The caller's settings win.
+    checkpoint at 0.12 neighbourhood preservation against 0.27 fitted afresh, 500 at 0.16).
+    UMAP: a tenth of its usual step size and 200 epochs. Measured on the demo run (2,000
+    points, last layer): a smaller step keeps a still layout stiller but stops it following
+    real change (step 0.003: 0.9% drift on unchanged data, but the first checkpoint's layout
+    kept 0.03 neighbourhood preservation against 0.18 when fitted afresh); 0.1 drifts 1.4% on
+    unchanged data (1.6% since n_neighbors defaults to 10, 1.8% since UMAP sees the full space
+    below 50,000 points) and follows change fully (0.19). The caller's settings win.
     """
     if method == "tsne":
         warm = {"early_exaggeration_iter": 0}
@@ -71,10 +72,11 @@ def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
 
     n_neighbors defaults to 10, not umap-learn's 15: the view is read for local neighbourhoods.
     Measured on 5,000 demo states (bench_projection's points, after PCA to 50 dimensions): 10-NN
-    preservation 0.318 against 0.298 with 15, and 3.3 s against 4.0 s once compiled. Fewer neighbours preserve a little
-    more (8 with min_dist 0.0: 0.331-0.335 over three seeds) but make the aligned view across
-    checkpoints shimmer: unchanged states re-laid from a warm start drift by a median 2.7% of
-    the extent (3.1% with 8 and min_dist 0.1) against 1.6% with these defaults.
+    preservation 0.318 against 0.298 with 15, and 3.3 s against 4.0 s once compiled. Fewer
+    neighbours preserve a little more (8 with min_dist 0.0: 0.331-0.335 over three seeds) but
+    make the aligned view across checkpoints shimmer: unchanged states re-laid from a warm
+    start drift by a median 2.7% of the extent (3.1% with 8 and min_dist 0.1) against 1.6%
+    with these defaults (both after PCA to 50 dimensions).
     """
     import umap as umap_learn
 

@@ -135,8 +135,9 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     A checkpoint whose states equal its neighbour's exactly (a frozen layer, or the embeddings
     when they are not trained) reuses the neighbour's layout: re-optimising would only add noise.
     Otherwise the optimiser adds some: on the demo run's last layer (2,000 points), unchanged
-    states re-laid from a warm start drift by a median 0.3% (t-SNE) and 1.8% (UMAP, 10 neighbours, no PCA; 1.6% after PCA
-    to 50 dimensions) of the layout's extent; on small synthetic clusters without inner structure, up to 5% (UMAP).
+    states re-laid from a warm start drift by a median 0.3% (t-SNE) and 1.8% (UMAP, 10
+    neighbours, no PCA; 1.6% after PCA to 50 dimensions) of the layout's extent; on small
+    synthetic clusters without inner structure, up to 5% (UMAP).
     Movement beyond that on screen is movement of the hidden states.
     kwargs go to `project` (metric, pca_dims, max_fit, n_jobs, method parameters).
     on_layout(done, total): called after each checkpoint's layout, for progress reports.

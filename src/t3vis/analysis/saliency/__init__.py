@@ -17,8 +17,8 @@ the word-embedding module (`model.get_input_embeddings()`).
 | `attention_rollout`    | rollout row of the pooled token (sums to one)         | None  |
 
 precision: "float32" (default), or "bfloat16" to run the model's forward and backward under
-`torch.autocast` in bfloat16: about twice the throughput on CPUs with AVX-512 BF16 or AMX and
-on recent GPUs, at the cost of accuracy. Integrated gradients keeps its two end points in
+`torch.autocast` in bfloat16: integrated gradients ran 1.8x faster than in float32 on 2 cores
+with AVX-512 BF16 or AMX, 1.5x on an H100 (bench_saliency), at the cost of accuracy. Integrated gradients keeps its two end points in
 float32, so its completeness delta still measures the error honestly (on the demo model:
 median 0.6% in bfloat16 against 0.002% in float32; per-token Pearson with float32 above 0.999).
 
