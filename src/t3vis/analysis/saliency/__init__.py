@@ -18,9 +18,10 @@ the word-embedding module (`model.get_input_embeddings()`).
 
 precision: "float32" (default), or "bfloat16" to run the model's forward and backward under
 `torch.autocast` in bfloat16: integrated gradients ran 1.8x faster than in float32 on 2 cores
-with AVX-512 BF16 or AMX, 1.5x on an H100 (bench_saliency), at the cost of accuracy. Integrated gradients keeps its two end points in
-float32, so its completeness delta still measures the error honestly (on the demo model:
-median 0.6% in bfloat16 against 0.002% in float32; per-token Pearson with float32 above 0.999).
+with AVX-512 BF16 or AMX, 1.5x on an H100 (bench_saliency), at the cost of accuracy.
+Integrated gradients keeps its two end points in float32, so its completeness delta still
+measures the error honestly (on the demo model: median 0.6% in bfloat16 against 0.002% in
+float32; per-token Pearson with float32 above 0.999).
 
 The model runs in eval mode (dropout off) and is left as it was found: training flags
 restored, no parameter's `.grad` touched (gradients come from `torch.autograd.grad` to the
