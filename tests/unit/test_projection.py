@@ -97,6 +97,20 @@ def test_pca_first_follows_the_method_default_or_the_caller(monkeypatch):
     assert project(X, "umap", return_info=True)[1]["pca_dims"] == 50
 
 
+def test_preservation_searches_the_full_space_up_to_its_limit_then_after_pca(monkeypatch):
+    import t3vis.analysis.projection as P
+
+    rng = np.random.default_rng(4)
+    X = np.hstack([rng.normal(size=(150, 3)) * 5, rng.normal(size=(150, 61))]).astype(np.float32)
+    Y = project(X, "pca")
+    full = neighborhood_preservation(X, Y, k=5, pca_dims=None)
+    reduced = neighborhood_preservation(X, Y, k=5, pca_dims=50)
+    assert not np.array_equal(full, reduced)          # the two spaces differ on this data
+    np.testing.assert_array_equal(neighborhood_preservation(X, Y, k=5), full)
+    monkeypatch.setattr(P, "PRESERVATION_FULL_UP_TO", 100)            # 150 points: above the limit
+    np.testing.assert_array_equal(neighborhood_preservation(X, Y, k=5), reduced)
+
+
 def test_tsne_on_a_sample_places_the_rest_and_says_so():
     X, labels = blobs(n_per=100, d=10)
     Y, info = project(X, "tsne", max_fit=90, strata=labels, return_info=True)

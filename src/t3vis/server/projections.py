@@ -176,7 +176,10 @@ def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) 
 
 
 def preservation_key(layout_key: dict) -> dict:
-    return {"what": "neighbourhood-preservation", "k": K_NEIGHBOURS, "layout": key_digest(layout_key)}
+    from t3vis.analysis.projection import PRESERVATION_FULL_UP_TO
+
+    return {"what": "neighbourhood-preservation", "k": K_NEIGHBOURS, "layout": key_digest(layout_key),
+            "full_space_up_to": PRESERVATION_FULL_UP_TO}
 
 
 def _put(cache: ArrayCache, key: dict, array) -> None:
