@@ -111,6 +111,27 @@ def test_preservation_searches_the_full_space_up_to_its_limit_then_after_pca(mon
     np.testing.assert_array_equal(neighborhood_preservation(X, Y, k=5), reduced)
 
 
+def test_tsne_finds_neighbours_exactly_on_small_inputs_and_the_caller_can_override(monkeypatch):
+    import openTSNE
+
+    from t3vis.analysis import _layouts
+
+    seen = []
+
+    class Spy(openTSNE.TSNE):
+        def __init__(self, **kw):
+            seen.append(kw.get("neighbors", "auto"))
+            super().__init__(**kw)
+
+    monkeypatch.setattr(openTSNE, "TSNE", Spy)
+    X, _ = blobs(d=10)
+    project(X, "tsne", n_iter=20)
+    project(X, "tsne", n_iter=20, neighbors="annoy")
+    monkeypatch.setattr(_layouts, "TSNE_EXACT_KNN_UP_TO", 100)           # 180 points: above it
+    project(X, "tsne", n_iter=20)
+    assert seen == ["exact", "annoy", "auto"]
+
+
 def test_tsne_on_a_sample_places_the_rest_and_says_so():
     X, labels = blobs(n_per=100, d=10)
     Y, info = project(X, "tsne", max_fit=90, strata=labels, return_info=True)

@@ -13,6 +13,7 @@ import numpy as np
 from t3vis.errors import InvalidInputError
 
 TSNE_PLACE_ITERS = 100      # iterations placing the points left out of a sampled t-SNE fit
+TSNE_EXACT_KNN_UP_TO = 10_000   # t-SNE's neighbours by exact search up to this many fitted points
 UMAP_INIT_SCALE = 10.0      # UMAP scales its own spectral init to this; a given init is scaled alike
 
 
@@ -39,10 +40,17 @@ def warm_start_params(method: str, given: dict) -> dict:
 
 
 def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict) -> np.ndarray:
-    """openTSNE layout (N, 2); FFT gradients from 10,000 points up, Barnes-Hut below (its 'auto')."""
+    """openTSNE layout (N, 2); FFT gradients from 10,000 points up, Barnes-Hut below (its 'auto').
+
+    Neighbours by exact search up to TSNE_EXACT_KNN_UP_TO fitted points, where it is cheaper
+    than openTSNE's approximate index and finds the true neighbours (bench_projection's 5,000
+    points: 12.8 s against 14.1 s in all, 10-NN preservation 0.331 against 0.325).
+    """
     from openTSNE import TSNE
 
-    kw = {"n_jobs": n_jobs, "random_state": seed, "verbose": False, **params}
+    n_fit = len(Z) if fit_rows is None else len(fit_rows)
+    kw = {"n_jobs": n_jobs, "random_state": seed, "verbose": False,
+          **({"neighbors": "exact"} if n_fit <= TSNE_EXACT_KNN_UP_TO else {}), **params}
     exaggerate = kw.get("early_exaggeration_iter", 250) > 0
     rows = slice(None) if fit_rows is None else fit_rows
     if init is not None:
