@@ -116,12 +116,12 @@ def test_pair_batches_cover_every_pair_once_within_rows_and_token_budget():
     from t3vis.analysis.saliency.integrated_gradients import pair_batches
 
     lengths = np.array([40, 3, 17, 128, 9, 64])
-    n_steps, widest_first = 7, np.sort(lengths)
+    n_steps, sorted_lengths = 7, np.sort(lengths)
     batches = pair_batches(lengths, n_steps, batch_size=20, max_tokens=400)
     flat = np.concatenate(batches)
     np.testing.assert_array_equal(flat, np.arange(len(lengths) * n_steps))
     for batch in batches:
-        width = widest_first[batch[-1] // n_steps]
+        width = sorted_lengths[batch[-1] // n_steps]      # ascending: the last row is the widest
         assert len(batch) <= 20
         assert len(batch) * width <= 400 or len(batch) == 1
     assert any(len(b) == 20 for b in batches) and any(len(b) < 20 for b in batches[:-1])

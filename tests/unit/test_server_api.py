@@ -353,3 +353,16 @@ def test_runs_with_one_basename_get_unique_names(tmp_path):
     params = spec["paths"]["/api/runs/{run}"]["get"]["parameters"]
     assert params[0]["schema"]["enum"] == ["run", "run-2"]
     json.dumps(spec)
+
+
+def test_a_cache_key_changes_with_the_rules_that_shape_a_layout(monkeypatch):
+    from t3vis.analysis import _layouts
+    from t3vis.server.projections import layout_key
+    from t3vis.store.cache import key_digest
+
+    fingerprints = [(0, "a"), (10, "b")]
+    before = {m: key_digest(layout_key(10, 6, m, True, fingerprints)) for m in ("tsne", "umap", "pca")}
+    monkeypatch.setattr(_layouts, "TSNE_INTS_IN_INTERVAL", 1)
+    after = {m: key_digest(layout_key(10, 6, m, True, fingerprints)) for m in ("tsne", "umap", "pca")}
+    assert before["tsne"] != after["tsne"]
+    assert before["umap"] == after["umap"] and before["pca"] == after["pca"]

@@ -14,6 +14,8 @@ from t3vis.errors import InvalidInputError
 
 TSNE_PLACE_ITERS = 100      # iterations placing the points left out of a sampled t-SNE fit
 TSNE_EXACT_KNN_UP_TO = 10_000   # t-SNE's neighbours by exact search up to this many fitted points
+TSNE_INTS_IN_INTERVAL = 2       # layout units per interval of t-SNE's FFT grid
+UMAP_NEIGHBOURS = 10
 UMAP_INIT_SCALE = 10.0      # UMAP scales its own spectral init to this; a given init is scaled alike
 
 
@@ -39,6 +41,15 @@ def warm_start_params(method: str, given: dict) -> dict:
     return {k: v for k, v in warm.items() if k not in given}
 
 
+def default_rules(method: str) -> dict:
+    """The defaults of this module that shape a method's layout (for cache keys: new rules, new layouts)."""
+    if method == "tsne":
+        return {"exact_knn_up_to": TSNE_EXACT_KNN_UP_TO, "ints_in_interval": TSNE_INTS_IN_INTERVAL}
+    if method == "umap":
+        return {"n_neighbors": UMAP_NEIGHBOURS}
+    return {}
+
+
 def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict) -> np.ndarray:
     """openTSNE layout (N, 2); FFT gradients from 10,000 points up, Barnes-Hut below (its 'auto').
 
@@ -53,7 +64,7 @@ def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
     from openTSNE import TSNE
 
     n_fit = len(Z) if fit_rows is None else len(fit_rows)
-    kw = {"n_jobs": n_jobs, "random_state": seed, "verbose": False, "ints_in_interval": 2,
+    kw = {"n_jobs": n_jobs, "random_state": seed, "verbose": False, "ints_in_interval": TSNE_INTS_IN_INTERVAL,
           **({"neighbors": "exact"} if n_fit <= TSNE_EXACT_KNN_UP_TO else {}), **params}
     exaggerate = kw.get("early_exaggeration_iter", 250) > 0
     rows = slice(None) if fit_rows is None else fit_rows
@@ -94,7 +105,7 @@ def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
 
     n_fit = len(Z) if fit_rows is None else len(fit_rows)
     kw = {"n_components": 2, "random_state": seed, "n_jobs": 1 if seed is not None else n_jobs,
-          "n_neighbors": min(10, n_fit - 1), **params}
+          "n_neighbors": min(UMAP_NEIGHBOURS, n_fit - 1), **params}
     rows = slice(None) if fit_rows is None else fit_rows
     if init is not None:
         start = _equal_extents(init[rows] - init[rows].mean(axis=0))

@@ -78,6 +78,12 @@ def project(X, method: str = "pca", *, seed: int = 0, init=None, metric: str = "
     return (Y, info) if return_info else Y
 
 
+def layout_rules(method: str) -> dict:
+    """The defaults that shape `method`'s layouts beyond its parameters: a cache key names them,
+    so that layouts made under older rules are not served as current ones."""
+    return {"pca_above": DEFAULT_PCA_ABOVE.get(method), **L.default_rules(method)}
+
+
 def prepare(X, metric: str = "cosine") -> np.ndarray:
     """Checked float32 copy of X (N, d); rows scaled to unit length for metric="cosine"."""
     if metric not in METRICS:

@@ -162,12 +162,11 @@ class Projections:
 
 
 def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:
-    from t3vis.analysis.projection import DEFAULT_PCA_ABOVE
+    from t3vis.analysis.projection import layout_rules
 
     key = {"what": "projection", "step": int(step), "layer": int(layer), "method": method, "seed": SEED,
            "params": {}, "metric": "cosine", "aligned": bool(aligned and len(fingerprints) > 1),
-           # when PCA comes first changes the layout: a new rule must not reuse old layouts
-           "pca_first_above": DEFAULT_PCA_ABOVE.get(method)}
+           "rules": layout_rules(method)}
     if key["aligned"]:
         key["series"] = [[int(s), fp] for s, fp in fingerprints]
     else:
