@@ -226,4 +226,3 @@ def test_bad_input_is_refused_with_the_fix():
         project_aligned([X, X[:-1]], "pca")
     with pytest.raises(InvalidInputError, match=r"bad parameter for tsne"):
         project(X, "tsne", no_such_option=1)
-
