@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def assert_same(a: dict, b: dict) -> None:
     assert a["metrics"] == b["metrics"]
 
 
-def start_reader(stream) -> "queue.Queue[str]":
+def start_reader(stream) -> queue.Queue[str]:
     lines: queue.Queue[str] = queue.Queue()
 
     def pump():
@@ -207,3 +208,139 @@ def test_sigkill_mid_snapshot_leaves_earlier_checkpoints(tmp_path):
     np.testing.assert_allclose(new["importance_raw"], values_before[0]["importance_raw"], rtol=1e-4)
     # and steps 0 and 1 are still untouched
     assert {k: v for k, v in file_checksums(run_dir).items() if "step-00000002" not in k} == child_checksums
+
+
+# -- re-recording a step, killed at every point of the replacement ---------------------------------
+
+KILLED = 86     # the child's exit status when it killed itself
+REPLACE_CHILD = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import numpy as np
+    import pandas as pd
+    from t3vis.store.writer import RunWriter
+
+    run_dir, kill_at, p = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    layers, heads, dims, n = p["layers"], p["heads"], p["dims"], p["n"]
+    state = {"armed": False, "calls": 0}
+
+    def killing(name, real):
+        def wrapper(*args, **kwargs):
+            if state["armed"]:
+                state["calls"] += 1
+                if state["calls"] == kill_at:   # as abrupt as SIGKILL: no finally, no cleanup
+                    sys.stderr.write("KILLED before " + name + repr(args[:2]) + "\\n")
+                    sys.stderr.flush()
+                    os._exit(p["killed"])
+            return real(*args, **kwargs)
+        return wrapper
+
+    # every call that changes the file system (shutil.rmtree goes through unlink and rmdir)
+    for name in ("replace", "rename", "unlink", "rmdir"):
+        setattr(os, name, killing(name, getattr(os, name)))
+
+    writer = RunWriter(run_dir)
+    with writer.checkpoint(p["step"], epoch=None, metrics={"value": 2.0}) as stage:
+        hidden = stage.hidden_array(layers + 1, n, dims)
+        hidden[:] = 2.0
+        hidden.flush()
+        del hidden
+        stage.write_outputs(pd.DataFrame({"id": [1, 2], "pred": [0, 1], "loss": [2.0, 2.0],
+                                          "gold_prob": [0.5, 0.5], "correct": [True, True],
+                                          "nan": [False, False], "probs": [np.array([0.5, 0.5])] * n}))
+        stage.write_heads({"importance": np.full((layers, heads), 2.0, np.float32),
+                           "importance_raw": np.full((layers, heads), 2.0, np.float32),
+                           "thumbnails": np.full((layers, heads, 2, 2), 2.0, np.float16)})
+        stage.write_gate_grads(np.full((n, layers, heads), 2.0, np.float32))
+        state["armed"] = True   # from here on: the checkpoint's meta.json, then the replacement
+    print("CALLS", state["calls"], flush=True)
+""")
+R_LAYERS, R_HEADS, R_DIMS, R_N, R_STEP = 1, 2, 3, 2, 5
+
+
+def write_small_version(writer, value: float, step: int = R_STEP) -> None:
+    import pandas as pd
+
+    with writer.checkpoint(step, epoch=None, metrics={"value": value}) as stage:
+        hidden = stage.hidden_array(R_LAYERS + 1, R_N, R_DIMS)
+        hidden[:] = value
+        hidden.flush()
+        del hidden
+        stage.write_outputs(pd.DataFrame({"id": [1, 2], "pred": [0, 1], "loss": [value, value],
+                                          "gold_prob": [0.5, 0.5], "correct": [True, True], "nan": [False, False],
+                                          "probs": [np.array([0.5, 0.5])] * R_N}))
+        stage.write_heads({"importance": np.full((R_LAYERS, R_HEADS), value, np.float32),
+                           "importance_raw": np.full((R_LAYERS, R_HEADS), value, np.float32),
+                           "thumbnails": np.full((R_LAYERS, R_HEADS, 2, 2), value, np.float16)})
+        stage.write_gate_grads(np.full((R_N, R_LAYERS, R_HEADS), value, np.float32))
+
+
+def small_version(run_dir: Path, step: int = R_STEP) -> float:
+    """Which complete copy of `step` a reader sees (1.0 old, 2.0 new); fails on a partial one."""
+    ck = t3vis.open_run(run_dir).checkpoint(step)
+    value = ck.metrics["value"]
+    np.testing.assert_array_equal(ck.hidden_states, np.full((R_LAYERS + 1, R_N, R_DIMS), value))
+    np.testing.assert_array_equal(ck.outputs["loss"].to_numpy(), [value, value])
+    np.testing.assert_array_equal(ck.head_importance, np.full((R_LAYERS, R_HEADS), value))
+    np.testing.assert_array_equal(ck.attention_thumbnails, np.full((R_LAYERS, R_HEADS, 2, 2), value))
+    np.testing.assert_array_equal(ck.example_gate_gradients(), np.full((R_N, R_LAYERS, R_HEADS), value))
+    return value
+
+
+@pytest.mark.timeout(300)
+def test_a_kill_at_any_point_of_rerecording_a_step_keeps_one_complete_copy(tmp_path):
+    import pandas as pd
+
+    from t3vis.store.writer import RunWriter
+
+    pristine = tmp_path / "pristine"
+    writer = RunWriter.create(pristine, {
+        "t3vis_version": "test", "model": {"name_or_path": "hand-made"}, "task": "sequence-classification",
+        "label_names": ["neg", "pos"], "num_layers": R_LAYERS, "num_heads": R_HEADS, "hidden_size": R_DIMS,
+        "pooling": "cls", "max_length": 8, "thumbnail_size": 2, "num_probe": R_N,
+    }, pd.DataFrame({"id": [1, 2], "split": ["train", "validation"], "text": ["a b", "c"], "label": [0, 1],
+                     "probe_row": [0, 1]}))
+    write_small_version(writer, 1.0)
+    params = json.dumps({"killed": KILLED, "step": R_STEP, "layers": R_LAYERS, "heads": R_HEADS, "dims": R_DIMS,
+                         "n": R_N})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(t3vis.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    seen: list[tuple[str, float]] = []    # (where the child died, the version read after recovery)
+    for kill_at in range(1, 40):
+        run_dir = tmp_path / f"killed-at-{kill_at}"
+        shutil.copytree(pristine, run_dir)
+        child = subprocess.run([sys.executable, "-c", REPLACE_CHILD, str(run_dir), str(kill_at), params],
+                               capture_output=True, text=True, timeout=120, env=env)
+        finished = child.returncode == 0
+        assert finished or child.returncode == KILLED, child.stderr[-3000:]
+        where = "finished" if finished else child.stderr.strip().splitlines()[-1]
+        # a reader before any recovery: step 5 complete (either copy), or absent between the renames
+        steps = [c.step for c in t3vis.open_run(run_dir).checkpoints]
+        assert steps in ([R_STEP], []), (where, steps)
+        if steps:
+            assert small_version(run_dir) in (1.0, 2.0), where
+        # the next writer recovers: one complete copy, and a further write leaves nothing hidden
+        writer = RunWriter(run_dir)
+        version = small_version(run_dir)
+        seen.append((where, version))
+        write_small_version(writer, 3.0, step=R_STEP + 1)
+        assert sorted(p.name for p in (run_dir / schema.CHECKPOINTS_DIR).iterdir()) == [
+            schema.checkpoint_dirname(R_STEP), schema.checkpoint_dirname(R_STEP + 1)], where
+        assert small_version(run_dir) == version
+        shutil.rmtree(run_dir)
+        if finished:
+            break
+    else:
+        raise AssertionError(f"the child never finished; killed at {seen}")
+    versions = [v for _, v in seen]
+    assert versions[-1] == 2.0 and seen[-1][0] == "finished"
+    # old copy until the new one is renamed in, the new copy from then on, never neither
+    first_new = versions.index(2.0)
+    assert set(versions[:first_new]) == {1.0} and set(versions[first_new:]) == {2.0}, seen
+    killed_in = " ".join(where for where, _ in seen)
+    assert killed_in.count("KILLED before replace") >= 3, seen    # aside, in, to the discard name
+    assert "KILLED before unlink" in killed_in and "KILLED before rmdir" in killed_in, seen
+    # the kill between the two renames is among them, and it read as the old copy
+    renamed_in = [i for i, (where, _) in enumerate(seen) if where.startswith("KILLED before replace")
+                  and where.endswith(f"/{schema.checkpoint_dirname(R_STEP)}'))")]
+    assert len(renamed_in) == 1 and versions[renamed_in[0]] == 1.0, seen

@@ -10,8 +10,8 @@ import pytest
 
 import t3vis
 from t3vis import CorruptRunError, NotFoundError
-from t3vis.store import schema
 from t3vis.cartography import REGIONS, assign_regions, summarize_dynamics
+from t3vis.store import schema
 from t3vis.store.writer import RunWriter
 
 L, H, D, N, C, K = 2, 3, 5, 4, 3, 4   # layers, heads, hidden size, probe examples, classes, thumbnail size
@@ -183,16 +183,57 @@ def test_head_importance_and_gate_gradients(written):
     np.testing.assert_array_equal(ck.head_importance, arrays["importance"])
     np.testing.assert_allclose(np.linalg.norm(ck.head_importance, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(ck.head_importance_raw, arrays["importance_raw"])
-    # stored as float16 divided by the scale; read back multiplied: the original gradients
+    # stored float32 as given (no scale): read back bit for bit
     full = ck.example_gate_gradients()
     assert isinstance(ck._gate_grads, np.memmap)   # N x L x H never loads whole to read a few rows
+    assert ck._gate_grads.dtype == np.float32
+    assert "gate_grad_scale" not in ck.meta
     assert full.shape == (N, L, H) and full.dtype == np.float32
-    assert np.abs(full).max() > 1.5   # scaled back up, not the [-1, 1] values on disk
-    np.testing.assert_allclose(full, grads, rtol=1e-3, atol=1e-3 * np.abs(grads).max())
+    np.testing.assert_array_equal(full, grads)
     some = ck.example_gate_gradients([3, 1])
     assert some.shape == (2, L, H)
     np.testing.assert_array_equal(some, full[[3, 1]])
     np.testing.assert_array_equal(ck.example_gate_gradients(np.array([True, False, False, True])), full[[0, 3]])
+
+
+# One checkpoint's gate gradients, (N, L, H), chosen by hand: example 0 holds the checkpoint's
+# largest magnitude (1000); example 1 is 1e-6 of it, example 2 is 1e-9 of it. Relative to the
+# largest in float16 (the old storage), example 1 came back about 1% off and example 2 as zeros.
+SMALL_GRADS = np.array([
+    [[1000.0, -500.0, 250.0], [125.0, -62.5, 31.25]],
+    [[1.0e-3, -1.5e-3, 2.5e-3], [-7.5e-4, 1.25e-3, -3.0e-3]],
+    [[1.0e-6, -2.0e-6, 0.0], [3.0e-6, -4.0e-6, 5.0e-6]],
+    [[0.5, -0.25, 0.125], [0.0, 0.0, -1.0]],
+])
+
+
+def test_small_gate_gradients_keep_float32_precision(tmp_path):
+    writer = RunWriter.create(tmp_path / "run", run_meta(), examples_frame())
+    with writer.checkpoint(1, epoch=None, metrics={}) as stage:
+        stage.write_outputs(outputs_frame(0))
+        stage.write_gate_grads(SMALL_GRADS)          # float64 in: stored as float32
+    ck = t3vis.open_run(tmp_path / "run").checkpoint(1)
+    assert np.load(ck.path / schema.GATE_GRADS).dtype == np.float32
+    float32_eps = 2.0 ** -23
+    for rows in ([1], [2], [1, 2], None):
+        got = ck.example_gate_gradients(rows)
+        want = SMALL_GRADS if rows is None else SMALL_GRADS[rows]
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=float32_eps, atol=0)
+    one = ck.example_gate_gradients([1])[0]
+    assert one[0, 0] == pytest.approx(1.0e-3, rel=float32_eps) and one[1, 2] == pytest.approx(-3.0e-3, rel=float32_eps)
+
+
+def test_gate_gradients_of_older_runs_still_read(written):
+    # runs written before float32 storage: float16 divided by meta.json's gate_grad_scale
+    path, _ = written
+    folder = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(2)
+    stored = np.array([[[0.5, -0.25, 1.0], [0.125, 0.0, -1.0]]] * N, dtype=np.float16)
+    np.save(folder / schema.GATE_GRADS, stored)
+    meta = json.loads((folder / schema.CHECKPOINT_META).read_text())
+    (folder / schema.CHECKPOINT_META).write_text(json.dumps({**meta, "gate_grad_scale": 8.0}))
+    got = t3vis.open_run(path).checkpoint(2).example_gate_gradients([3])
+    np.testing.assert_array_equal(got, [[[4.0, -2.0, 8.0], [1.0, 0.0, -8.0]]])
 
 
 def test_attention_summaries_and_thumbnails(written):
@@ -202,7 +243,7 @@ def test_attention_summaries_and_thumbnails(written):
         got = ck.attention_summary(name)
         assert got.shape == (L, H)
         np.testing.assert_array_equal(got, arrays[f"attention_{name}"])
-    with pytest.raises(NotFoundError, match="no attention summary 'nonsense'.*entropy"):
+    with pytest.raises(NotFoundError, match=r"no attention summary 'nonsense'.*entropy"):
         ck.attention_summary("nonsense")
     assert ck.attention_thumbnails.shape == (L, H, K, K)
     np.testing.assert_array_equal(ck.attention_thumbnails, arrays["thumbnails"])
@@ -374,7 +415,7 @@ def test_corrupt_examples_parquet_names_the_file(written):
     target.write_bytes(b"PAR1 but not really")
     run = t3vis.open_run(path)   # opening reads only run.json
     with pytest.raises(CorruptRunError) as info:
-        run.examples
+        _ = run.examples
     assert str(target) in str(info.value)
 
 
@@ -384,12 +425,12 @@ def test_corrupt_outputs_parquet_names_the_file(written):
     target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])   # truncated
     ck = t3vis.open_run(path).checkpoint(10)
     with pytest.raises(CorruptRunError) as info:
-        ck.outputs
+        _ = ck.outputs
     assert str(target) in str(info.value)
     # garbage instead of Parquet
     target.write_bytes(b"this is not parquet at all" * 10)
     with pytest.raises(CorruptRunError) as info:
-        t3vis.open_run(path).checkpoint(10).outputs
+        _ = t3vis.open_run(path).checkpoint(10).outputs
     assert str(target) in str(info.value)
     # other checkpoints still read
     assert len(t3vis.open_run(path).checkpoint(2).outputs) == N
@@ -400,7 +441,7 @@ def test_missing_outputs_parquet_is_corrupt(written):
     target = path / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(2) / schema.OUTPUTS
     target.unlink()
     with pytest.raises(CorruptRunError, match="missing") as info:
-        t3vis.open_run(path).checkpoint(2).outputs
+        _ = t3vis.open_run(path).checkpoint(2).outputs
     assert str(target) in str(info.value)
 
 
@@ -448,11 +489,18 @@ def test_staging_and_incomplete_folders_are_invisible(written):
     incomplete.mkdir()
     (incomplete / schema.HIDDEN).write_bytes(b"half")
     (folder / "notes.txt").write_text("a stray file")
+    trash = folder / (schema.TRASH_PREFIX + schema.checkpoint_dirname(3))   # an old copy being replaced
+    trash.mkdir()
+    (trash / schema.CHECKPOINT_META).write_text(json.dumps({"step": 3, "epoch": None, "metrics": {}}))
     run = t3vis.open_run(path)
-    assert [c.step for c in run.checkpoints] == [2, 10, 99_999_999, 100_000_000]
-    for step in (5, 7):
+    # the writer renames checkpoints in with meta.json inside: a step folder without it is damage
+    with pytest.warns(UserWarning, match="skipping checkpoint step-00000007"):
+        assert [c.step for c in run.checkpoints] == [2, 10, 99_999_999, 100_000_000]
+    for step in (3, 5):
         with pytest.raises(NotFoundError):
             run.checkpoint(step)
+    with pytest.raises(CorruptRunError, match=schema.CHECKPOINT_META):
+        run.checkpoint(7)
 
 
 def test_next_checkpoint_removes_stale_staging(written):
@@ -473,16 +521,15 @@ def test_exception_inside_checkpoint_leaves_nothing(written):
     class Boom(RuntimeError):
         pass
 
-    with pytest.raises(Boom):
-        with writer.checkpoint(42, epoch=4.2, metrics={}) as stage:
-            hidden = stage.hidden_array(L + 1, N, D)
-            hidden[:] = 1.0
-            hidden.flush()
-            del hidden
-            stage.write_outputs(outputs_frame(0))
-            assert stage.path.parent == folder and stage.path.name.startswith(schema.STAGING_PREFIX)
-            assert stage.path.is_dir()
-            raise Boom("crash half-way")
+    with pytest.raises(Boom), writer.checkpoint(42, epoch=4.2, metrics={}) as stage:
+        hidden = stage.hidden_array(L + 1, N, D)
+        hidden[:] = 1.0
+        hidden.flush()
+        del hidden
+        stage.write_outputs(outputs_frame(0))
+        assert stage.path.parent == folder and stage.path.name.startswith(schema.STAGING_PREFIX)
+        assert stage.path.is_dir()
+        raise Boom("crash half-way")
     assert sorted(p.name for p in folder.iterdir()) == before
     assert not (folder / schema.checkpoint_dirname(42)).exists()
     run = t3vis.open_run(path)
@@ -493,10 +540,9 @@ def test_exception_inside_checkpoint_leaves_nothing(written):
 
 def test_exception_while_rerecording_keeps_the_old_checkpoint(written):
     path, writer = written
-    with pytest.raises(ValueError):
-        with writer.checkpoint(2, epoch=0.0, metrics={}) as stage:
-            stage.write_outputs(outputs_frame(9))
-            raise ValueError("no")
+    with pytest.raises(ValueError), writer.checkpoint(2, epoch=0.0, metrics={}) as stage:
+        stage.write_outputs(outputs_frame(9))
+        raise ValueError("no")
     ck = t3vis.open_run(path).checkpoint(2)
     np.testing.assert_array_equal(ck.hidden(0), hidden_values(2)[0].astype(np.float16))
     assert ck.outputs["pred"].tolist() == outputs_frame(2)["pred"].tolist()

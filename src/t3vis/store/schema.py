@@ -10,15 +10,24 @@ Format v1:
         meta.json               CheckpointMeta below; written last, so its presence marks a complete checkpoint
         outputs.parquet         id, pred, loss, gold_prob, correct, nan, probs (row i = probe row i)
         hidden.npy              float16 (layers+1, N, d): pooled state per layer, layer-major
-        gate_grads.npy          float16 (N, L, H): d loss / d head gate per example, divided by
-                                meta.json's gate_grad_scale (so float16 keeps its precision); memory-mapped
+        gate_grads.npy          float32 (N, L, H): d loss / d head gate per example; memory-mapped.
+                                Runs written before float32 storage hold float16 divided by meta.json's
+                                gate_grad_scale; readers multiply by gate_grad_scale (absent: 1.0)
         heads.npz               importance (L, H), importance_raw (L, H), attention summaries
                                 (L, H) each, thumbnails (L, H, K, K), thumbnail_counts (K, K)
         weights/                safetensors + config + tokenizer, unless meta.json names another location
-      cache/                    derived arrays, safe to delete
+      cache/                    derived arrays (<sha256 of key>.npy), safe to delete; bounded in size,
+                                least recently used entries evicted first (store/cache.py)
 
 Checkpoints are staged in `checkpoints/.staging-*` and renamed into place, so a reader
-never sees a half-written one.
+never sees a half-written one. Re-recording a step renames the old folder aside to
+`checkpoints/.replaced-step-*` first, renames the new one in, then deletes the old; a writer
+that finds a `.replaced-*` folder without its `step-*` folder (a crash between the renames)
+renames it back (store/atomic.py). Readers skip every name that `parse_checkpoint_dirname`
+rejects, so neither kind of hidden folder is ever read as a checkpoint.
+
+`RunWriter.create` writes only into a missing or empty folder (or one holding nothing but
+what an interrupted create left), never over files it did not write.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ EXAMPLES = "examples.parquet"
 DYNAMICS_DIR = "dynamics"
 CHECKPOINTS_DIR = "checkpoints"
 CACHE_DIR = "cache"
-STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = ".staging-"     # a checkpoint being written, or an old one being deleted
+TRASH_PREFIX = ".replaced-"      # the old copy of a checkpoint while a new one replaces it
 
 CHECKPOINT_META = "meta.json"
 OUTPUTS = "outputs.parquet"
@@ -72,6 +82,8 @@ RUN_META_KEYS = {
     "thumbnail_size": "int, K of the attention thumbnails",
     "num_probe": "int, N",
     "created": "ISO time",
+    "weights_roots": "optional list[str]: absolute folders outside the run that a checkpoint's `weights` may "
+                     "point into (Trainer checkpoints, `t3vis record`'s folders); nothing else is loaded",
 }
 
 

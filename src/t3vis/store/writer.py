@@ -1,12 +1,14 @@
-"""Write a run directory (format in schema.py). Every file lands atomically."""
+"""Write a run directory (format in schema.py). Every file lands atomically; nothing the writer
+did not write is ever overwritten."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 from t3vis.errors import InvalidInputError
 from t3vis.store import schema
 from t3vis.store.atomic import (
+    recover_replaced,
     remove_stale_staging,
     staged_directory,
     write_bytes_atomic,
@@ -77,14 +80,16 @@ class CheckpointStage:
         pq.write_table(pa.table(cols), self.path / schema.OUTPUTS, compression="zstd")
 
     def write_heads(self, arrays: dict[str, np.ndarray]) -> None:
-        np.savez(self.path / schema.HEADS, **arrays)
+        """An .npz of the named arrays (as np.savez writes it, but any name is allowed and no pickles)."""
+        with zipfile.ZipFile(self.path / schema.HEADS, mode="w", compression=zipfile.ZIP_STORED) as npz:
+            for name, array in arrays.items():
+                with npz.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
     def write_gate_grads(self, grads: np.ndarray) -> None:
-        """grads (N, L, H) float32; stored as float16 relative to their largest magnitude."""
-        scale = float(np.abs(grads).max()) if grads.size else 0.0
-        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
-        np.save(self.path / schema.GATE_GRADS, (grads / scale).astype(np.float16))
-        self.meta_extra["gate_grad_scale"] = scale
+        """grads (N, L, H), stored float32: one example's gradients can be many orders of magnitude
+        below the checkpoint's largest, which a float16 relative to that largest would flush to zero."""
+        np.save(self.path / schema.GATE_GRADS, np.asarray(grads, dtype=np.float32))
 
     @property
     def weights_dir(self) -> Path:
@@ -96,11 +101,22 @@ class RunWriter:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
+        self.recover()
+
+    def recover(self) -> None:
+        """Put back a checkpoint whose replacement a crash interrupted (see store/atomic.py)."""
+        parent = self.run_dir / schema.CHECKPOINTS_DIR
+        if parent.is_dir():
+            recover_replaced(parent, schema.TRASH_PREFIX, schema.STAGING_PREFIX)
 
     @classmethod
-    def create(cls, run_dir: str | Path, meta: dict, examples: pd.DataFrame) -> "RunWriter":
+    def create(cls, run_dir: str | Path, meta: dict, examples: pd.DataFrame) -> RunWriter:
+        """Start a run in `run_dir`: a new folder, an empty one, or one an interrupted create left."""
         run_dir = Path(run_dir)
+        _check_creatable(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        marker = run_dir / _CREATING_MARKER
+        marker.touch()  # until run.json is written: whatever is here, this create put here
         for sub in (schema.CHECKPOINTS_DIR, schema.DYNAMICS_DIR, schema.CACHE_DIR):
             (run_dir / sub).mkdir(exist_ok=True)
         meta = dict(meta)
@@ -109,7 +125,18 @@ class RunWriter:
         writer = cls(run_dir)
         writer.write_examples(examples)
         write_json_atomic(run_dir / schema.RUN_META, meta)  # last: its presence marks a run
+        marker.unlink()
         return writer
+
+    def add_weights_root(self, folder: str | Path) -> None:
+        """Name a folder outside the run that checkpoints' weights may be loaded from (run.json's
+        `weights_roots`); the server loads weights only from the run and the folders named here."""
+        meta = json.loads((self.run_dir / schema.RUN_META).read_text())
+        roots = list(meta.get("weights_roots") or [])
+        resolved = str(Path(folder).expanduser().resolve())
+        if resolved not in roots:
+            meta["weights_roots"] = [*roots, resolved]
+            write_json_atomic(self.run_dir / schema.RUN_META, meta)
 
     def write_examples(self, examples: pd.DataFrame) -> None:
         write_bytes_atomic(self.run_dir / schema.EXAMPLES, _parquet_bytes(examples_table(examples)))
@@ -135,9 +162,10 @@ class RunWriter:
         """Stage a checkpoint; it becomes visible, complete, when the block ends without error."""
         parent = self.run_dir / schema.CHECKPOINTS_DIR
         parent.mkdir(exist_ok=True)
+        self.recover()
         remove_stale_staging(parent, schema.STAGING_PREFIX)
         final = parent / schema.checkpoint_dirname(step)
-        with staged_directory(final, schema.STAGING_PREFIX) as staging:
+        with staged_directory(final, schema.STAGING_PREFIX, schema.TRASH_PREFIX) as staging:
             stage = CheckpointStage(staging)
             yield stage
             meta = {
@@ -150,6 +178,28 @@ class RunWriter:
                 **stage.meta_extra,
             }
             (staging / schema.CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+# Present only while `create` runs: a folder holding it was left by an interrupted create.
+_CREATING_MARKER = ".t3vis-create-incomplete"
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """Refuse to create a run where it would overwrite files that are not an interrupted create's."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise InvalidInputError(f"cannot create a run at {run_dir}: it is a file, not a folder; "
+                                "choose a new folder for the run")
+    if (run_dir / schema.RUN_META).exists():
+        raise InvalidInputError(f"{run_dir} already holds a t3vis run (it has {schema.RUN_META}); add "
+                                "checkpoints to it (t3vis.Recorder(..., exist_ok=True)), or choose a new folder")
+    names = sorted(p.name for p in run_dir.iterdir())
+    if names and _CREATING_MARKER not in names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise InvalidInputError(f"cannot create a run in {run_dir}: the folder is not empty (it holds {shown}) "
+                                "and t3vis never writes among other files; choose a new folder for the run, "
+                                "or empty this one")
 
 
 def _json_number(value):
