@@ -1,6 +1,7 @@
 """Typed errors a user can cause. Each message names the thing and the fix.
 
-The server maps `NotFoundError` to 404 and `InvalidInputError` to 422.
+The server maps `NotFoundError` to 404, `InvalidInputError` and `UnsupportedModelError` to 422,
+and `CorruptRunError` to 409 (src/t3vis/server/errors.py).
 """
 
 
@@ -17,7 +18,9 @@ class InvalidInputError(T3VisError, ValueError):
 
 
 class CorruptRunError(T3VisError):
-    """A run directory whose files are missing or unreadable."""
+    """A run directory whose files are missing, unreadable or inconsistent with run.json (the
+    reader raises it for whatever a third-party reader fails on, naming the file), or a
+    checkpoint whose weights lie outside the folders the run may load from."""
 
 
 class UnsupportedModelError(T3VisError, TypeError):

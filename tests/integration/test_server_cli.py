@@ -10,9 +10,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from server_fixtures import record_tiny_run
+
 from t3vis.cli import build_parser, main
+from t3vis.server.security import STATIC_DIR
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,16 @@ def _start(*args):
     raise AssertionError(f"no URL printed; stderr: {proc.stderr.read()}")
 
 
+def _built_viewer() -> bytes:
+    """The viewer's page as the build wrote it (the served page must be exactly this, not the
+    "viewer not built" page)."""
+    page = STATIC_DIR / "index.html"
+    assert page.is_file(), f"the viewer is not built ({page} is missing): run `make frontend` first"
+    body = page.read_bytes()
+    assert b"not built" not in body and b'<script type="module"' in body
+    return body
+
+
 def _get(url, headers=None):
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
@@ -47,7 +58,7 @@ def test_serve_on_localhost_needs_no_token(run_dir):
         status, body = _get(url + "api/runs")
         assert status == 200 and json.loads(body)[0]["name"] == "tiny"
         status, body = _get(url)
-        assert status == 200 and b"<html" in body.lower()
+        assert status == 200 and body == _built_viewer(), "the page is not the built viewer"
         status, _ = _get(url + "api/runs", {"Host": "rebound.example"})
         assert status == 400                                            # DNS rebinding refused
     finally:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from server_fixtures import N_PROBE, record_tiny_run
 
 import t3vis
-from server_fixtures import N_PROBE, record_tiny_run
 from t3vis.server import create_app
 
 
@@ -39,6 +39,13 @@ def test_instance_equals_explain_and_evaluate(served, method):
     assert body["loss"] == pytest.approx(float(ev.losses[0]), rel=1e-5)
     assert body["attention_id"] == "id=7"
     assert (body["delta"] is not None) == (method == "integrated_gradients")
+    assert "delta_relative" in body
+    if method == "integrated_gradients":
+        assert body["delta"] == pytest.approx(want.delta, rel=1e-4, abs=1e-9)
+        relative = getattr(want, "delta_relative", None)      # Attribution gains it with the absolute delta
+        assert body["delta_relative"] == (None if relative is None else pytest.approx(relative, rel=1e-4, abs=1e-9))
+    else:
+        assert body["delta_relative"] is None
 
 
 def test_instance_of_free_text_and_its_attention(served):

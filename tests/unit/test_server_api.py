@@ -11,15 +11,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
+from server_fixtures import N_PROBE, N_TRAIN_ONLY, record_tiny_run
 
 import t3vis
-from server_fixtures import N_PROBE, N_TRAIN_ONLY, record_tiny_run
 from t3vis.server import create_app
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    run_dir, texts, labels = record_tiny_run(tmp_path_factory.mktemp("api") / "tiny")
+    run_dir, _texts, _labels = record_tiny_run(tmp_path_factory.mktemp("api") / "tiny")
     with TestClient(create_app([run_dir])) as client:
         yield client, t3vis.open_run(run_dir), run_dir
 
@@ -211,7 +211,8 @@ def test_heads_for_all_a_selection_and_one_example(served):
     one = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "example", "ids": [9]}).json()
     np.testing.assert_allclose(one["importance"], importance_from_gate_gradients(ck.example_gate_gradients([9])),
                                rtol=1e-5)
-    assert client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "example", "ids": [1, 2]}).status_code == 422
+    two = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "example", "ids": [1, 2]})
+    assert two.status_code == 422 and "exactly one id" in two.json()["detail"]
     assert client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection"}).status_code == 422
     missing = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection", "ids": [1, 4242]})
     assert missing.status_code == 404 and "4242" in missing.json()["detail"]
@@ -222,7 +223,7 @@ def test_heads_for_all_a_selection_and_one_example(served):
     unprobed = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "selection", "ids": [1001]})
     assert unprobed.status_code == 422 and "probe set" in unprobed.json()["detail"]
     alone = client.post("/api/runs/tiny/checkpoints/5/heads", json={"scope": "example", "ids": [1001]})
-    assert alone.status_code == 404 and "probe set" in alone.json()["detail"]
+    assert alone.status_code == 422 and "probe set" in alone.json()["detail"]
 
 
 def test_thumbnails_are_each_scaled_by_their_own_max(served):
@@ -230,7 +231,7 @@ def test_thumbnails_are_each_scaled_by_their_own_max(served):
     r = client.get("/api/runs/tiny/checkpoints/5/heads/thumbnails")
     L, H, K, K2 = map(int, r.headers["x-t3vis-shape"].split(","))
     thumbs = np.asarray(run.checkpoint(5).attention_thumbnails, dtype=np.float64)
-    assert (L, H, K, K2) == thumbs.shape and len(r.content) == L * H * K * K2
+    assert thumbs.shape == (L, H, K, K2) and len(r.content) == L * H * K * K2
     got = np.frombuffer(r.content, np.uint8).reshape(L, H, K, K2)
     assert (got.reshape(L, H, -1).max(-1) == 255).all()
     assert np.isnan(thumbs).any()                   # positions no probe example reaches: sent as 0
@@ -338,8 +339,9 @@ def test_a_damaged_run_answers_409_not_500(tmp_path):
         assert client.get("/api/runs").status_code == 409
         assert client.get("/api/runs/tiny/examples/1").status_code == 409
         shutil.rmtree(run_dir)
-        r = client.get("/api/runs/tiny")
-        assert r.status_code in (404, 409) and "tiny" in r.json()["detail"]
+        r = client.get("/api/runs/tiny")          # a served run whose folder is gone: its files are missing
+        assert r.status_code == 409 and "'tiny' is gone" in r.json()["detail"], r.text
+        assert str(run_dir) in r.json()["detail"]
 
 
 def test_runs_with_one_basename_get_unique_names(tmp_path):

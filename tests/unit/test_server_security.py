@@ -7,11 +7,11 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-
 from server_fixtures import record_tiny_run
+
 from t3vis.server import create_app
-from t3vis.server.security import safe_static_file
 from t3vis.server.launch import is_loopback, url_for
+from t3vis.server.security import safe_static_file
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def static(tmp_path_factory):
     return root
 
 
-def test_token_required_on_every_api_call(run_dir):
-    client = TestClient(create_app([run_dir], token="s3cret"))
+def test_token_required_on_every_api_call(run_dir, static):
+    client = TestClient(create_app([run_dir], token="s3cret", static_dir=static))
     for path in ("/api/runs", "/api/runs/tiny", "/api/runs/tiny/datamap", "/api/runs/nope"):
         r = client.get(path)
         assert r.status_code == 401 and "token" in r.json()["detail"], path
@@ -41,15 +41,17 @@ def test_token_required_on_every_api_call(run_dir):
     assert client.get("/api/runs?token=wrong").status_code == 401
     assert client.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/api/runs?token=s3cret").status_code == 200
-    assert client.get("/").status_code == 200                    # the page loads, then sends the token
+    page = client.get("/")                                         # the page loads, then sends the token
+    assert page.status_code == 200 and page.text == (static / "index.html").read_text()
 
 
-def test_the_schema_is_guarded_and_the_printed_url_lets_the_docs_in(run_dir):
-    client = TestClient(create_app([run_dir], token="s3cret"))
+def test_the_schema_is_guarded_and_the_printed_url_lets_the_docs_in(run_dir, static):
+    client = TestClient(create_app([run_dir], token="s3cret", static_dir=static))
     assert client.get("/openapi.json").status_code == 401 and client.get("/docs").status_code == 401
     assert client.get("/api/runs", cookies={"t3vis_token": "wrong"}).status_code == 401
     page = client.get("/?token=s3cret")                            # the URL `t3vis serve` prints
     assert page.status_code == 200 and "HttpOnly" in page.headers["set-cookie"]
+    assert page.text == (static / "index.html").read_text()       # the viewer itself
     schema = client.get("/openapi.json")                           # the cookie now stands for the token
     assert schema.status_code == 200 and "tiny" in schema.text    # it names the runs: hence the guard
     assert client.get("/docs").status_code == 200

@@ -9,6 +9,7 @@ arithmetic lives in t3vis.analysis.heads), so `t3vis serve` starts without it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import typing
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from t3vis.errors import InvalidInputError, NotFoundError
+from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
 from t3vis.server import models as M
 from t3vis.server.lru import LRU
 from t3vis.server.model_cache import ModelCache
@@ -26,6 +27,9 @@ from t3vis.server.projections import Job, Projections
 from t3vis.server.runs import RunHandle, RunRegistry
 from t3vis.server.table import Tables
 from t3vis.store import schema
+from t3vis.store.reader import Checkpoint
+
+log = logging.getLogger("t3vis.server")
 
 OCTET = "application/octet-stream"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -42,7 +46,7 @@ class ArrowResponse(Response):
     media_type = ARROW
 
 
-ERRORS = {code: {"model": M.Error, "description": text} for code, text in (
+ERRORS: dict[int | str, dict[str, typing.Any]] = {code: {"model": M.Error, "description": text} for code, text in (
     (401, "no or bad token (servers bound beyond localhost)"), (404, "unknown run, checkpoint, layer, head or example"),
     (409, "the run's files are damaged or missing"), (413, "request too large"), (422, "bad parameters"))}
 
@@ -105,31 +109,39 @@ def _arrow_bytes(table: pa.Table) -> bytes:
 
 # -- runs ------------------------------------------------------------------------------
 
-def _checkpoint_info(ck) -> M.CheckpointInfo:
-    where = ck.weights_path
+def _checkpoint_info(ck: Checkpoint) -> M.CheckpointInfo:
     metrics = {str(k): _finite(v) for k, v in ck.metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
+               if (isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None}
     epoch = ck.epoch if isinstance(ck.epoch, (int, float)) and not isinstance(ck.epoch, bool) else None
     time = ck.meta.get("time")
     return M.CheckpointInfo(step=ck.step, epoch=_finite(epoch), time=time if isinstance(time, str) else None,
-                            metrics=metrics, has_weights=bool(where is not None and where.exists()))
+                            metrics=metrics, has_weights=ck.has_weights(confined=True))
 
 
 def _summary(h: RunHandle, checkpoints) -> dict:
     meta = h.meta
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    model: dict = meta.get("model") or {}
     name = model.get("name_or_path") or model.get("architecture") or "unknown model"
     params = model.get("num_parameters")
-    return dict(name=h.name, model=str(name), architecture=model.get("architecture"),
+    architecture = model.get("architecture")
+    return dict(name=h.name, model=str(name), architecture=architecture if isinstance(architecture, str) else None,
                 num_parameters=int(params) if isinstance(params, int) else None,
-                num_examples=h.num_examples(), num_probe=int(meta.get("num_probe", 0)),
+                num_examples=h.num_examples(), num_probe=h.run.num_probe or 0,
                 num_layers=h.run.num_layers, num_heads=h.run.num_heads, hidden_size=h.run.hidden_size,
                 label_names=[str(n) for n in h.run.label_names], num_checkpoints=len(checkpoints))
 
 
-@router.get("/runs", response_model=list[M.RunSummary], summary="every run this server serves")
+@router.get("/runs", response_model=list[M.RunSummary | M.DamagedRun], summary="every run this server serves")
 def list_runs(ctx: Ctx):
-    return [M.RunSummary(**_summary(h, h.checkpoints())) for h in ctx.registry.handles()]
+    return [_list_entry(h) for h in ctx.registry.handles()]
+
+
+def _list_entry(h: RunHandle) -> M.RunSummary | M.DamagedRun:
+    """One damaged run must not take the list of the others down with it."""
+    try:
+        return M.RunSummary(**_summary(h, h.checkpoints()))
+    except CorruptRunError as e:
+        return M.DamagedRun(name=h.name, error=str(e))
 
 
 @router.get("/runs/{run}", response_model=M.RunInfo, summary="one run: metadata and checkpoints")
@@ -236,13 +248,14 @@ def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
         if query.scope == "example" and len(query.ids) != 1:
             raise InvalidInputError(f"scope 'example' takes exactly one id; got {len(query.ids)} "
                                     "(use scope 'selection' for several)")
-        chosen = ctx.tables.probe_rows(h, query.ids, skip_unprobed=query.scope == "selection")
+        chosen = ctx.tables.probe_rows(h, query.ids)
         from t3vis.analysis.heads import importance_from_gate_gradients
 
         importance = importance_from_gate_gradients(ck.example_gate_gradients(chosen.rows), normalize=True)
         n, skipped = len(chosen.rows), chosen.skipped
-    summaries = {name: _matrix(ck.heads[f"attention_{name}"]) for name in schema.ATTENTION_SUMMARIES
-                 if f"attention_{name}" in ck.heads}
+    stored = ck.heads
+    summaries = {name: _matrix(stored[f"attention_{name}"]) for name in schema.ATTENTION_SUMMARIES
+                 if f"attention_{name}" in stored}
     return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, skipped=skipped, summaries=summaries)
 
 
@@ -265,11 +278,23 @@ def thumbnails(run: RunName, step: Step, ctx: Ctx):
 def heads_history(run: RunName, ctx: Ctx):
     from t3vis.analysis.checkpoints import stack_importance
 
-    cks = ctx.run(run).checkpoints()
+    h = ctx.run(run)
+    cks = [ck for ck in h.checkpoints() if _heads_readable(h, ck)]
     if not cks:
         return M.HeadsHistory(steps=[], importance=[])
     stack = stack_importance([ck.head_importance for ck in cks])
     return M.HeadsHistory(steps=[ck.step for ck in cks], importance=[_matrix(m) for m in stack])
+
+
+def _heads_readable(h: RunHandle, ck: Checkpoint) -> bool:
+    """Whether the checkpoint's head data reads; a damaged one is left out of the history (its
+    own routes answer why) rather than taking the other checkpoints down with it."""
+    try:
+        _ = ck.heads                        # reads and checks heads.npz (cached on the checkpoint)
+    except CorruptRunError as e:
+        log.warning("leaving checkpoint %s of run %s out of the head history: %s", ck.step, h.name, e)
+        return False
+    return True
 
 
 # -- instance view and pruning (a loaded model) ------------------------------------------
@@ -279,7 +304,7 @@ def _loaded(ctx: Context, h: RunHandle, ck):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()          # per-load "Loading weights" bars are noise in a server log
-        return ck.load_model()
+        return ck.load_model(confined=True)     # never weights outside the run's own folders
 
     return ctx.models.get((h.name, ck.step, str(ck.path)), load)
 
@@ -307,9 +332,10 @@ def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
         text, label, attention_id = ex["text"], ex["label"], f"id={query.id}"
     else:
         text, label = query.text, None
-        attention_id = f"key={_remember_text(ctx, text)}"
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError("the text is empty; give a sentence with at least one word")
+    if query.id is None:
+        attention_id = f"key={_remember_text(ctx, text)}"
     num_labels = len(h.run.label_names)
     if query.target is not None and not 0 <= query.target < num_labels:
         raise InvalidInputError(f"target {query.target} is outside the run's classes 0..{num_labels - 1}")
@@ -326,6 +352,7 @@ def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
                             loss=_finite(result.losses[0]) if label is not None else None,
                             target=int(attribution.target), method=attribution.method,
                             scores=[_finite(s) for s in attribution.scores], delta=_finite(attribution.delta),
+                            delta_relative=_finite(getattr(attribution, "delta_relative", None)),
                             attention_id=attention_id)
 
 
@@ -367,7 +394,7 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     if query.ids is not None:
         if not query.ids:
             raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")
-        chosen = ctx.tables.probe_rows(h, query.ids, skip_unprobed=True)
+        chosen = ctx.tables.probe_rows(h, query.ids)
         ids, labels, texts, skipped = chosen.ids, chosen.labels, chosen.texts, chosen.skipped
     else:
         (ids, labels, texts), skipped = ctx.tables.probe_set(h), 0
@@ -391,7 +418,8 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     changed = np.flatnonzero(before.predictions != after.predictions)
     flips = [M.Flip(id=int(ids[i]), before=int(before.predictions[i]), after=int(after.predictions[i]),
                     label=int(labels[i])) for i in changed]
-    return M.PruneAnswer(n=len(ids), skipped=skipped, before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
+    return M.PruneAnswer(n=len(ids), skipped=skipped,
+                         before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
                          after=M.Score(accuracy=_finite(after.accuracy), loss=_finite(after.loss)), flips=flips)
 
 

@@ -9,9 +9,9 @@ with a token), the body limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Sequence
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -22,8 +22,14 @@ from t3vis.errors import NotFoundError, T3VisError
 from t3vis.server import errors
 from t3vis.server.api import get_context, make_context, router
 from t3vis.server.runs import RunRegistry
-from t3vis.server.security import (MAX_BODY, NOT_BUILT_PAGE, STATIC_DIR, BodyLimitMiddleware, TokenMiddleware,
-                                   safe_static_file)
+from t3vis.server.security import (
+    MAX_BODY,
+    NOT_BUILT_PAGE,
+    STATIC_DIR,
+    BodyLimitMiddleware,
+    TokenMiddleware,
+    safe_static_file,
+)
 
 
 def create_app(run_paths: Sequence[str | Path], *, token: str | None = None, model_cache: int = 2,
@@ -46,9 +52,10 @@ def create_app(run_paths: Sequence[str | Path], *, token: str | None = None, mod
     async def lifespan(app: FastAPI):
         yield
         context.projections.shutdown()
+        context.tables.close()                  # DuckDB's memory and file handles go with the app
 
-    app = FastAPI(title="t3vis", version=__version__, lifespan=lifespan,
-                  description="Visual analytics of Transformer training: the API the viewer reads (docs/api.md).")
+    app = T3visApp(registry, token, title="t3vis", version=__version__, lifespan=lifespan,
+                   description="Visual analytics of Transformer training: the API the viewer reads (docs/api.md).")
     app.state.t3vis = context
     errors.install(app)
     app.include_router(router)
@@ -90,13 +97,24 @@ def create_app(run_paths: Sequence[str | Path], *, token: str | None = None, mod
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
-    def openapi() -> dict:
-        """The schema, with the run parameter narrowed to this server's runs and checkpoint steps as examples."""
-        if app.openapi_schema:
-            return app.openapi_schema
-        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        names = registry.names
-        steps = sorted({ck.step for h in registry.handles() for ck in _safe_checkpoints(h)})
+    return app
+
+
+class T3visApp(FastAPI):
+    """FastAPI with the schema narrowed to this server: the run parameter lists its runs, the
+    step parameter its checkpoint steps as examples, errors are JSON, a 202 is a job's status."""
+
+    def __init__(self, registry: RunRegistry, token: str | None, **options):
+        super().__init__(**options)
+        self._registry = registry
+        self._token = token
+
+    def openapi(self) -> dict:
+        if self.openapi_schema:
+            return self.openapi_schema
+        spec = get_openapi(title=self.title, version=self.version, description=self.description, routes=self.routes)
+        names = self._registry.names
+        steps = sorted({ck.step for h in self._registry.handles() for ck in _safe_checkpoints(h)})
         error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         for operations in spec.get("paths", {}).values():
             for op in operations.values():
@@ -111,14 +129,11 @@ def create_app(run_paths: Sequence[str | Path], *, token: str | None = None, mod
                         p["schema"]["enum"] = names
                     if p.get("in") == "path" and p.get("name") == "step" and steps:
                         p["schema"]["examples"] = steps
-        if token:
+        if self._token:
             spec.setdefault("components", {})["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
             spec["security"] = [{"token": []}]
-        app.openapi_schema = spec
+        self.openapi_schema = spec
         return spec
-
-    app.openapi = openapi
-    return app
 
 
 def _safe_checkpoints(handle) -> list:

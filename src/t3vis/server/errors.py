@@ -42,7 +42,7 @@ def describe_validation(exc: RequestValidationError) -> str:
             msg = "is required"
         elif err.get("type") == "json_invalid":
             where, name, msg = "request body", "", "is not valid JSON"
-        parts.append(f"{where} {('%r' % name) if name else ''}: {msg}".replace("  ", " ").replace(" :", ":"))
+        parts.append(f"{where} {(f'{name!r}') if name else ''}: {msg}".replace("  ", " ").replace(" :", ":"))
     return "; ".join(parts) or "the request is invalid"
 
 

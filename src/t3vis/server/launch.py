@@ -7,8 +7,8 @@ import secrets
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from t3vis.errors import InvalidInputError
 

@@ -5,7 +5,8 @@ call and take them off after; two calls on one model at once would see each othe
 So every use of a loaded model holds that model's lock: requests on different models run in
 parallel, requests on the same model one after another. Loading happens outside the cache's
 own lock (a slow load of one checkpoint never blocks a cached hit on another), and two
-requests for the same missing checkpoint load it once.
+requests for the same missing checkpoint load it once. A failed load leaves nothing behind
+(no entry, no gate): the next request for that checkpoint loads again and gets the same error.
 """
 
 from __future__ import annotations
@@ -42,23 +43,37 @@ class ModelCache:
                 return hit
             gate = self._loading.setdefault(key, threading.Lock())
         with gate:
-            with self._lock:
-                hit = self._entries.get(key)
-                if hit is not None:
-                    self._entries.move_to_end(key)
-                    return hit
-            model, tokenizer = load()
-            from t3vis.models.structure import find_attention_layout
+            try:
+                return self._load_once(key, load)
+            finally:                                      # loaded or failed: the gate is not kept
+                with self._lock:
+                    if self._loading.get(key) is gate:
+                        del self._loading[key]
 
-            entry = LoadedModel(model.eval(), tokenizer, layout=find_attention_layout(model))
-            with self._lock:
-                self.loads += 1
-                self._entries[key] = entry
+    def _load_once(self, key: tuple, load) -> LoadedModel:
+        """Under the key's gate: the entry another request loaded meanwhile, or a fresh load.
+        A failed load caches nothing, so the next request tries again and gets the same error."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
                 self._entries.move_to_end(key)
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)     # a request still using it keeps its reference
-                self._loading.pop(key, None)
-            return entry
+                return hit
+        model, tokenizer = load()
+        from t3vis.models.structure import find_attention_layout
+
+        entry = LoadedModel(model.eval(), tokenizer, layout=find_attention_layout(model))
+        with self._lock:
+            self.loads += 1
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)     # a request still using it keeps its reference
+        return entry
+
+    def loading(self) -> int:
+        """Loads in flight (their gates), for tests and logs."""
+        with self._lock:
+            return len(self._loading)
 
     def keys(self) -> list[tuple]:
         with self._lock:

@@ -54,6 +54,12 @@ class RunSummary(BaseModel):
     num_checkpoints: int
 
 
+class DamagedRun(BaseModel):
+    """A served run whose run.json or examples cannot be read: listed so the viewer can say why."""
+    name: str
+    error: str
+
+
 class RunInfo(RunSummary):
     pooling: str | None
     max_length: int | None
@@ -202,7 +208,10 @@ class InstanceAnswer(BaseModel):
     target: int
     method: str
     scores: list[float | None]
-    delta: float | None
+    delta: float | None = Field(description="integrated gradients: the absolute completeness error "
+                                            "|sum(scores) - (f(x) - f(baseline))| in logit units; null otherwise")
+    delta_relative: float | None = Field(None, description="integrated gradients: delta / |f(x) - f(baseline)|; "
+                                                           "null otherwise")
     attention_id: str = Field(description="query string for .../instance/attention that returns this example's "
                                           "attention, e.g. 'id=12' or 'key=...'")
 

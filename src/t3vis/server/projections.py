@@ -10,8 +10,11 @@ for the checkpoint asked for (others get theirs on their first request, which is
 Jobs run one at a time (a projection uses every core); progress is by stage, coarse but
 honest: loading, laying out, measuring preservation. Cache keys hold a fingerprint of every
 hidden-state file involved, so a re-recorded checkpoint is recomputed, never served stale.
-A failed job is reported as failed (with the analysis' message) for FAILURE_TTL_S seconds;
-a request after that tries again.
+A failed job is reported as failed (with the analysis' message) for FAILURE_TTL_S seconds,
+then dropped from the job table (every request sweeps out expired failures, so the table holds
+only live jobs and recent failures); a request after that tries again. Aligned layouts use
+the checkpoints whose hidden states read: one damaged checkpoint answers its own 409 and
+leaves the others' layouts alone.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from t3vis.errors import T3VisError
+from t3vis.errors import CorruptRunError, T3VisError
 from t3vis.server.lru import LRU
 from t3vis.store import schema
 from t3vis.store.cache import ArrayCache, data_fingerprint, key_digest
@@ -45,12 +49,19 @@ class Result:
     mean_preservation: float
 
 
+JobStatus = Literal["queued", "running", "failed"]
+
+
 @dataclass
 class Job:
-    status: str                 # queued | running | failed
+    status: JobStatus
     progress: float
     message: str
-    failed_at: float | None = None
+    failed_at: float = 0.0      # time.monotonic() of the failure
+
+    def expired(self, now: float) -> bool:
+        """A failure old enough to be dropped (and the projection tried again)."""
+        return self.status == "failed" and now - self.failed_at >= FAILURE_TTL_S
 
 
 class Projections:
@@ -70,11 +81,26 @@ class Projections:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
+    def job_count(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def _sweep(self) -> None:
+        """Drop expired failures; the caller holds the lock."""
+        now = time.monotonic()
+        for key in [k for k, j in self._jobs.items() if j.expired(now)]:
+            del self._jobs[key]
+
+    def _live_job(self, key) -> Job | None:
+        """A copy of the job under key, unless there is none (or only an expired failure)."""
+        self._sweep()
+        job = self._jobs.get(key)
+        return None if job is None else Job(job.status, job.progress, job.message, job.failed_at)
+
     def request(self, handle, ck, layer: int, method: str, aligned: bool) -> Result | Job:
         """The finished projection, or the status of the job computing it (started if need be)."""
-        ck.hidden(layer)                                     # unknown layer: NotFoundError now, not in a job
-        series = [c for c in handle.checkpoints() if c.hidden_states.shape == ck.hidden_states.shape] \
-            if aligned else [ck]
+        ck.hidden(layer)             # unknown layer or damaged hidden states: an error now, not in a job
+        series = [c for c in handle.checkpoints() if _same_shape(c, ck)] if aligned else [ck]
         if ck.step not in [c.step for c in series]:
             series = [ck]
         fingerprints = [(c.step, data_fingerprint(c.path / schema.HIDDEN)) for c in series]
@@ -84,18 +110,18 @@ class Projections:
         if hit is not None:
             return hit
         with self._lock:
-            job = self._jobs.get(key)
-            if job is not None and (job.status != "failed" or time.monotonic() - job.failed_at < FAILURE_TTL_S):
-                return Job(job.status, job.progress, job.message)
+            live = self._live_job(key)
+            if live is not None:
+                return live
         cache = ArrayCache(handle.path)
         layout = cache.get(layout_keys[ck.step])
         preservation = cache.get(preservation_key(layout_keys[ck.step]))
         if layout is not None and preservation is not None:
             return self._store(key, ck, method, layout, preservation)
         with self._lock:
-            job = self._jobs.get(key)
-            if job is not None and (job.status != "failed" or time.monotonic() - job.failed_at < FAILURE_TTL_S):
-                return Job(job.status, job.progress, job.message)
+            live = self._live_job(key)
+            if live is not None:
+                return live
             job = Job("queued", 0.0, f"queued: {method} of layer {layer}"
                       + (f" at {len(series)} checkpoints (aligned)" if len(series) > 1 else ""))
             self._jobs[key] = job
@@ -143,7 +169,8 @@ class Projections:
         except Exception as e:      # reported to the client as a failed job, logged with its traceback
             if not isinstance(e, T3VisError):
                 log.exception("projection job %s failed", key)
-            job.status, job.message, job.failed_at = "failed", f"the projection failed: {e}", time.monotonic()
+            job.failed_at, job.message = time.monotonic(), f"the projection failed: {e}"
+            job.status = "failed"                   # last: a sweep must never see a failure without its time
 
     def _store(self, key, ck, method, layout, preservation) -> Result:
         from t3vis.analysis.projection import DEFAULT_MAX_FIT
@@ -159,6 +186,15 @@ class Projections:
                         float(preservation.mean()) if n else 0.0)
         self._results.put(key, result)
         return result
+
+
+def _same_shape(other, ck) -> bool:
+    """Whether other's hidden states read and have ck's shape (so they align with it)."""
+    try:
+        return bool(other.hidden_states.shape == ck.hidden_states.shape)
+    except CorruptRunError as e:
+        log.warning("leaving checkpoint %s out of an aligned projection: %s", other.step, e)
+        return False
 
 
 def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:

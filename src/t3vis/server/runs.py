@@ -5,20 +5,28 @@ Each `RunHandle` opens its run on first use (reading run.json only) and keeps th
 `Checkpoint` objects it hands out, so their cached, memory-mapped arrays outlive a request;
 the checkpoint list is re-read at most once a second, so checkpoints written while the
 server runs appear without a restart.
+
+A damaged run is still served: its routes answer the reader's CorruptRunError (409, naming
+the file). A checkpoint whose meta.json is damaged is left out of the list and its routes
+answer that error; the other checkpoints are served as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 from t3vis.errors import CorruptRunError, NotFoundError
 from t3vis.store import schema
 from t3vis.store.reader import Checkpoint, Run, open_run
+
+log = logging.getLogger("t3vis.server")
 
 _LIST_TTL_S = 1.0
 
@@ -44,12 +52,16 @@ class RunHandle:
         self._checkpoints: dict[int, tuple[int, Checkpoint]] = {}     # step -> (meta mtime_ns, Checkpoint)
         self._listed_at = -1e9
         self._order: list[Checkpoint] = []
-        self._datamap = None                # (DynamicsVersion, DataFrame)
+        self._damaged: dict[int, CorruptRunError] = {}     # step -> why its meta.json does not read
+        self._datamap: tuple[DynamicsVersion, pd.DataFrame] | None = None
 
     # -- the run and its checkpoints ---------------------------------------------------
 
     @property
     def run(self) -> Run:
+        if not self.path.is_dir():
+            raise CorruptRunError(f"run {self.name!r} is gone: its folder {self.path} was moved or deleted while "
+                                  "the server runs; restore it, or restart `t3vis serve` with the runs that exist")
         with self._lock:
             if self._run is None:
                 self._run = open_run(self.path)
@@ -66,7 +78,8 @@ class RunHandle:
             if now - self._listed_at < _LIST_TTL_S:
                 return list(self._order)
             fresh = []
-            for ck in self.run.checkpoints:
+            found, self._damaged = self.run.scan_checkpoints()
+            for ck in found:
                 stamp = _mtime(ck.path / schema.CHECKPOINT_META)
                 kept = self._checkpoints.get(ck.step)
                 if kept is not None and kept[0] == stamp and kept[1].path == ck.path:
@@ -90,6 +103,8 @@ class RunHandle:
         for ck in cks:
             if ck.step == step:
                 return ck
+        if step in self._damaged:
+            raise self._damaged[step]
         raise NotFoundError(f"run {self.name!r} has no checkpoint at step {step}; "
                             f"it has steps {[c.step for c in cks]}")
 
@@ -102,14 +117,25 @@ class RunHandle:
     def outputs_path(self, ck: Checkpoint) -> Path:
         return ck.path / schema.OUTPUTS
 
+    def checked_examples_path(self) -> str:
+        """The examples table's path for DuckDB, after the reader checked its columns."""
+        return str(self.run.check_examples())
+
+    def checked_outputs_path(self, ck: Checkpoint) -> str:
+        """A checkpoint's outputs table's path for DuckDB, after the reader checked its columns."""
+        return str(ck.check_outputs())
+
+    def checked_dynamics_paths(self) -> list[str]:
+        """The training-dynamics parts for DuckDB, after the reader checked their columns."""
+        return [str(p) for p in self.run.dynamics_parts()]
+
     def num_examples(self) -> int:
+        path = self.run.check_examples()
         try:
-            return int(pq.ParquetFile(self.examples_path).metadata.num_rows)
-        except FileNotFoundError:
-            raise CorruptRunError(f"the examples table of run {self.name!r} is missing: {self.examples_path}") from None
+            return int(pq.ParquetFile(path).metadata.num_rows)
         except Exception as e:      # pyarrow raises several types for a damaged file
             raise CorruptRunError(f"the examples table of run {self.name!r} is unreadable "
-                                  f"({type(e).__name__}: {e}): {self.examples_path}") from None
+                                  f"({type(e).__name__}: {e}): {path} (re-record the run)") from None
 
     def dynamics_version(self) -> DynamicsVersion:
         folder = self.path / schema.DYNAMICS_DIR
@@ -122,7 +148,7 @@ class RunHandle:
             files.append((str(p), st.st_size, st.st_mtime_ns))
         return DynamicsVersion(tuple(files))
 
-    def datamap(self):
+    def datamap(self) -> tuple[DynamicsVersion, pd.DataFrame]:
         """(DynamicsVersion, DataFrame id, confidence, variability, correctness, epochs, region), cached."""
         version = self.dynamics_version()
         with self._lock:
@@ -148,7 +174,10 @@ class RunRegistry:
         self._runs: dict[str, RunHandle] = {}
         for i, p in enumerate(paths):
             path = Path(p).expanduser().resolve()
-            open_run(path)                      # fail at start, with the reader's message, not on first request
+            try:
+                open_run(path)                  # no run there: fail at start, with the reader's message
+            except CorruptRunError as e:        # a damaged one is served: its routes answer 409 with this
+                log.warning("run %s is damaged: %s", path, e)
             base = path.name or "run"
             name, k = base, 2
             while name in self._runs:

@@ -1,7 +1,8 @@
 """What keeps the server to itself: the API token, bounded request bodies, safe static files.
 
-- Token: when the app has one, every /api request (and the OpenAPI schema and docs) must carry it, as `Authorization: Bearer
-  TOKEN` or `?token=TOKEN` (the page's first URL); otherwise 401. Compared in constant time.
+- Token: when the app has one, every /api request (and the OpenAPI schema and docs) must carry
+  it, as `Authorization: Bearer TOKEN` or `?token=TOKEN` (the page's first URL); otherwise 401.
+  Compared in constant time.
 - Bodies: at most MAX_BODY bytes, by Content-Length up front and by counting a streamed body;
   otherwise 413 before the handler runs.
 - Static files: only regular files inside the package's static folder, after decoding; any

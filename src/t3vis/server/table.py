@@ -2,8 +2,10 @@
 
 SQL here is parametrised: user input only ever travels as a bound parameter. The only
 identifiers formatted into SQL are the server's own (a derived table's name, a sort column
-picked from a fixed dict). One in-memory DuckDB database per app; every query runs on its
-own cursor, so requests on different threads never share one.
+picked from a fixed dict). One in-memory DuckDB database per app (opened on first use, closed
+when the app stops); every query runs on its own cursor, so requests on different threads
+never share one. Every Parquet file is checked by the reader (columns and types) before DuckDB
+reads it, so a damaged file is a CorruptRunError naming it, not a DuckDB error.
 
 The data map (confidence, variability, region per example) is computed by
 `t3vis.cartography` through the reader and materialised once per run and version of its
@@ -12,6 +14,7 @@ dynamics files as a DuckDB table, so filters and sorts on it cost what a join co
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -25,6 +28,12 @@ import pyarrow as pa
 from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
 from t3vis.server.models import TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
+
+log = logging.getLogger("t3vis.server")
+
+# what DuckDB raises for a file it cannot read or whose columns do not fit the query
+_READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException,
+                duckdb.ConversionException)
 
 SORTS = {key: key for key in ("id", "loss", "gold_prob", "confidence", "variability", "label", "pred")}
 # TableQuery field -> its condition on the wide table (w), the value bound as $field
@@ -90,31 +99,59 @@ def _stamp(path: Path) -> tuple:
     return (str(path), st.st_size, st.st_mtime_ns)
 
 
+def _unreadable(handle: RunHandle, what: str, params: dict, error: Exception) -> CorruptRunError:
+    """A DuckDB read error as the run's fault, naming the files the query read."""
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    files = [v for v in params.values() if isinstance(v, str) and v.endswith(".parquet")]
+    files += [f for v in params.values() if isinstance(v, list) for f in v
+              if isinstance(f, str) and f.endswith(".parquet")]
+    return CorruptRunError(f"{what} of run {handle.name!r} could not be read ({first}); the run's files are "
+                           f"damaged or missing: {', '.join(files) or handle.path} (re-record the run)")
+
+
 class Tables:
     def __init__(self):
-        self._db = duckdb.connect(":memory:")
+        self._db: duckdb.DuckDBPyConnection | None = None       # opened on first use
         self._lock = threading.Lock()
         self._datamaps: dict[int, tuple[object, str]] = {}      # run index -> (version, table name)
         self._serial = 0
         self._tables: OrderedDict[tuple, tuple[object, str]] = OrderedDict()
 
     def close(self) -> None:
-        self._db.close()
+        """Close the database (the app is stopping); a later query opens a fresh one."""
+        with self._lock:
+            db, self._db = self._db, None
+            self._datamaps.clear()
+            self._tables.clear()
+        if db is not None:
+            db.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self._cursor_locked()
+
+    def _cursor_locked(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the database, opening it if need be; the caller holds self._lock."""
+        if self._db is None:
+            self._db = duckdb.connect(":memory:")
+        return self._db.cursor()
 
     def _query(self, handle: RunHandle, sql: str, params: dict, what: str, *, arrow: bool = False):
         """Run sql on a fresh cursor (arrow=True: as a pyarrow Table); damaged or missing files
         become CorruptRunError (409)."""
-        cursor = self._db.cursor()
+        cursor = self._cursor()
         try:
             if arrow:
                 return cursor.sql(sql, params=params).to_arrow_table()
             return cursor.execute(sql, params)
-        except (duckdb.IOException, duckdb.InvalidInputException) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CorruptRunError(f"{what} of run {handle.name!r} could not be read ({first}); "
-                                  "the run's files are damaged or missing: re-record it") from None
+        except _READ_ERRORS as e:
+            raise _unreadable(handle, what, params, e) from None
 
     def datamap_table(self, handle: RunHandle) -> str:
         """Name of the DuckDB table holding the run's data map (built once per dynamics version)."""
@@ -135,7 +172,7 @@ class Tables:
                 return known[1]
             self._serial += 1
             name = f"datamap_{handle.index}_{self._serial}"        # our own identifier, never user input
-            cursor = self._db.cursor()
+            cursor = self._cursor_locked()
             cursor.register("incoming", table)
             cursor.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming")
             cursor.unregister("incoming")
@@ -155,13 +192,11 @@ class Tables:
                 return known[1]
             self._serial += 1
             name = f"{key[0]}_{handle.index}_{self._serial}"        # our own identifier, never user input
-        cursor = self._db.cursor()
+        cursor = self._cursor()
         try:
             cursor.execute(f"CREATE TABLE {name} AS {build_sql}", params)
-        except (duckdb.IOException, duckdb.InvalidInputException) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CorruptRunError(f"{what} of run {handle.name!r} could not be read ({first}); "
-                                  "the run's files are damaged or missing: re-record it") from None
+        except _READ_ERRORS as e:
+            raise _unreadable(handle, what, params, e) from None
         drop = []
         with self._lock:
             old = self._tables.get(key)
@@ -180,11 +215,11 @@ class Tables:
         the data map), materialised in DuckDB once per version of those files, so a page is a
         scan of memory, not a decode and join of Parquet files."""
         dm = self.datamap_table(handle)
-        params = {"examples": str(handle.examples_path)}
+        params = {"examples": handle.checked_examples_path()}
         outputs = _NO_OUTPUTS
         if ck is not None:
             outputs = "read_parquet($outputs)"
-            params["outputs"] = str(handle.outputs_path(ck))
+            params["outputs"] = handle.checked_outputs_path(ck)
         version = (dm, _stamp(handle.examples_path), _stamp(handle.outputs_path(ck)) if ck is not None else None)
         sql = ("SELECT e.id, e.split, e.label, o.pred, o.correct, o.loss, o.gold_prob, d.confidence, d.variability, "
                f"d.region FROM read_parquet($examples) e LEFT JOIN {outputs} o ON o.id = e.id "
@@ -195,7 +230,7 @@ class Tables:
     def _text_table(self, handle: RunHandle) -> str:
         return self._materialised(("texts", handle.index), _stamp(handle.examples_path),
                                   "SELECT id, text, lower(text) AS lowered FROM read_parquet($examples)",
-                                  {"examples": str(handle.examples_path)}, handle, "the examples table")
+                                  {"examples": handle.checked_examples_path()}, handle, "the examples table")
 
     def page(self, handle: RunHandle, q: TableQuery) -> TablePage:
         ck = handle.checkpoint(q.step) if (q.step is not None or handle.checkpoints()) else None
@@ -249,8 +284,8 @@ class Tables:
                "d.variability::FLOAT AS variability, d.region::VARCHAR AS region "
                f"FROM read_parquet($examples) e LEFT JOIN read_parquet($outputs) o ON o.id = e.id "
                f"LEFT JOIN {dm} d ON d.id = e.id WHERE e.probe_row >= 0 ORDER BY e.probe_row")
-        result = self._query(handle, sql, {"examples": str(handle.examples_path),
-                                           "outputs": str(handle.outputs_path(ck))}, "the per-point columns",
+        result = self._query(handle, sql, {"examples": handle.checked_examples_path(),
+                                           "outputs": handle.checked_outputs_path(ck)}, "the per-point columns",
                              arrow=True)
         return _dictionary_encoded(result.cast(POINTS_SCHEMA), ("split", "region"))
 
@@ -260,7 +295,7 @@ class Tables:
                "d.correctness::FLOAT AS correctness, d.region::VARCHAR AS region, "
                "coalesce(e.probe_row, -1)::INTEGER AS probe_row "
                f"FROM {dm} d LEFT JOIN read_parquet($examples) e ON e.id = d.id ORDER BY d.id")
-        result = self._query(handle, sql, {"examples": str(handle.examples_path)}, "the data map", arrow=True)
+        result = self._query(handle, sql, {"examples": handle.checked_examples_path()}, "the data map", arrow=True)
         return _dictionary_encoded(result.cast(DATAMAP_SCHEMA), ("region",))
 
     # -- examples --------------------------------------------------------------------------
@@ -269,27 +304,28 @@ class Tables:
         """id, split, text, label, probe_row of one example; NotFoundError if the run has none such."""
         row = self._query(handle, "SELECT id, split, text, label, probe_row FROM read_parquet($examples) "
                                   "WHERE id = $id LIMIT 1",
-                          {"examples": str(handle.examples_path), "id": example_id}, "the examples table").fetchone()
+                          {"examples": handle.checked_examples_path(), "id": example_id},
+                          "the examples table").fetchone()
         if row is None:
             raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
         return dict(zip(("id", "split", "text", "label", "probe_row"), row))
 
-    def probe_rows(self, handle: RunHandle, ids: list[int], *, skip_unprobed: bool = False) -> ProbeSelection:
-        """The probe rows, labels and texts of the given ids, in their order. An unknown id is a
-        404; an id seen in training only (never probed) is a 404 too, or, with skip_unprobed,
-        left out and counted (a data-map selection mixes both kinds)."""
+    def probe_rows(self, handle: RunHandle, ids: list[int]) -> ProbeSelection:
+        """The probe rows, labels and texts of the given ids, in their order. An id seen in training
+        only (probe_row -1, or known only to the data map) is left out and counted in `skipped`: a
+        data-map selection mixes both kinds. An id the run does not know at all is a 404; a
+        selection with no probed id is a 422."""
         sql = ("SELECT u.id, e.probe_row, e.label, e.text FROM (SELECT unnest($ids::BIGINT[]) AS id, "
                "generate_subscripts($ids::BIGINT[], 1) AS k) u LEFT JOIN read_parquet($examples) e ON e.id = u.id "
                "ORDER BY u.k")
-        rows = self._query(handle, sql, {"ids": ids, "examples": str(handle.examples_path)},
+        rows = self._query(handle, sql, {"ids": ids, "examples": handle.checked_examples_path()},
                            "the examples table").fetchall()
-        for example_id, probe_row, _, _ in rows:
-            if probe_row is None:
-                raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
-            if probe_row < 0 and not skip_unprobed:
-                raise NotFoundError(f"example {example_id} of run {handle.name!r} is not in the probe set "
-                                    "(it was seen in training only), so no checkpoint recorded it")
-        probed = [r for r in rows if r[1] >= 0]
+        unlisted = sorted({r[0] for r in rows if r[1] is None})
+        unknown = [i for i in unlisted if i not in self._datamap_ids(handle, unlisted)]
+        if unknown:
+            raise NotFoundError(f"run {handle.name!r} has no example with id {unknown[0]}"
+                                + (f" (nor {len(unknown) - 1} other id(s) given)" if len(unknown) > 1 else ""))
+        probed = [r for r in rows if r[1] is not None and r[1] >= 0]
         if not probed:
             raise InvalidInputError(f"none of the {len(rows)} ids is in the probe set of run {handle.name!r} "
                                     "(they were seen in training only, so no checkpoint recorded them)")
@@ -298,19 +334,30 @@ class Tables:
                               labels=np.array([r[2] for r in probed], dtype=np.int64),
                               texts=[r[3] for r in probed], skipped=len(rows) - len(probed))
 
+    def _datamap_ids(self, handle: RunHandle, ids: list[int]) -> set[int]:
+        """Which of ids the data map knows (training examples observed but not in examples.parquet)."""
+        if not ids:
+            return set()
+        dm = self.datamap_table(handle)
+        rows = self._query(handle, f"SELECT DISTINCT id FROM {dm} WHERE id IN (SELECT unnest($ids::BIGINT[]))",
+                           {"ids": ids}, "the data map").fetchall()
+        return {int(r[0]) for r in rows}
+
     def probe_set(self, handle: RunHandle) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(ids, labels, texts) of every probe example, in probe order."""
         rows = self._query(handle, "SELECT id, label, text FROM read_parquet($examples) WHERE probe_row >= 0 "
-                                   "ORDER BY probe_row", {"examples": str(handle.examples_path)},
+                                   "ORDER BY probe_row", {"examples": handle.checked_examples_path()},
                            "the examples table").fetchall()
         return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
                 [r[2] for r in rows])
 
     def history(self, handle: RunHandle, checkpoints, example_id: int) -> list[dict]:
-        """pred, loss, gold_prob, probs of one example at every checkpoint (in order)."""
+        """pred, loss, gold_prob, probs of one example at every checkpoint (in order); a checkpoint
+        whose outputs are damaged is left out (its own routes answer why)."""
+        checkpoints = [ck for ck in checkpoints if _outputs_readable(handle, ck)]
         if not checkpoints:
             return []
-        files = [str(handle.outputs_path(ck)) for ck in checkpoints]
+        files = [handle.checked_outputs_path(ck) for ck in checkpoints]
         rows = self._query(handle, "SELECT filename, pred, loss, gold_prob, probs FROM "
                                    "read_parquet($files, filename=true) WHERE id = $id",
                            {"files": files, "id": example_id}, "the checkpoint outputs").fetchall()
@@ -328,7 +375,7 @@ class Tables:
         """Raw training-dynamics rows (all, or of one example) as a DataFrame."""
         import pandas as pd
 
-        files = handle.dynamics_version().paths
+        files = handle.checked_dynamics_paths()
         if not files:
             return pd.DataFrame({"id": [], "epoch": [], "step": [], "gold_prob": [], "correct": []})
         sql = "SELECT id, epoch, step, gold_prob, correct FROM read_parquet($files)"
@@ -339,7 +386,7 @@ class Tables:
         return self._query(handle, sql, params, "the training dynamics").df()
 
     def training_curve(self, handle: RunHandle) -> list[dict]:
-        files = handle.dynamics_version().paths
+        files = handle.checked_dynamics_paths()
         if not files:
             return []
         rows = self._query(handle, "SELECT step, min(epoch), avg(correct::DOUBLE), avg(gold_prob), count(*) "
@@ -347,3 +394,12 @@ class Tables:
                            {"files": files}, "the training dynamics").fetchall()
         return [{"step": int(r[0]), "epoch": _finite(r[1]), "accuracy": _finite(r[2]), "gold_prob": _finite(r[3]),
                  "n": int(r[4])} for r in rows]
+
+
+def _outputs_readable(handle: RunHandle, ck) -> bool:
+    try:
+        handle.checked_outputs_path(ck)
+    except CorruptRunError as e:
+        log.warning("leaving checkpoint %s of run %s out of an example's history: %s", ck.step, handle.name, e)
+        return False
+    return True
