@@ -58,8 +58,14 @@ ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "gpt2")
 def make_model(kind: str = "bert", num_labels: int = 2, seed: int = 0):
     """(model, tokenizer): a 2-layer, 4-head, 32-dim random classifier of the given family."""
     import torch
-    from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, ElectraConfig,
-                              GPT2Config, RobertaConfig)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        BertConfig,
+        DistilBertConfig,
+        ElectraConfig,
+        GPT2Config,
+        RobertaConfig,
+    )
 
     tokenizer = make_tokenizer("gpt2" if kind == "gpt2" else "roberta" if kind == "roberta" else "bert")
     vocab = len(tokenizer)
@@ -105,7 +111,7 @@ def tiny_run(tmp_path):
     rec = Recorder(tmp_path / "run", model, tokenizer, texts, labels, splits=["train"] * 12 + ["validation"] * 12,
                    batch_size=8)
     rec.snapshot(step=0, epoch=0.0)
-    for epoch in range(2):
+    for _epoch in range(2):
         enc = tokenizer(texts[:12], padding=True, return_tensors="pt")
         logits = model(**enc).logits
         rec.observe(torch.arange(12), logits, torch.tensor(labels[:12]))

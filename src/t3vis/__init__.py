@@ -18,8 +18,22 @@ _LAZY = {
     "evaluate": ("t3vis.analysis.heads", "evaluate"),
 }
 
-__all__ = ["Attribution", "Checkpoint", "CorruptRunError", "InvalidInputError", "NotFoundError", "Recorder", "Run",
-           "T3VisError", "UnsupportedModelError", "evaluate", "explain", "head_importance", "open_run", "__version__"]
+__all__ = [
+    "Attribution",
+    "Checkpoint",
+    "CorruptRunError",
+    "InvalidInputError",
+    "NotFoundError",
+    "Recorder",
+    "Run",
+    "T3VisError",
+    "UnsupportedModelError",
+    "__version__",
+    "evaluate",
+    "explain",
+    "head_importance",
+    "open_run",
+]
 
 
 def __getattr__(name: str):

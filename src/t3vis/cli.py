@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -28,11 +29,9 @@ def _demo(args) -> int:
 def _serve_runs(runs, args) -> int:
     from t3vis.server import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve(runs, host=args.host, port=args.port, token=args.token, model_cache=args.model_cache,
               open_browser=not args.no_browser, cors_origins=args.cors_origin or ())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

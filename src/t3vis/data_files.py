@@ -35,7 +35,8 @@ def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_co
     if not path.is_file():
         raise NotFoundError(f"no data file at {path}")
     # pandas decompresses by extension, so "data.csv.gz" reads as a CSV
-    kind = path.suffixes[-2] if len(path.suffixes) > 1 and path.suffix in (".bz2", ".gz", ".zst", ".xz") else path.suffix
+    compressed = len(path.suffixes) > 1 and path.suffix in (".bz2", ".gz", ".zst", ".xz")
+    kind = path.suffixes[-2] if compressed else path.suffix
     reader = _READERS.get(kind.lower())
     if reader is None:
         raise InvalidInputError(f"{path.name}: unknown file type; use .csv, .tsv, .jsonl or .parquet")

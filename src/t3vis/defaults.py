@@ -20,7 +20,7 @@ def _package_dir(name: str, install_hint: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise NotFoundError(f"the package {name!r} is not installed; {install_hint}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def demo_model_path() -> Path:

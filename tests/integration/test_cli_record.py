@@ -7,9 +7,9 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import make_labels, make_model, make_texts
 
 import t3vis
-from conftest import make_labels, make_model, make_texts
 from t3vis.cli import main
 
 
@@ -35,7 +35,8 @@ def test_record_reads_every_file_type_and_orders_by_step(tmp_path, checkpoints, 
     texts, labels = make_texts(9), make_labels(9)
     frame = pd.DataFrame({"sentence": texts, "polarity": ["pos" if y else "neg" for y in labels]})
     data = tmp_path / f"data{suffix}"
-    {".csv": lambda: frame.to_csv(data, index=False), ".jsonl": lambda: frame.to_json(data, orient="records", lines=True),
+    {".csv": lambda: frame.to_csv(data, index=False),
+     ".jsonl": lambda: frame.to_json(data, orient="records", lines=True),
      ".parquet": lambda: frame.to_parquet(data)}[suffix]()
     code = main(["record", *map(str, checkpoints), "--data", str(data), "--out", str(tmp_path / "run"),
                  "--text-column", "sentence", "--label-column", "polarity", "--batch-size", "4"])
@@ -47,6 +48,8 @@ def test_record_reads_every_file_type_and_orders_by_step(tmp_path, checkpoints, 
     assert list(run.examples["label"]) == labels   # names mapped through the model's label2id
     # each checkpoint references its folder and was probed with its own weights
     assert run.checkpoints[0].weights_path == (tmp_path / "checkpoint-10").resolve()
+    # ...and names those folders in run.json, the only folders outside the run the server loads from
+    assert sorted(run.meta["weights_roots"]) == sorted(str(f.resolve()) for f in checkpoints)
     biases = [c.outputs["probs"].iloc[0][1] for c in run.checkpoints]
     assert biases[0] < biases[1] < biases[2]  # the bias towards "pos" grows step by step
     model, _ = run.checkpoints[1].load_model()

@@ -26,7 +26,7 @@ def test_stratified_split_is_disjoint_and_keeps_the_label_mix():
 
 
 def test_demo_model_is_minilm_with_eager_attention_and_a_fresh_head():
-    model, tokenizer = load_demo_model(DEMO_LABELS)
+    model, _tokenizer = load_demo_model(DEMO_LABELS)
     assert model.config.num_hidden_layers == 6 and model.config.num_attention_heads == 12
     assert model.config.hidden_size == 384 and model.config._attn_implementation == "eager"
     assert 22_000_000 < sum(p.numel() for p in model.parameters()) < 23_000_000

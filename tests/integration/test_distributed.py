@@ -80,7 +80,7 @@ def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
     results = []
     for code, out, err in start_ranks(tmp_path, run_dir):
         assert code == 0, f"rank failed:\n{err[-4000:]}"
-        results.append(json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]))
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
     return results
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from captum_reference import captum_integrated_gradients
 
 import t3vis
-from captum_reference import captum_integrated_gradients
 from t3vis.analysis.saliency import METHODS
 from t3vis.defaults import load_demo_data, load_demo_model
 
@@ -28,9 +28,13 @@ def ig(demo):
 
 
 def test_integrated_gradients_are_complete_on_the_demo_model(ig):
-    deltas = np.array([a.delta for a in ig])
-    assert len(deltas) == 24 and np.isfinite(deltas).all()
-    assert np.median(deltas) <= 0.02
+    relative = np.array([a.delta_relative for a in ig], dtype=float)
+    assert len(relative) == 24 and np.isfinite(relative).all()
+    assert np.median(relative) <= 0.02
+    # the absolute error is in logit units, and no more than the relative one allows
+    absolute = np.array([a.delta for a in ig])
+    assert np.isfinite(absolute).all() and (absolute >= 0).all()
+    assert np.median(absolute) <= 0.02 * np.median([abs(a.scores.astype(float).sum()) for a in ig])
 
 
 def test_integrated_gradients_agree_with_captum_on_the_demo_model(demo, ig):
@@ -64,10 +68,11 @@ def test_every_method_on_the_demo_model_leaves_it_as_found(demo):
 def test_bfloat16_integrated_gradients_stay_complete_and_agree_with_float32(demo, ig):
     model, tokenizer, texts = demo
     fast = t3vis.explain(model, tokenizer, texts, "integrated_gradients", n_steps=50, precision="bfloat16")
-    deltas = np.array([a.delta for a in fast])
+    deltas = np.array([a.delta_relative for a in fast], dtype=float)
     assert np.median(deltas) <= 0.02
     # the end points stay float32, so the delta sees the bfloat16 error: it is not float32's
-    assert np.median(deltas) > np.median([a.delta for a in ig])
+    assert np.median(deltas) > np.median([a.delta_relative for a in ig])
+    assert np.median([a.delta for a in fast]) > np.median([a.delta for a in ig])
     for a, b in zip(fast, ig):
         assert a.target == b.target and a.scores.dtype == np.float32
         assert np.corrcoef(a.scores, b.scores)[0, 1] >= 0.99

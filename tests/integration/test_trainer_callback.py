@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_labels, make_model, make_texts
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 import t3vis
-from conftest import make_labels, make_model, make_texts
 from t3vis.integrations.transformers import T3VisCallback
 
 

@@ -10,7 +10,8 @@ from t3vis.errors import InvalidInputError, NotFoundError
 
 def test_compressed_csv_with_ids_and_splits(tmp_path):
     path = tmp_path / "d.csv.gz"
-    pd.DataFrame({"text": ["a", "b"], "label": [1, 0], "id": [7, 9], "split": ["train", "dev"]}).to_csv(path, index=False)
+    frame = pd.DataFrame({"text": ["a", "b"], "label": [1, 0], "id": [7, 9], "split": ["train", "dev"]})
+    frame.to_csv(path, index=False)
     table = read_labelled_texts(path)
     assert table.texts == ["a", "b"] and table.labels.tolist() == [1, 0]
     assert table.ids.tolist() == [7, 9] and table.splits == ["train", "dev"] and table.label_names is None

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 READ_WITHOUT_TORCH = textwrap.dedent("""
@@ -49,7 +48,7 @@ def run_python(code: str) -> dict:
 
 
 def test_reading_a_run_imports_no_torch(tiny_run):
-    run_dir, texts, labels = tiny_run
+    run_dir, texts, _labels = tiny_run
     got = run_python(READ_WITHOUT_TORCH.format(src=SRC, run=str(run_dir)))
     assert got["t3vis_file"].startswith(SRC)
     # the reads really happened, on real data

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import ARCHITECTURES, make_labels, make_model, make_texts
+
 from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.gates import gated_heads, mask_to_gates
 from t3vis.models.structure import find_attention_layout
@@ -37,9 +37,8 @@ def test_probe_shapes_and_outputs_match_a_plain_forward(kind):
             np.testing.assert_allclose(result.logits[i], out.logits[0].numpy(), rtol=1e-4, atol=1e-5)
             loss = torch.nn.functional.cross_entropy(out.logits, torch.tensor([labels[i]]))
             assert result.loss[i] == pytest.approx(loss.item(), rel=1e-4)
-            mask = enc["attention_mask"]
-            pooling = "last" if kind == "gpt2" else "cls"
-            expect = pool(out.hidden_states[-1], mask, pooling)[0].numpy()
+            # one unpadded text: encoders pool the first token ([CLS], <s>), GPT-2 the last one
+            expect = out.hidden_states[-1][0, -1 if kind == "gpt2" else 0].numpy()
             np.testing.assert_allclose(result.hidden[-1, i].astype(np.float32), expect, rtol=2e-3, atol=2e-3)
 
 

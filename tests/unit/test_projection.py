@@ -5,13 +5,14 @@ umap-learn takes ~20 s to import; the UMAP tests share one process, so that cost
 Data are small (<= 300 points) to keep the suite fast on two cores.
 """
 
+import itertools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from t3vis.analysis import project, project_aligned, neighborhood_preservation
+from t3vis.analysis import neighborhood_preservation, project, project_aligned
 from t3vis.analysis.projection import procrustes_align
 from t3vis.errors import InvalidInputError
 
@@ -147,7 +148,7 @@ def test_aligned_layouts_of_an_unchanging_run_stay_still(method):
     X = sheets()
     layouts = project_aligned([X, X, X], method)
     assert len(layouts) == 3 and all(Y.shape == (180, 2) and Y.dtype == np.float32 for Y in layouts)
-    for a, b in zip(layouts, layouts[1:]):
+    for a, b in itertools.pairwise(layouts):
         assert median_displacement(a, b) < 0.01
     # hidden states that move a little: the warm start + Procrustes keep the picture far stiller
     # than laying out each checkpoint on its own (measured: t-SNE 1.5% vs 9%, UMAP 6% vs 33%)

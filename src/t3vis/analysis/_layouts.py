@@ -32,6 +32,7 @@ def warm_start_params(method: str, given: dict) -> dict:
     unchanged data (1.6% since n_neighbors defaults to 10, 1.8% since UMAP sees the full space
     below 50,000 points) and follows change fully (0.19). The caller's settings win.
     """
+    warm: dict[str, float]
     if method == "tsne":
         warm = {"early_exaggeration_iter": 0}
     elif method == "umap":

@@ -20,8 +20,8 @@ Pure functions over arrays (none of this was in the T3-Vis paper):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,7 @@ def forgetting_events(correct) -> Forgetting:
     """correct (T, N): observation t of example n was classified right (bool, or a share >= 0.5)."""
     right = _as_matrix(correct, "correct", integer=False) >= 0.5
     events = (right[:-1] & ~right[1:]).sum(0).astype(np.int64)
-    ever = right.any(0)
+    ever = np.asarray(right.any(0))                                 # (N,) bool
     first = np.where(ever, right.argmax(0), -1).astype(np.int64)
     return Forgetting(events, ~ever, first)
 

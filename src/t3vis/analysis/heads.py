@@ -31,16 +31,15 @@ does for `ck.head_importance`; normalize=False gives the sums (`ck.head_importan
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError, NotFoundError
-from t3vis.models.batches import length_sorted_batches, unwrap, validate_examples
+from t3vis.models.batches import Labels, length_sorted_batches, num_labels, unwrap, validate_examples
 from t3vis.models.gates import gated_heads, mask_to_gates
 from t3vis.models.head_gradients import capture_head_contexts
 from t3vis.models.structure import AttentionLayout, eval_mode, find_attention_layout
@@ -61,15 +60,15 @@ class EvaluationResult:
     nan_examples: int
 
 
-def gate_gradients(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+def gate_gradients(model: nn.Module, tokenizer, texts: Sequence[str], labels: Labels, *,
                    batch_size: int = 32, max_length: int = 128, layout: AttentionLayout | None = None) -> np.ndarray:
     """Signed d loss / d head gate per example, (n, L, H) float32, in the order of texts."""
     model = unwrap(model)
-    labels = validate_examples(texts, labels, int(model.config.num_labels), what="set of examples")
+    classes = validate_examples(texts, labels, num_labels(model), what="set of examples")
     layout = layout or find_attention_layout(model)
     device = next(model.parameters()).device
     grads = np.zeros((len(texts), layout.num_layers, layout.num_heads), np.float32)
-    batches = length_sorted_batches(tokenizer, texts, labels, batch_size=batch_size, max_length=max_length,
+    batches = length_sorted_batches(tokenizer, texts, classes, batch_size=batch_size, max_length=max_length,
                                     device=device)
     with eval_mode(model), torch.enable_grad():
         for rows, enc, gold in batches:
@@ -99,7 +98,7 @@ def importance_from_gate_gradients(gate_grads: np.ndarray, *, method: str = "gat
     return raw.astype(np.float32)
 
 
-def head_importance(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+def head_importance(model: nn.Module, tokenizer, texts: Sequence[str], labels: Labels, *,
                     method: str = "gate", batch_size: int = 32, max_length: int = 128, normalize: bool = True,
                     layout: AttentionLayout | None = None) -> np.ndarray:
     """(L, H) importance of every head over the given examples (all, a selection or one).
@@ -147,23 +146,23 @@ def _index(value, what: str) -> int:
         raise InvalidInputError(f"a {what} is an integer index, not {value!r}") from None
 
 
-def evaluate(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int],
+def evaluate(model: nn.Module, tokenizer, texts: Sequence[str], labels: Labels,
              masked_heads: Mapping | None = None, *, batch_size: int = 32, max_length: int = 128,
              layout: AttentionLayout | None = None) -> EvaluationResult:
     """Accuracy, loss and predictions with the given heads gated to zero; the model is left as found."""
     model = unwrap(model)
-    num_labels = int(model.config.num_labels)
-    labels = validate_examples(texts, labels, num_labels, what="set of examples")
+    n_classes = num_labels(model)
+    classes = validate_examples(texts, labels, n_classes, what="set of examples")
     layout = layout or find_attention_layout(model)
     mask = validate_masked_heads(layout, masked_heads)
     device = next(model.parameters()).device
-    logits_all = np.empty((len(texts), num_labels), np.float32)
-    batches = length_sorted_batches(tokenizer, texts, labels, batch_size=batch_size, max_length=max_length,
+    logits_all = np.empty((len(texts), n_classes), np.float32)
+    batches = length_sorted_batches(tokenizer, texts, classes, batch_size=batch_size, max_length=max_length,
                                     device=device)
     with eval_mode(model), torch.no_grad(), gated_heads(layout, mask_to_gates(layout, mask, device=device)):
         for rows, enc, _ in batches:
             logits_all[rows] = model(**enc).logits.float().cpu().numpy()
-    return _result(logits_all, labels, mask)
+    return _result(logits_all, classes, mask)
 
 
 def _result(logits: np.ndarray, labels: np.ndarray, mask: dict[int, tuple[int, ...]]) -> EvaluationResult:

@@ -110,7 +110,7 @@ def pca(Z: np.ndarray, k: int) -> np.ndarray:
     """
     Zc = Z - Z.mean(axis=0, dtype=np.float64).astype(Z.dtype)       # (N, d)
     cov = (Zc.T @ Zc).astype(np.float64)                             # (d, d)
-    values, vectors = np.linalg.eigh(cov)                            # ascending
+    _values, vectors = np.linalg.eigh(cov)                            # ascending
     k_eff = min(k, Z.shape[1])
     axes = vectors[:, ::-1][:, :k_eff]                               # (d, k_eff)
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(k_eff)])
@@ -158,7 +158,7 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
         raise InvalidInputError("project_aligned sets init itself and returns layouts only")
     k = len(Xs)
     anchor = anchor % k
-    layouts: list[np.ndarray | None] = [None] * k
+    layouts: dict[int, np.ndarray] = {}                              # checkpoint: (N, 2), filled outwards
     layouts[anchor] = project(Xs[anchor], method, seed=seed, **kwargs)
     report = on_layout or (lambda done, total: None)
     report(1, k)
@@ -172,7 +172,7 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
                         **{**kwargs, **warm})
             layouts[i] = procrustes_align(Y, layouts[ref])
         report(done, k)
-    return layouts
+    return [layouts[i] for i in range(k)]
 
 
 def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ class FingerprintTable:
         order = torch.argsort(keys)
         self.keys, self.ids = keys[order], ids[order]
 
-    def to(self, device) -> "FingerprintTable":
+    def to(self, device) -> FingerprintTable:
         self.keys, self.ids = self.keys.to(device), self.ids.to(device)
         return self
 

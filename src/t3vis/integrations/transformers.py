@@ -6,8 +6,8 @@ training forward passes the Trainer already makes (a forward hook reads their lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class T3VisCallback(TrainerCallback):
             self.recorder = Recorder(self.run_dir, model, self.tokenizer, self.texts, self.labels,
                                      exist_ok=state.global_step > 0, **self.recorder_options)
         if self.record_dynamics and train_dataloader is not None:
-            self._table = self._register_training_examples(train_dataloader.dataset)
+            self._table = self._register_training_examples(self.recorder, train_dataloader.dataset)
             self._hook = model.register_forward_hook(self._observe, with_kwargs=True)
         if state.global_step == 0:
             self._snapshot(args, state, control)
@@ -86,19 +86,19 @@ class T3VisCallback(TrainerCallback):
         return None
 
     def _observe(self, module, args, kwargs, output) -> None:
-        if not module.training or self._table is None:
+        recorder, table = self.recorder, self._table
+        if not module.training or recorder is None or table is None:
             return
         input_ids, labels = kwargs.get("input_ids"), kwargs.get("labels")
         logits = getattr(output, "logits", None)
         if input_ids is None or labels is None or logits is None or labels.dim() != 1:
             return
-        ids = self._table.lookup(fingerprints(input_ids, kwargs.get("attention_mask")))
-        self.recorder.observe(ids, logits, labels)
+        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask")))
+        recorder.observe(ids, logits, labels)
 
-    def _register_training_examples(self, dataset) -> FingerprintTable:
+    def _register_training_examples(self, rec: Recorder, dataset) -> FingerprintTable:
         """Give every training row an id: the probe id when its tokens equal a probe example's,
         else a fresh id after the probe ids. Register its decoded text and label with the run."""
-        rec = self.recorder
         probe_keys = _fingerprint_texts(self.tokenizer, self.texts, rec.options["max_length"])
         probe_ids = dict(zip(probe_keys.tolist(), rec.ids.tolist()))
         next_id = int(rec.ids.max()) + 1

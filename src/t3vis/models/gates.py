@@ -6,8 +6,8 @@ context manager and every hook comes off in `finally`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 
@@ -42,8 +42,9 @@ def gated_heads(layout: AttentionLayout, gates: torch.Tensor,
             h.remove()
 
 
-def mask_to_gates(layout: AttentionLayout, masked_heads: dict[int, list[int]] | None,
-                  device=None) -> torch.Tensor:
+def mask_to_gates(layout: AttentionLayout, masked_heads: Mapping[int, Sequence[int]] | None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """(L, H) gates: 0 for every masked head, 1 elsewhere."""
     gates = torch.ones(layout.num_layers, layout.num_heads, device=device)
     for layer, heads in (masked_heads or {}).items():
         gates[int(layer), list(heads)] = 0.0

@@ -14,8 +14,8 @@ No parameter's `.grad` is touched. Shared by the probe pass (record) and head im
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

@@ -10,9 +10,9 @@ One forward pass on two dummy tokens, with hooks on every module of the first bl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -60,7 +60,12 @@ def _is_projection(module: nn.Module) -> bool:
 
 
 def _projection_in_features(module: nn.Module) -> int:
-    return module.in_features if isinstance(module, nn.Linear) else module.weight.shape[0]
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise UnsupportedModelError(f"{type(module).__name__} projects attention output without a weight tensor")
+    return int(weight.shape[0])
 
 
 def _find_blocks(model: nn.Module, num_layers: int) -> nn.ModuleList:

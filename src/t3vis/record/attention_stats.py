@@ -19,22 +19,21 @@ class AttentionStats:
     thumbnail_size: int
     sums: dict[str, np.ndarray] = field(default_factory=dict)   # name -> (L, H) float64
     queries: float = 0.0                                          # valid query positions seen
-    thumb_sum: np.ndarray | None = None                           # (L, H, K, K) float64
-    thumb_count: np.ndarray | None = None                         # (K, K): examples covering each cell
+    thumb_sum: np.ndarray = field(init=False)                     # (L, H, K, K) float64
+    thumb_count: np.ndarray = field(init=False)                   # (K, K): examples covering each cell
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         L, H, K = self.num_layers, self.num_heads, self.thumbnail_size
         for name in ATTENTION_SUMMARIES:
             self.sums.setdefault(name, np.zeros((L, H)))
-        if self.thumb_sum is None:
-            self.thumb_sum = np.zeros((L, H, K, K))
-            self.thumb_count = np.zeros((K, K))
+        self.thumb_sum = np.zeros((L, H, K, K))
+        self.thumb_count = np.zeros((K, K))
 
     @torch.no_grad()
     def add_layer(self, layer: int, attn: torch.Tensor, valid: torch.Tensor, separator: torch.Tensor) -> None:
         """attn (B, H, T, T) rows sum to one over keys; valid (B, T) bool; separator (B, T) bool."""
         attn = attn.detach().float()
-        B, H, T, _ = attn.shape
+        _B, _H, T, _ = attn.shape
         q_valid = valid[:, None, :].float()                                # (B, 1, T)
         positions = torch.arange(T, device=attn.device, dtype=torch.float32)
         entropy = -(attn * torch.log(attn.clamp_min(1e-12))).sum(-1)        # (B, H, T)
@@ -57,7 +56,7 @@ class AttentionStats:
             self.queries += float(valid.sum())
             self.thumb_count[:K, :K] += pair.sum(0).double().cpu().numpy()
 
-    def merge(self, other: "AttentionStats") -> None:
+    def merge(self, other: AttentionStats) -> None:
         for name in ATTENTION_SUMMARIES:
             self.sums[name] += other.sums[name]
         self.queries += other.queries

@@ -9,15 +9,15 @@ The model is left as it was found: training flags restored, hooks removed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError
-from t3vis.models.batches import length_sorted_batches, unwrap, validate_examples
+from t3vis.models.batches import Labels, length_sorted_batches, num_labels, unwrap, validate_examples
 from t3vis.models.head_gradients import capture_head_contexts
 from t3vis.models.structure import AttentionLayout, eval_mode, find_attention_layout
 from t3vis.record.attention_stats import AttentionStats
@@ -65,8 +65,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-def validate_probe_set(texts: Sequence[str], labels: Sequence[int], num_labels: int) -> np.ndarray:
-    return validate_examples(texts, labels, num_labels, what="probe set")
+def validate_probe_set(texts: Sequence[str], labels: Labels, n_classes: int) -> np.ndarray:
+    return validate_examples(texts, labels, n_classes, what="probe set")
 
 
 def _separator_ids(tokenizer) -> list[int]:
@@ -74,28 +74,28 @@ def _separator_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Labels, *,
           pooling: str = "auto", batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
           layout: AttentionLayout | None = None, hidden_out: np.ndarray | None = None,
           progress: Callable[[int], None] | None = None) -> ProbeResult:
     """Run the fused probe pass. hidden_out, if given, is filled in place (a memory-mapped file)."""
     model = unwrap(model)
-    num_labels = int(model.config.num_labels)
-    labels = validate_probe_set(texts, labels, num_labels)
+    n_classes = num_labels(model)
+    classes = validate_probe_set(texts, labels, n_classes)
     layout = layout or find_attention_layout(model)
     pooling = resolve_pooling(pooling, tokenizer)
     device = next(model.parameters()).device
     L, H, n = layout.num_layers, layout.num_heads, len(texts)
 
     hidden = hidden_out if hidden_out is not None else np.empty((L + 1, n, layout.hidden_size), np.float16)
-    logits_all = np.empty((n, num_labels), np.float32)
+    logits_all = np.empty((n, n_classes), np.float32)
     loss_all = np.empty(n, np.float32)
     grads_all = np.zeros((n, L, H), np.float32)
     stats = AttentionStats(L, H, thumbnail_size)
     separators = torch.tensor(_separator_ids(tokenizer), device=device)
 
     # sorted by length so each batch pads little; results are scattered back to input order
-    batches = length_sorted_batches(tokenizer, texts, labels, batch_size=batch_size, max_length=max_length,
+    batches = length_sorted_batches(tokenizer, texts, classes, batch_size=batch_size, max_length=max_length,
                                     device=device)
     with eval_mode(model), torch.enable_grad():
         for rows, enc, gold in batches:

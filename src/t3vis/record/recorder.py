@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from t3vis.errors import InvalidInputError
-from t3vis.models.batches import unwrap
+from t3vis.models.batches import Labels, num_labels, unwrap
 from t3vis.models.structure import find_attention_layout
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
@@ -20,6 +22,15 @@ from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_pro
 from t3vis.store import schema
 from t3vis.store.reader import open_run
 from t3vis.store.writer import RunWriter
+
+
+class ProbeOptions(TypedDict):
+    """How every snapshot probes; written into run.json as they are."""
+
+    pooling: str
+    batch_size: int
+    max_length: int
+    thumbnail_size: int
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,8 @@ class Recorder:
     each probes its shard and rank 0 writes.
     """
 
-    def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
-                 ids: Sequence[int] | None = None, splits: Sequence[str] | str = "probe",
+    def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels: Labels, *,
+                 ids: Sequence[int] | np.ndarray | None = None, splits: Sequence[str] | str = "probe",
                  label_names: Sequence[str] | None = None, pooling: str = "auto", batch_size: int = 32,
                  max_length: int = 128, thumbnail_size: int = 32, save_weights: bool = True,
                  progress: bool = False, exist_ok: bool = False):
@@ -48,7 +59,7 @@ class Recorder:
         self.model = model
         self.tokenizer = tokenizer
         inner = unwrap(model)
-        self.num_labels = int(inner.config.num_labels)
+        self.num_labels = num_labels(inner)
         self.texts = list(texts)
         self.labels = validate_probe_set(self.texts, labels, self.num_labels)
         self.ids = np.arange(len(self.texts), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
@@ -60,8 +71,8 @@ class Recorder:
         self.label_names = list(label_names) if label_names is not None else _label_names(inner, self.num_labels)
         if len(self.label_names) != self.num_labels:
             raise InvalidInputError(f"{len(self.label_names)} label names for a model with {self.num_labels} classes")
-        self.options = dict(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
-                            max_length=max_length, thumbnail_size=thumbnail_size)
+        self.options = ProbeOptions(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
+                                    max_length=max_length, thumbnail_size=thumbnail_size)
         self.save_weights = save_weights
         self.progress = progress
         self.layout = find_attention_layout(inner)
@@ -74,8 +85,8 @@ class Recorder:
     def use_model(self, model) -> None:
         """Probe another model from now on (the next checkpoint of the same architecture)."""
         inner = unwrap(model)
-        if int(inner.config.num_labels) != self.num_labels:
-            raise InvalidInputError(f"the new model has {inner.config.num_labels} classes, the run {self.num_labels}")
+        if num_labels(inner) != self.num_labels:
+            raise InvalidInputError(f"the new model has {num_labels(inner)} classes, the run {self.num_labels}")
         layout = find_attention_layout(inner)
         if (layout.num_layers, layout.num_heads) != (self.layout.num_layers, self.layout.num_heads):
             raise InvalidInputError("the new model has another number of layers or heads than the run")
@@ -115,16 +126,16 @@ class Recorder:
                                  "label": self.labels, "probe_row": np.arange(len(self.ids))})
         RunWriter.create(self.run_dir, meta, examples)
 
-    def add_examples(self, ids: Sequence[int], texts: Sequence[str], labels: Sequence[int],
+    def add_examples(self, ids: Sequence[int] | np.ndarray, texts: Sequence[str], labels: Labels,
                      split: str = "train") -> None:
         """Register training examples that are not probed, so the data map can show their text."""
         if dist_utils.rank() != 0:
             return
-        labels = validate_probe_set(list(texts), labels, self.num_labels) if len(texts) else np.array([], np.int64)
+        classes = validate_probe_set(list(texts), labels, self.num_labels) if len(texts) else np.array([], np.int64)
         run = open_run(self.run_dir)
         known = run.examples
         new = pd.DataFrame({"id": np.asarray(ids, np.int64), "split": split, "text": list(texts),
-                            "label": labels, "probe_row": -1})
+                            "label": classes, "probe_row": -1})
         new = new[~new["id"].isin(known["id"])]
         if len(new):
             self.writer.write_examples(pd.concat([known, new], ignore_index=True))
@@ -186,6 +197,8 @@ class Recorder:
                         gathered: list[ProbeResult] | None, started: float) -> SnapshotSummary:
         """gathered: the ranks' results, or None to probe here, straight into the memory-mapped file."""
         where = None if weights_location is None else str(weights_location)
+        if where is not None:  # before the checkpoint appears, so the server never sees it unnamed
+            self.writer.add_weights_root(where)
         with self.writer.checkpoint(step, epoch=epoch, metrics=metrics or {}, weights_location=where) as stage:
             hidden = stage.hidden_array(self.layout.num_layers + 1, len(self.texts), self.layout.hidden_size)
             if gathered is None:
@@ -193,14 +206,14 @@ class Recorder:
             else:
                 result = _merge(gathered)
                 hidden[:] = result.hidden
-            hidden.flush()
-            result.hidden = None  # the file holds them now; drop the in-memory copy
+            _flush(hidden)
+            result.hidden = hidden  # the file holds them now; drop the ranks' in-memory copy
             stage.metrics.update(self._probe_metrics(result), probe_seconds=time.perf_counter() - started)
             stage.write_outputs(self._outputs_frame(result))
             stage.write_heads(_heads_arrays(result))
             stage.write_gate_grads(result.gate_grads)
             if self.save_weights and where is None:
-                unwrap(self.model).save_pretrained(stage.weights_dir, safe_serialization=True)
+                _save_pretrained(unwrap(self.model), stage.weights_dir)
                 self.tokenizer.save_pretrained(stage.weights_dir)
         summary_metrics = {**(metrics or {}), **stage.metrics}  # as meta.json has them
         return SnapshotSummary(int(step), epoch, summary_metrics,
@@ -230,7 +243,8 @@ class Recorder:
         ok = ~r.nan
         correct = (r.logits.argmax(1) == self.labels) & ok
         splits = np.asarray(self.splits)
-        metrics = {"probe_accuracy": float(correct.mean()), "probe_loss": float(np.nanmean(r.loss)) if ok.any() else None,
+        metrics = {"probe_accuracy": float(correct.mean()),
+                   "probe_loss": float(np.nanmean(r.loss)) if ok.any() else None,
                    "nan_examples": int(r.nan.sum())}
         for split in sorted(set(self.splits)):
             where = splits == split
@@ -241,6 +255,20 @@ class Recorder:
 
     def close(self) -> None:
         self.flush()
+
+
+def _flush(array: np.ndarray) -> None:
+    """Write a memory-mapped array's pages to its file (a plain array has none)."""
+    if isinstance(array, np.memmap):
+        array.flush()
+
+
+def _save_pretrained(model: nn.Module, folder: Path) -> None:
+    save = getattr(model, "save_pretrained", None)
+    if not callable(save):
+        raise InvalidInputError(f"{type(model).__name__} has no save_pretrained(), so its weights cannot be saved "
+                                "with the checkpoint: pass save_weights=False, or weights_location to snapshot()")
+    save(folder, safe_serialization=True)
 
 
 def _merge(parts: list[ProbeResult]) -> ProbeResult:
@@ -263,10 +291,9 @@ def _heads_arrays(r: ProbeResult) -> dict[str, np.ndarray]:
             **r.attention.finish()}
 
 
-def _label_names(model, num_labels: int) -> list[str]:
+def _label_names(model, n_classes: int) -> list[str]:
     id2label = getattr(model.config, "id2label", None) or {}
-    names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(num_labels)]
-    return names
+    return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n_classes)]
 
 
 def _version() -> str:

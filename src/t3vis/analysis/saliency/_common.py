@@ -9,9 +9,9 @@ The hook lives in a context manager and comes off in `finally`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ class Encoded:
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
     if tokenizer.pad_token_id is None:
         raise InvalidInputError("the tokenizer has no pad token; set one (for GPT-2 style models "
-                                "`tokenizer.pad_token = tokenizer.eos_token`) or load with t3vis.models.load_classifier")
+                                "`tokenizer.pad_token = tokenizer.eos_token`) "
+                                "or load with t3vis.models.load_classifier")
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_special_tokens_mask=True)
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
     empty = [i for i, x in enumerate(ids) if len(x) == 0]
@@ -119,6 +120,12 @@ class EmbeddingTap:
             return self.captured
         return None
 
+    def leaf(self) -> torch.Tensor:
+        """The word embeddings the last forward captured, (B, T, E), a leaf that gradients stop at."""
+        if self.captured is None:
+            raise RuntimeError("the embedding tap captured nothing: set capture and run a forward first")
+        return self.captured
+
     @torch.no_grad()
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, E) word embeddings, the tap passing them through untouched."""
@@ -130,13 +137,20 @@ class EmbeddingTap:
             self.replacement, self.capture = saved
 
 
+def input_embeddings(model: nn.Module) -> nn.Module:
+    """The word-embedding module, `model.get_input_embeddings()` of a transformers model."""
+    getter = getattr(model, "get_input_embeddings", None)
+    module = getter() if callable(getter) else None
+    if not isinstance(module, nn.Module):
+        raise InvalidInputError(f"{type(model).__name__}.get_input_embeddings() gave no module; saliency needs "
+                                "the word-embedding module")
+    return module
+
+
 @contextmanager
 def embedding_tap(model: nn.Module) -> Iterator[EmbeddingTap]:
-    module = model.get_input_embeddings()
-    if module is None:
-        raise InvalidInputError(f"{type(model).__name__}.get_input_embeddings() returned None; saliency needs "
-                                "the word-embedding module")
-    tap = EmbeddingTap(module)
+    tap = EmbeddingTap(input_embeddings(model))
+    module = tap.module
     handle = module.register_forward_hook(tap)
     try:
         yield tap
@@ -156,8 +170,8 @@ def embedding_gradients(model: nn.Module, enc: Encoded, targets: np.ndarray | No
             logits = logits_of(model, ids, mask)                                # (B, C)
             chosen = pick_targets(logits, targets, rows)                        # (B,)
             selected = logits.gather(1, chosen[:, None])                        # (B, 1)
-            grads, = torch.autograd.grad(selected.sum(), tap.captured)          # (B, T, E)
-            emb = tap.captured.detach()                                         # (B, T, E)
+            grads, = torch.autograd.grad(selected.sum(), tap.leaf())            # (B, T, E)
+            emb = tap.leaf().detach()                                           # (B, T, E)
             for b, i in enumerate(rows):
                 n = len(enc.ids[i])
                 out[i] = (emb[b, :n], grads[b, :n], int(chosen[b]))

@@ -16,13 +16,19 @@ Batching: the (example, step) pairs of all examples, examples sorted by length, 
 batches of `batch_size` rows, each padded only to its own longest example; one forward and one
 `torch.autograd.grad` per batch, whatever the number of examples or steps in it. A batch also
 holds at most MAX_TOKENS_PER_PASS padded tokens, so a large GPU batch size cannot run long
-texts out of memory.
+texts out of memory. The end points f(e) and f(b) (a = 1 and a = 0, two rows per example) are
+batched the same way, under the same two limits.
 
-Completeness delta, returned per example, relative:
+`attribute` returns, per example, the scores, the target and the gap f(e) - f(b) of the
+target logit; `explain` turns the gap into the completeness error (Sundararajan et al.'s
+sanity check, exact IG has sum_t IG_t = f(e) - f(b)):
 
-    delta = |sum_t IG_t - (f(e) - f(b))| / |f(e) - f(b)|
+    delta          = |sum_t IG_t - (f(e) - f(b))|                 (absolute, in logit units)
+    delta_relative = delta / |f(e) - f(b)|                        (None where f(e) = f(b))
 
-with f(e) and f(b) the path's end points (the same forward the path uses, at a = 1 and a = 0).
+The relative error explodes where f(e) is close to f(b), so read it with the absolute one.
+f(e) and f(b) come from their own no-grad forward at the path's end points, in float32 even
+under a bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -31,9 +37,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from t3vis.analysis.saliency._common import (EmbeddingTap, Encoded, embedding_tap, length_batches, logits_of,
-                                              model_device, pad, pick_targets, to_device)
-
+from t3vis.analysis.saliency._common import (
+    EmbeddingTap,
+    Encoded,
+    embedding_tap,
+    logits_of,
+    model_device,
+    pad,
+    pick_targets,
+    to_device,
+)
 
 MAX_TOKENS_PER_PASS = 32_768
 
@@ -44,26 +57,40 @@ def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (nodes + 1.0), 0.5 * weights
 
 
-def _end_points(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: np.ndarray | None, batch_size: int):
-    """Per example: e - b (T_i, E), target, f(e) - f(b), from one no-grad pass over both end points."""
+def _end_points(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: np.ndarray | None, batch_size: int
+                ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
+    """Per example: e - b (T_i, E), target, f(e) - f(b), from no-grad passes over both end points.
+
+    The two end points of an example are its two rows (a = 1, then a = 0), batched by
+    `pair_batches` with two steps: the same row count and padded-token cap as the path.
+    """
     device = model_device(model)
-    diffs, chosen_all, gaps = [None] * len(enc), np.zeros(len(enc), np.int64), np.zeros(len(enc))
-    for rows in length_batches([len(x) for x in enc.ids], max(1, batch_size // 2)):
-        ids, mask = pad([enc.ids[i] for i in rows], enc.pad_id, device)             # (B, T)
-        base, _ = pad([enc.baseline_ids(i) for i in rows], enc.pad_id, device)      # (B, T)
-        e_x, e_b = tap.embed(ids), tap.embed(base)                                  # (B, T, E) each
-        tap.replacement = torch.cat([e_x, e_b])                                     # (2B, T, E)
+    lengths = np.asarray([len(x) for x in enc.ids])
+    order = np.argsort(lengths, kind="stable")
+    embedded: dict[tuple[int, int], torch.Tensor] = {}                             # (end, example): (T_i, E)
+    ends, examples, outputs = [], [], []
+    for flat in pair_batches(lengths, 2, batch_size, MAX_TOKENS_PER_PASS):
+        example, end = order[flat // 2], flat % 2                                  # end 0: the text, 1: baseline
+        ids, mask = pad([enc.ids[i] for i in example], enc.pad_id, device)         # (R, T)
+        shown, _ = pad([enc.baseline_ids(i) if e else enc.ids[i] for i, e in zip(example, end)],
+                       enc.pad_id, device)                                          # (R, T)
+        tap.replacement = tap.embed(shown)                                          # (R, T, E)
         # full precision even under a bfloat16 autocast: the completeness delta is measured against these
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
-            logits = logits_of(model, torch.cat([ids, ids]), torch.cat([mask, mask])).double()  # (2B, C)
+            outputs.append(logits_of(model, ids, mask).double())                   # (R, C)
+        for r, (i, e) in enumerate(zip(example, end)):
+            embedded[int(e), int(i)] = tap.replacement[r, :lengths[i]]
         tap.replacement = None
-        f_x, f_b = logits[:len(rows)], logits[len(rows):]                           # (B, C) each
-        chosen = pick_targets(f_x, targets, rows)                                   # (B,)
-        gap = (f_x - f_b).gather(1, chosen[:, None])[:, 0]                          # (B,)
-        chosen_all[rows], gaps[rows] = chosen.cpu().numpy(), gap.cpu().numpy()
-        for b, i in enumerate(rows):
-            diffs[i] = (e_x[b, :len(enc.ids[i])] - e_b[b, :len(enc.ids[i])])
-    return diffs, chosen_all, gaps
+        ends.append(end)
+        examples.append(example)
+    rows = torch.cat(outputs)                                                       # (2N, C)
+    logits = rows.new_empty((2, len(enc), rows.shape[1]))                           # (2, N, C): [end, example]
+    logits[to_device(np.concatenate(ends), device), to_device(np.concatenate(examples), device)] = rows
+    f_x, f_b = logits                                                               # (N, C) each
+    chosen = pick_targets(f_x, targets, np.arange(len(enc)))                        # (N,)
+    gaps = (f_x - f_b).gather(1, chosen[:, None])[:, 0]                             # (N,)
+    diffs = [embedded[0, i] - embedded[1, i] for i in range(len(enc))]             # (T_i, E) each
+    return diffs, chosen.cpu().numpy(), gaps.cpu().numpy()
 
 
 def pair_batches(lengths: np.ndarray, n_steps: int, batch_size: int, max_tokens: int) -> list[np.ndarray]:
@@ -90,7 +117,7 @@ def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: 
     alphas, weights = gauss_legendre(n_steps)
     lengths = np.asarray([len(x) for x in enc.ids])
     order = np.argsort(lengths, kind="stable")
-    totals = [None] * len(enc)
+    totals: dict[int, torch.Tensor] = {}                                            # example: (T_i, E)
     for flat in pair_batches(lengths, n_steps, batch_size, MAX_TOKENS_PER_PASS):
         example, step = order[flat // n_steps], flat % n_steps                      # (R,) each
         members, row_of = np.unique(example, return_inverse=True)                   # U examples in this batch
@@ -109,20 +136,17 @@ def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: 
         summed = torch.zeros_like(e_x).index_add_(0, rows, grads * w)               # (U, T, E)
         for u, i in enumerate(members):
             part = summed[u, :len(enc.ids[i])]
-            totals[i] = part if totals[i] is None else totals[i] + part
-    return totals
+            totals[i] = totals[i] + part if i in totals else part
+    return [totals[i] for i in range(len(enc))]
 
 
 def attribute(model: nn.Module, enc: Encoded, targets: np.ndarray | None, *, n_steps: int, batch_size: int
               ) -> list[tuple[np.ndarray, int, float]]:
+    """Per example (scores (T_i,) float32, target, f(e) - f(b) of the target logit)."""
     with embedding_tap(model) as tap:
         diffs, chosen, gaps = _end_points(model, tap, enc, targets, batch_size)
         totals = _path_gradients(model, tap, enc, chosen, n_steps, batch_size)
     # one copy to the host for all examples: a copy per example would wait on the device each time
     flat = torch.cat([(diff * total).sum(-1) for diff, total in zip(diffs, totals)]).float().cpu().numpy()
     per_example = np.split(flat, np.cumsum([len(x) for x in enc.ids])[:-1])          # (T_i,) each
-    results = []
-    for scores, target, gap in zip(per_example, chosen, gaps):
-        delta = abs(float(scores.astype(np.float64).sum()) - gap) / max(abs(gap), 1e-12)
-        results.append((scores, int(target), delta))
-    return results
+    return [(scores, int(target), float(gap)) for scores, target, gap in zip(per_example, chosen, gaps)]
