@@ -13,7 +13,20 @@ TOKEN = "browser-test-token"
 
 def open_app(p, server, query: str = "run=tiny"):
     p.page.goto(f"{server.url}/?{query}")
-    p.page.wait_for_selector("[data-testid=views]")
+    p.page.wait_for_selector("#app [data-testid=views]")
+    assert_viewer(p)
+
+
+def assert_viewer(p):
+    """The page is the viewer itself, past its loading state: not the "viewer not built" page, not
+    the boot or "Loading run" message, but the app's header and its real panels."""
+    assert p.page.title() == "t3vis", f"not the viewer's page: {p.page.title()!r}"
+    assert p.page.locator("#boot").count() == 0, "the viewer's bundle did not start"
+    assert p.page.locator("[data-testid=loading-run]").count() == 0
+    assert p.page.locator("#app header.top [data-testid=checkpoint-slider]").count() == 1
+    titles = p.page.locator("[data-testid=views] section.panel > header h2").all_text_contents()
+    for title in ("Hidden-state projection", "Data map", "Attention heads", "Training curves"):
+        assert title in titles, f"no {title!r} panel among {titles}"
 
 
 def wait_projection(p, run: str, step: int, layer: int | None = None, method: str = "pca"):
@@ -92,7 +105,7 @@ def lasso_points(p, selector: str, polygon):
     mouse = p.page.mouse
     mouse.move(*pts[0])
     mouse.down()
-    for x, y in pts[1:] + [pts[0]]:
+    for x, y in [*pts[1:], pts[0]]:
         mouse.move(x, y, steps=12)
     mouse.up()
 

@@ -1,7 +1,8 @@
 """Browser tests: the built viewer against a live `t3vis` server, driven by Debian's chromium.
 
 One server (uvicorn in a background thread, on a free port) serves a tiny recorded run built
-here, and runs/demo when it exists; one headless chromium is shared by the session. A missing
+here, two runs recorded without epochs (with and without training dynamics), and runs/demo
+when it exists; one headless chromium is shared by the session. A missing
 chromium or an unbuilt frontend fails the tests with the command that fixes it: CI must never
 skip the browser tests silently.
 """
@@ -9,10 +10,11 @@ skip the browser tests silently.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_labels, make_model, make_texts   # tests/conftest.py
+from conftest import make_labels, make_model, make_texts  # tests/conftest.py
 
 from t3vis.server.launch import BackgroundServer
 
@@ -63,9 +65,55 @@ def record_browser_run(path: Path) -> dict:
     return {"path": path, "texts": texts, "labels": labels, "tokenizer": tokenizer}
 
 
+PLAIN_PROBE = 24      # 12 training + 12 validation probes
+PLAIN_STEPS = (0, 3, 6)
+
+
+def record_plain_run(path: Path) -> dict:
+    """A plain PyTorch loop that knows steps only: observe() and snapshot() get no epoch, so every
+    checkpoint's epoch is null (the training dynamics count an example's passes instead)."""
+    import torch
+
+    from t3vis import Recorder
+
+    model, tokenizer = make_model("bert", seed=4)
+    texts, labels = make_texts(PLAIN_PROBE, seed=21), make_labels(PLAIN_PROBE, seed=21)
+    half = PLAIN_PROBE // 2
+    rec = Recorder(path, model, tokenizer, texts, labels, splits=["train"] * half + ["validation"] * half,
+                   batch_size=16, label_names=["negative", "positive"])
+    train_ids, train_labels = torch.arange(half), torch.tensor(labels[:half])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
+    for i, step in enumerate(PLAIN_STEPS):
+        for _ in range(step - (PLAIN_STEPS[i - 1] if i else step)):
+            logits = model(**tokenizer(texts[:half], padding=True, return_tensors="pt")).logits
+            rec.observe(train_ids, logits, train_labels)
+            loss = torch.nn.functional.cross_entropy(logits, train_labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        rec.snapshot(step=step)
+    rec.close()
+    return {"path": path, "texts": texts, "labels": labels}
+
+
+def without_dynamics(run: Path, path: Path) -> Path:
+    """A copy of a run with its training dynamics removed, as `t3vis record` gives for checkpoints
+    saved without a trainer state: no epochs and no data map."""
+    shutil.copytree(run, path, ignore=shutil.ignore_patterns("part-*.parquet"))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> dict:
     return record_browser_run(tmp_path_factory.mktemp("browser") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def plain(tmp_path_factory) -> dict:
+    """Runs recorded without epochs: "plain" (with training dynamics) and "nodyn" (without)."""
+    folder = tmp_path_factory.mktemp("plain")
+    run = record_plain_run(folder / "plain")
+    return {**run, "nodyn": without_dynamics(run["path"], folder / "nodyn")}
 
 
 @pytest.fixture(scope="session")
@@ -84,10 +132,10 @@ def built_frontend() -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(tiny, built_frontend):
+def server(tiny, plain, built_frontend):
     from t3vis.server import create_app
 
-    paths = [tiny["path"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
+    paths = [tiny["path"], plain["path"], plain["nodyn"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
     live = BackgroundServer(create_app(paths))
     yield live
     live.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import t3vis
+
 from .browser_support import DEMO_RUN, assert_no_console_errors, click_head, lasso_points, wait_projection
 
 pytestmark = pytest.mark.browser
@@ -112,4 +113,35 @@ def test_screenshots_of_each_view(page, server, tiny, artifacts):
         # a blank panel is ~99% background; the tiny run's few dozen points leave more of it bare
         bare = 0.95 if demo else 0.975
         assert colours > 40 and top < bare, f"{path.name} looks empty: {colours} colours, {top:.0%} one colour"
+    assert_no_console_errors(page)
+
+
+def test_screenshot_of_a_run_without_epochs(page, server, plain, artifacts):
+    """test-artifacts/app-plain.png: a run whose checkpoints have no epoch, every view with real
+    content and steps in place of epochs."""
+    run = t3vis.open_run(plain["path"])
+    example = most_wrong_validation_example(run)
+    last, layers = run.checkpoints[-1].step, run.num_layers
+    page.page.set_viewport_size({"width": 1680, "height": 1050})
+    page.page.goto(f"{server.url}/?run=plain&method=pca&color=correct&ex={example}&head=1.2")
+    page.page.wait_for_selector("[data-testid=views]")
+    wait_projection(page, "plain", last, layers, "pca")
+    lasso_points(page, "[data-testid=datamap-scatter]", datamap_lasso(False))
+    page.page.wait_for_selector("[data-testid=selection-chip]")
+    page.page.locator("[data-testid=tokens] .tok").first.wait_for()
+    page.page.wait_for_selector("[data-testid=history-chart] circle")
+    page.page.wait_for_selector("[data-testid=curves-chart] circle")
+    page.page.wait_for_selector("[data-testid=head-history-chart]")
+    page.page.wait_for_timeout(1200)       # let the point transitions settle
+    path = artifacts / "app-plain.png"
+    page.page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 50_000
+    assert "epoch" not in page.page.inner_text("[data-testid=checkpoint-info]")
+    for view, testid in VIEWS.items():
+        if view == "comparison":
+            continue
+        shot = artifacts / f"plain-{view}.png"
+        page.page.locator(f"[data-testid={testid}]").screenshot(path=str(shot))
+        colours, top = nontrivial(shot)
+        assert colours > 40 and top < 0.975, f"{shot.name} looks empty: {colours} colours, {top:.0%} one colour"
     assert_no_console_errors(page)

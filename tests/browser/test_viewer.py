@@ -3,10 +3,23 @@ view, checkpoint changes, pruning, errors, auth. Each test asserts what a user w
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from .browser_support import (INK_JS, INK_POINT_JS, TOKEN, assert_no_console_errors, click_head, lasso, open_app,
-                              selection_size, table_total, wait_projection, wait_table_total)
+from .browser_support import (
+    INK_JS,
+    INK_POINT_JS,
+    TOKEN,
+    assert_no_console_errors,
+    click_head,
+    lasso,
+    open_app,
+    selection_size,
+    table_total,
+    wait_projection,
+    wait_table_total,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +59,8 @@ def test_projection_polls_while_computing(page, server):
     page.page.add_init_script("""
       window.__sawProgress = false;
       new MutationObserver(() => {
-        if (document.querySelector('[data-testid=projection-view] [data-testid=panel-loading] .bar')) window.__sawProgress = true;
+        const bar = '[data-testid=projection-view] [data-testid=panel-loading] .bar';
+        if (document.querySelector(bar)) window.__sawProgress = true;
       }).observe(document, {subtree: true, childList: true});
     """)
     open_app(page, server, "run=tiny&method=tsne&layer=1")
@@ -129,6 +143,37 @@ def test_row_click_shows_saliency(page, server, tiny):
     assert_no_console_errors(page)
 
 
+def test_integrated_gradients_shows_absolute_and_relative_error(page, server):
+    """The absolute completeness error first, then the relative one when the server sends it (a
+    server without `delta_relative` is answered here with and without it)."""
+    relative = {"value": 0.5}
+
+    def with_relative(route):
+        answer = route.fetch().json()
+        if relative["value"] is None:
+            answer.pop("delta_relative", None)
+        else:
+            answer["delta"], answer["delta_relative"] = 0.25, relative["value"]
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(answer))
+
+    page.page.route("**/instance", with_relative)
+    open_app(page, server, "run=tiny&ex=3")
+    facts = page.page.locator("[data-testid=instance-facts]")
+    facts.wait_for()
+    assert page.page.inner_text("[data-testid=ig-delta]") == "2.5e-1"
+    assert page.page.inner_text("[data-testid=ig-delta-relative]") == "5.0e-1"
+    assert facts.inner_text().index("2.5e-1") < facts.inner_text().index("5.0e-1"), "absolute first"
+    assert "bad" in page.page.get_attribute("[data-testid=ig-delta]", "class")
+    # no relative error: the absolute one alone, and no "null" or "undefined"
+    relative["value"] = None
+    page.page.select_option("[data-testid=saliency-target]", "0")
+    page.page.wait_for_function("() => !document.querySelector('[data-testid=ig-delta-relative]')"
+                                " && document.querySelector('[data-testid=instance-facts]')")
+    text = page.page.inner_text("[data-testid=instance-facts]")
+    assert "IG error" in text and "null" not in text and "undefined" not in text
+    assert_no_console_errors(page)
+
+
 def test_checkpoint_change_requests_new_projection(page, server):
     open_app(page, server, "run=tiny&layer=1")
     wait_projection(page, "tiny", 10, 1)
@@ -157,6 +202,8 @@ def test_prune_matches_evaluate(page, server, tiny):
     click_head(page, 1, 2)
     click_head(page, 1, 2)           # a second click unmarks
     assert "Prune 2 heads" in page.page.inner_text("[data-testid=prune-button]")
+    # the marked heads are named as masked_heads below addresses them: 0-based
+    assert page.page.locator("[data-testid=marked-head]").all_inner_texts() == ["L0.H1", "L1.H3"]
     page.page.click("[data-testid=prune-button]")
     page.page.wait_for_selector("[data-testid=prune-result]")
     shown = {k: float(page.page.get_attribute(f"[data-testid={k}]", "data-value"))

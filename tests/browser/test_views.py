@@ -6,6 +6,7 @@ curves moving every view, and a page that stays responsive while a projection co
 from __future__ import annotations
 
 import json
+import re
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -13,8 +14,16 @@ import numpy as np
 import pytest
 
 import t3vis
-from .browser_support import (INK_JS, assert_no_console_errors, lasso, open_app, selection_size, table_total,
-                              wait_projection, wait_table_total)
+
+from .browser_support import (
+    INK_JS,
+    assert_no_console_errors,
+    lasso,
+    open_app,
+    selection_size,
+    wait_projection,
+    wait_table_total,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +34,12 @@ def wait_pane(p, testid: str, key: str):
     p.page.wait_for_function(
         "([t, k]) => { const e = document.querySelector(`[data-testid=${t}-plot]`);"
         " return e && e.dataset.drawn === k && e.dataset.state === 'drawn'; }", arg=[testid, key])
+
+
+def wait_shown(p, n: int):
+    """Until the projection shows n points (those the filter keeps)."""
+    p.page.wait_for_function(
+        "n => document.querySelector('[data-testid=projection-plot]').dataset.shown === String(n)", arg=n)
 
 
 def point_position(p, example_id: int, where: str = "projection"):
@@ -75,13 +90,13 @@ def test_filters_apply_to_projection_and_table(page, server, tiny):
     page.page.click("[data-testid=projection-filter-toggle]")
     page.page.select_option("[data-testid=proj-filter-correct]", "false")
     # the projection keeps only the wrong predictions, and the table shows the same examples
-    page.page.wait_for_function("n => document.querySelector('[data-testid=projection-plot]').dataset.shown === String(n)",
-                                arg=wrong)
+    wait_shown(page, wrong)
     wait_table_total(page, wrong)
     assert page.page.input_value("[data-testid=filter-correct]") == "false", "the table's filter shows the same filter"
     assert "f=correct" in page.page.url
     page.page.wait_for_timeout(300)
-    assert page.page.evaluate(INK_JS, "[data-testid=projection-scatter]") < ink_all, "filtered-out points are not dimmed"
+    ink = page.page.evaluate(INK_JS, "[data-testid=projection-scatter]")
+    assert ink < ink_all, "filtered-out points are not dimmed"
     # hidden points cannot be lassoed: a lasso over everything takes only the kept points
     page.page.click("[data-testid=filter-mode] button:has-text('hide')")
     page.page.wait_for_timeout(300)
@@ -94,8 +109,7 @@ def test_filters_apply_to_projection_and_table(page, server, tiny):
     page.page.fill("[data-testid=proj-filter-loss-min]", f"{lo:.4f}")
     page.page.press("[data-testid=proj-filter-loss-min]", "Enter")
     both = int(((~out["correct"].astype(bool)) & (out["loss"] >= float(f"{lo:.4f}"))).sum())
-    page.page.wait_for_function("n => document.querySelector('[data-testid=projection-plot]').dataset.shown === String(n)",
-                                arg=both)
+    wait_shown(page, both)
     wait_table_total(page, both)
     page.page.click("[data-testid=proj-filter-clear]")
     wait_table_total(page, len(tiny["texts"]) + 8)
@@ -189,7 +203,8 @@ def test_click_on_a_point_selects_it_everywhere(page, server, tiny):
     assert page.page.get_attribute("[data-testid=table-body] tr", "data-id") == str(target)
     # the instance view opens it
     page.page.wait_for_function(
-        "id => document.querySelector('[data-testid=instance-source]').innerText.includes('Example #' + id)", arg=target)
+        "id => document.querySelector('[data-testid=instance-source]').innerText.includes('Example #' + id)",
+        arg=target)
     page.page.locator("[data-testid=tokens] .tok").first.wait_for()
     assert f"ex={target}" in page.page.url and f"sel={target}" in page.page.url
     # Ctrl+click adds a second example to the selection
@@ -198,7 +213,8 @@ def test_click_on_a_point_selects_it_everywhere(page, server, tiny):
     page.page.keyboard.down("Control")
     page.page.mouse.click(x2, y2)
     page.page.keyboard.up("Control")
-    page.page.wait_for_function("() => /2 examples/.test(document.querySelector('[data-testid=selection-chip]').innerText)")
+    page.page.wait_for_function(
+        "() => /2 examples/.test(document.querySelector('[data-testid=selection-chip]').innerText)")
     wait_table_total(page, 2)
     assert_no_console_errors(page)
 
@@ -275,6 +291,39 @@ def test_head_importance_over_checkpoints(page, server, tiny):
     assert_no_console_errors(page)
 
 
+def test_heads_are_named_as_the_api_addresses_them(page, server, tiny):
+    """Heads are 0-based everywhere, as in the API and t3vis.evaluate(masked_heads=...): the cell
+    importance[1][3] reads "L1.H3", "layer 1, head 3"."""
+    open_app(page, server, "run=tiny&layer=0")
+    page.page.wait_for_function("document.querySelector('[data-testid=head-canvas]')?.dataset.layers === '2'")
+    importance = t3vis.open_run(tiny["path"]).checkpoints[-1].head_importance        # (L, H), 0-based
+    assert "L0–L1" in page.page.inner_text("[data-testid=head-axes]")
+    assert "H0–H3" in page.page.inner_text("[data-testid=head-axes]")
+    x, y = head_cell(page, 1, 3)
+    page.page.mouse.move(x, y)
+    tip = page.page.locator("[data-testid=head-tip]")
+    tip.wait_for()
+    assert (tip.get_attribute("data-layer"), tip.get_attribute("data-head")) == ("1", "3")
+    text = tip.inner_text()
+    assert "L1.H3" in text and "layer 1, head 3" in text, text
+    shown = float(re.search(r"importance ([-\d.]+)", text).group(1))
+    assert shown == pytest.approx(importance[1, 3], abs=6e-4)
+    assert "L1.H3" in page.page.inner_text("[data-testid=head-history-title]")
+    # marking it for pruning names it the same way
+    page.page.mouse.click(x, y)
+    chip = page.page.locator("[data-testid=marked-head]")
+    assert chip.all_inner_texts() == ["L1.H3"] and chip.get_attribute("title") == "layer 1, head 3"
+    # the instance view's attention picker lists the layers from L0
+    page.page.locator("[data-testid=table-body] tr").first.click()
+    page.page.locator("[data-testid=att-layer]").wait_for()
+    assert page.page.locator("[data-testid=att-layer] option").all_inner_texts() == ["L0", "L1"]
+    assert page.page.input_value("[data-testid=att-layer]") == "1"
+    assert "L1.H3" in page.page.inner_text("[data-testid=attention-title]")
+    # the hidden-state layers are another axis: layer 0 is the embeddings
+    assert "layer 0 (embeddings)" in page.page.inner_text("[data-testid=projection-caption]")
+    assert_no_console_errors(page)
+
+
 def test_click_a_token_to_see_where_it_attends(page, server):
     open_app(page, server, "run=tiny&head=1.2")
     row = page.page.locator("[data-testid=table-body] tr").nth(2)
@@ -304,7 +353,8 @@ def test_click_a_token_to_see_where_it_attends(page, server):
     page.page.click("[data-testid=attention-matrix-toggle]")
     page.page.wait_for_selector("[data-testid=attention-canvas]")
     assert page.page.evaluate(INK_JS, "[data-testid=attention-view] .canvas-wrap") > 50
-    assert page.page.input_value("[data-testid=att-layer]") == "1" and page.page.input_value("[data-testid=att-head]") == "2"
+    assert page.page.input_value("[data-testid=att-layer]") == "1"
+    assert page.page.input_value("[data-testid=att-head]") == "2"
     assert_no_console_errors(page)
 
 
@@ -350,16 +400,20 @@ def test_page_stays_responsive_while_a_projection_computes(page, medium_server):
     page.page.wait_for_selector("[data-testid=projection-plot][data-state=computing]")
     first = page.page.get_attribute("[data-testid=table-body] tr", "data-id")
     for action, check in (
-        ("[data-testid=sort-loss]", "() => document.querySelector('[data-testid=sort-loss]').classList.contains('active')"),
-        ("[data-testid=table-next]", "() => document.querySelector('[data-testid=table-count]').innerText.startsWith('51')"),
-        ("[data-testid=sort-loss]", "() => document.querySelector('[data-testid=sort-loss]').innerText.includes('▲')"),
+        ("[data-testid=sort-loss]",
+         "() => document.querySelector('[data-testid=sort-loss]').classList.contains('active')"),
+        ("[data-testid=table-next]",
+         "() => document.querySelector('[data-testid=table-count]').innerText.startsWith('51')"),
+        ("[data-testid=sort-loss]",
+         "() => document.querySelector('[data-testid=sort-loss]').innerText.includes('▲')"),
     ):
         t0 = time.monotonic()
         page.page.click(action, timeout=3000)
         page.page.wait_for_function(check, timeout=3000)
         # the rows themselves are the new page, not the old one
         page.page.wait_for_function(
-            "old => { const r = document.querySelector('[data-testid=table-body] tr'); return r && r.dataset.id !== old; }",
+            "old => { const r = document.querySelector('[data-testid=table-body] tr');"
+            " return r && r.dataset.id !== old; }",
             arg=first, timeout=3000)
         first = page.page.get_attribute("[data-testid=table-body] tr", "data-id")
         elapsed = time.monotonic() - t0

@@ -3,7 +3,7 @@
 import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
   ByteTensor, Curves, DataMap, HeadHistory, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
-  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RunInfo, RunSummary, TablePage,
+  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RunInfo, RunListEntry, TablePage,
   TableQuery,
 } from './types';
 
@@ -198,7 +198,7 @@ const runPath = (run: string) => `/runs/${enc(run)}`;
 const ckPath = (run: string, step: number) => `${runPath(run)}/checkpoints/${step}`;
 
 export const api = {
-  runs: (signal?: AbortSignal) => getJSON<RunSummary[]>('/runs', signal),
+  runs: (signal?: AbortSignal) => getJSON<RunListEntry[]>('/runs', signal),
   run: (run: string, signal?: AbortSignal) => getJSON<RunInfo>(runPath(run), signal),
   curves: (run: string, signal?: AbortSignal) => getJSON<Curves>(`${runPath(run)}/curves`, signal),
 

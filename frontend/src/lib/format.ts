@@ -11,15 +11,78 @@ export function signed(x: number, digits = 3): string {
   return `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(digits)}`;
 }
 
-/** A metric's value: accuracies as percentages, the rest to 3 decimals. */
-export function metric(name: string, v: number): string {
-  return /acc/i.test(name) ? pct(v) : /seconds/.test(name) ? `${v.toFixed(1)} s` : fixed(v);
+/** A small non-negative error in scientific notation ('1.2e-3'); '—' when unknown. */
+export function sci(x: number | null | undefined, digits = 1): string {
+  return x === null || x === undefined || !Number.isFinite(x) ? '—' : x.toExponential(digits);
+}
+
+/** A metric's value: accuracies as percentages, the rest to 3 decimals; '—' when missing. */
+export function metric(name: string, v: number | null): string {
+  if (/acc/i.test(name)) return pct(v);
+  return /seconds/.test(name) ? (v === null || !Number.isFinite(v) ? '—' : `${v.toFixed(1)} s`) : fixed(v);
 }
 
 export function metricLabel(name: string): string {
   return name.replace(/_/g, ' ').replace(/\bvalidation\b/, 'val.').replace(/\baccuracy\b/, 'acc.');
 }
 
+// ---- Checkpoints: a run may record no epochs (a plain loop's snapshot(step=...), or checkpoints
+// without a trainer state); then a checkpoint is named by its step alone.
+
+/** 'epoch 1.50', or null when the checkpoint has no epoch. */
+export function epochText(epoch: number | null | undefined, digits = 2): string | null {
+  return epoch === null || epoch === undefined || !Number.isFinite(epoch) ? null : `epoch ${epoch.toFixed(digits)}`;
+}
+
+/** A checkpoint as titles and selectors name it: 'step 120 · epoch 1.5', or 'step 120'. */
+export function checkpointName(c: { step: number; epoch: number | null }, digits = 2): string {
+  const e = epochText(c.epoch, digits);
+  return e === null ? `step ${c.step}` : `step ${c.step} · ${e}`;
+}
+
+// ---- Attention heads: 0-based, as the API, t3vis.evaluate(masked_heads=...) and the importance
+// arrays address them (layer 2, head 5 is importance[2][5]).
+
+/** The compact name of a head: 'L2.H5'. */
+export function headLabel(layer: number, head: number): string {
+  return `L${layer}.H${head}`;
+}
+
+/** The long name of a head: 'layer 2, head 5'. */
+export function headName(layer: number, head: number): string {
+  return `layer ${layer}, head ${head}`;
+}
+
+// ---- Hidden-state layers: another axis than the heads' layers. Layer 0 is the embeddings and
+// layer l > 0 the output of transformer block l - 1 (whose heads are L{l-1}.H*).
+
+/** The short label of a hidden-state layer in the layer picker: 'emb', '1', '2', ... */
 export function layerLabel(l: number): string {
   return l === 0 ? 'emb' : String(l);
+}
+
+/** The full name of a hidden-state layer: 'layer 0 (embeddings)', 'layer 3'. */
+export function hiddenLayerName(l: number): string {
+  return l === 0 ? 'layer 0 (embeddings)' : `layer ${l}`;
+}
+
+/** What a hidden-state layer holds, for hover text. */
+export function hiddenLayerTitle(l: number): string {
+  return l === 0 ? 'Hidden-state layer 0: the embeddings' : `Hidden-state layer ${l}: the output of block ${l - 1}`;
+}
+
+// ---- Integrated gradients' completeness error.
+
+/** Above both, an attribution misses a real share of f(x) - f(baseline). */
+export const COMPLETENESS_TOLERANCE = { absolute: 0.05, relative: 0.05 };
+
+/**
+ * Whether integrated gradients' completeness error is worth a warning: the absolute error is
+ * large AND large relative to f(x) - f(baseline). The relative error alone explodes where
+ * f(x) ~ f(baseline), so it only confirms; when it is unknown the absolute error decides.
+ */
+export function incomplete(absolute: number | null, relative: number | null | undefined): boolean {
+  if (absolute === null || !Number.isFinite(absolute) || absolute <= COMPLETENESS_TOLERANCE.absolute) return false;
+  return relative === null || relative === undefined || !Number.isFinite(relative)
+    || relative > COMPLETENESS_TOLERANCE.relative;
 }

@@ -12,11 +12,25 @@ export interface RunSummary {
   num_checkpoints: number;
 }
 
+/** A served run whose run.json or examples cannot be read: listed with the reason. */
+export interface DamagedRun {
+  name: string;
+  error: string;
+}
+
+/** An entry of GET /api/runs. */
+export type RunListEntry = RunSummary | DamagedRun;
+
+export function isDamaged(run: RunListEntry): run is DamagedRun {
+  return 'error' in run;
+}
+
 export interface CheckpointInfo {
   step: number;
-  epoch: number;
+  /** null when the run recorded no epochs (a plain loop's snapshot(step=...), checkpoints without trainer state) */
+  epoch: number | null;
   time: string | null;
-  metrics: Record<string, number>;
+  metrics: Record<string, number | null>;
   has_weights: boolean;
 }
 
@@ -31,8 +45,8 @@ export interface RunInfo extends RunSummary {
 }
 
 export interface Curves {
-  checkpoints: { step: number; epoch: number; metrics: Record<string, number> }[];
-  training: { step: number; epoch: number; accuracy: number; gold_prob: number; n: number }[];
+  checkpoints: { step: number; epoch: number | null; metrics: Record<string, number | null> }[];
+  training: { step: number; epoch: number | null; accuracy: number | null; gold_prob: number | null; n: number }[];
 }
 
 export type ProjectionMethod = 'pca' | 'umap' | 'tsne';
@@ -123,21 +137,21 @@ export interface TablePage {
 
 export interface ExampleHistoryPoint {
   step: number;
-  epoch: number;
-  pred: number;
-  loss: number;
-  gold_prob: number;
-  probs: number[];
+  epoch: number | null;
+  pred: number | null;
+  loss: number | null;
+  gold_prob: number | null;
+  probs: (number | null)[];
 }
 
 export interface ExampleDetail {
   id: number;
-  text: string;
-  split: string;
-  label: number;
+  text: string | null;
+  split: string | null;
+  label: number | null;
   probe_row: number | null;
   history: ExampleHistoryPoint[];
-  dynamics: { confidence: number; variability: number; correctness: number; region: string } | null;
+  dynamics: { confidence: number | null; variability: number | null; correctness: number | null; region: string | null } | null;
   forgetting_events: number | null;
 }
 
@@ -174,7 +188,10 @@ export interface InstanceResponse {
   target: number;
   method: SaliencyMethod;
   scores: number[];
+  /** integrated gradients' completeness error |sum(scores) - (f(x) - f(baseline))|; null for other methods */
   delta: number | null;
+  /** delta / |f(x) - f(baseline)|: explodes where f(x) ~ f(baseline); absent from older servers */
+  delta_relative?: number | null;
   attention_id: string;
 }
 
