@@ -11,7 +11,7 @@ NODE_STAMP   := $(FRONTEND)/node_modules/.t3vis-installed
 FRONTEND_SRC := $(shell find $(FRONTEND)/src -type f 2>/dev/null) $(FRONTEND)/index.html \
                 $(FRONTEND)/vite.config.ts $(FRONTEND)/svelte.config.js $(FRONTEND)/tsconfig.json
 
-.PHONY: install frontend demo test bench clean
+.PHONY: install frontend demo test chromium lint bench clean
 
 install: $(STAMP) $(STATIC_INDEX)
 
@@ -42,10 +42,20 @@ $(STATIC_INDEX): $(NODE_STAMP) $(FRONTEND_SRC) $(FRONTEND)/package.json
 demo: $(STAMP) $(STATIC_INDEX)
 	$(VENV)/bin/t3vis demo $(ARGS)
 
-# Frontend logic first (Vitest, no browser), then the Python suite (browser tests included).
-test: $(STAMP) $(STATIC_INDEX)
+# Chromium for the browser tests first (installed when root with apt, else one message and no test
+# runs), then linters and type checks (they fail on any finding), the frontend's logic (Vitest), and
+# the Python suite, browser tests included.
+test: chromium lint
 	cd $(FRONTEND) && npm test
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+chromium:
+	scripts/ensure-chromium
+
+lint: $(STAMP) $(STATIC_INDEX)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	cd $(FRONTEND) && npm run check -- --fail-on-warnings
 
 bench: $(STAMP) $(STATIC_INDEX)
 	$(PY) bench/run_all.py
