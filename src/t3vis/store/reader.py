@@ -1,130 +1,47 @@
 """Read a run directory. Imports no torch: runs open on machines without it.
 
-Every file is checked where it is read (the boundary): run.json and meta.json for their
-required fields and types, Parquet files for their required columns and types, arrays for
-their shapes against run.json. A file that fails, or that a third-party reader (pyarrow,
-numpy, safetensors, transformers) cannot read, raises CorruptRunError naming the file and
+Every file is checked where it is read (store/checks.py; a checkpoint's model folder in
+store/weights_folder.py): a damaged or foreign file raises CorruptRunError naming the file and
 what to do; nothing past the reader sees a KeyError or a library's own exception.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import struct
 import warnings
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from t3vis.cartography import summarize_dynamics
 from t3vis.errors import CorruptRunError, NotFoundError, T3VisError
 from t3vis.store import schema
-
-RERECORD = "re-record the run, or restore the file from a backup"
-RESAVE_WEIGHTS = ("re-save the checkpoint's weights there (model.save_pretrained and "
-                  "tokenizer.save_pretrained), or record with save_weights=True")
-
-# run.json keys every reader needs, with their type check; other keys are checked when present
-_RUN_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "format_version": ("an integer", lambda v: _is_int(v)),
-    "label_names": ("a list of class names", lambda v: isinstance(v, list) and len(v) > 0
-                    and all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in v)),
-    "num_layers": ("a positive integer", lambda v: _is_int(v) and v > 0),
-    "num_heads": ("a positive integer", lambda v: _is_int(v) and v > 0),
-    "hidden_size": ("a positive integer", lambda v: _is_int(v) and v > 0),
-}
-_RUN_OPTIONAL: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "num_probe": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-    "max_length": ("a positive integer", lambda v: _is_int(v) and v > 0),
-    "model": ("an object", lambda v: isinstance(v, dict)),
-    "pooling": ("a string", lambda v: isinstance(v, str)),
-    "weights_roots": ("a list of folder paths", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
-}
-_CHECKPOINT_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "step": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-}
-_CHECKPOINT_OPTIONAL: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "epoch": ("a number or null", lambda v: v is None or _is_number(v)),
-    "metrics": ("an object or null", lambda v: v is None or isinstance(v, dict)),
-    "weights": ("a path or null", lambda v: v is None or isinstance(v, str)),
-    "time": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "gate_grad_scale": ("a positive number", lambda v: _is_number(v) and math.isfinite(v) and v > 0),
-}
-
-# required Parquet columns, each with the kind of Arrow type it must have
-_INTEGER = ("an integer", pa.types.is_integer)
-_FLOAT = ("a float", pa.types.is_floating)
-_BOOL = ("a boolean", pa.types.is_boolean)
-_STRING = ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
-_PROBS = ("a fixed-size list of floats",
-          lambda t: pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type))
-EXAMPLE_TYPES = {"id": _INTEGER, "split": _STRING, "text": _STRING, "label": _INTEGER, "probe_row": _INTEGER}
-OUTPUT_TYPES = {"id": _INTEGER, "pred": _INTEGER, "loss": _FLOAT, "gold_prob": _FLOAT, "correct": _BOOL,
-                "probs": _PROBS}
-DYNAMICS_TYPES = {"id": _INTEGER, "epoch": _INTEGER, "step": _INTEGER, "gold_prob": _FLOAT, "correct": _BOOL}
-
-# weight files a Hugging Face folder may hold (one of them must be there)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
-# a tokenizer is built from one of these (the first is the fast tokenizers' single file)
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                    "tokenizer.model")
-_POSITIVE_INT = ("a positive integer", lambda v: _is_int(v) and v > 0)
-_CONFIG_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "model_type": ("a model family name", lambda v: isinstance(v, str) and bool(v)),
-}
-# sizes under the names the supported families use: transformers builds the model from them
-_CONFIG_OPTIONAL: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    name: _POSITIVE_INT for name in ("num_hidden_layers", "num_attention_heads", "hidden_size", "vocab_size",
-                                     "n_layer", "n_head", "n_embd", "n_layers", "n_heads", "dim")}
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from t3vis.store.checks import (
+    CHECKPOINT_OPTIONAL,
+    CHECKPOINT_REQUIRED,
+    DYNAMICS_TYPES,
+    EXAMPLE_TYPES,
+    OUTPUT_TYPES,
+    RERECORD,
+    RUN_OPTIONAL,
+    RUN_REQUIRED,
+    check_fields,
+    check_parquet,
+    check_shape,
+    is_int,
+    load_npy,
+    read_json,
+    read_parquet,
+    read_parquet_table,
+)
+from t3vis.store.weights_folder import check_weights_folder, load_failure
 
 
 def open_run(path: str | Path) -> Run:
     """Open the run at `path` for reading."""
     return Run(path)
 
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptRunError(f"{what} is not valid JSON ({e}): {path} ({RERECORD})") from None
-    except OSError as e:
-        raise CorruptRunError(f"{what} is unreadable ({e}): {path} ({RERECORD})") from None
-    if not isinstance(value, dict):
-        raise CorruptRunError(f"{what} is not a JSON object (it holds a {type(value).__name__}): {path} "
-                              f"({RERECORD})")
-    return value
-
-
-def _check_fields(meta: dict, required: dict, optional: dict, path: Path, what: str) -> None:
-    for key, (kind, _) in required.items():
-        if key not in meta:
-            raise CorruptRunError(f"{what} lacks the field {key!r} ({kind}): {path} ({RERECORD})")
-    for key, (kind, ok) in {**required, **optional}.items():
-        if key in meta and not ok(meta[key]):
-            raise CorruptRunError(f"{what} has {key!r} = {meta[key]!r}, which is not {kind}: {path} ({RERECORD})")
 
 
 class Run:
@@ -137,12 +54,12 @@ class Run:
             raise NotFoundError(f"{self.path} is not a t3vis run: it has no {schema.RUN_META} "
                                 "(pass the folder that t3vis.Recorder or `t3vis record --out` wrote)")
         meta_path = self.path / schema.RUN_META
-        self.meta = _read_json(meta_path, "the run's metadata")
+        self.meta = read_json(meta_path, "the run's metadata")
         version = self.meta.get("format_version")
-        if version != schema.FORMAT_VERSION and _is_int(version):
+        if version != schema.FORMAT_VERSION and is_int(version):
             raise CorruptRunError(f"{self.path} has run format {version!r}; this t3vis reads format "
                                   f"{schema.FORMAT_VERSION} (install the t3vis version that wrote it)")
-        _check_fields(self.meta, _RUN_REQUIRED, _RUN_OPTIONAL, meta_path, "the run's metadata")
+        check_fields(self.meta, RUN_REQUIRED, RUN_OPTIONAL, meta_path, "the run's metadata")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, checkpoints={[c.step for c in self.checkpoints]})"
@@ -176,7 +93,7 @@ class Run:
     @cached_property
     def examples(self) -> pd.DataFrame:
         """Every example the run knows: probed ones (probe_row >= 0) and training ones seen."""
-        return _read_parquet(self.path / schema.EXAMPLES, "the examples table", EXAMPLE_TYPES)
+        return read_parquet(self.path / schema.EXAMPLES, "the examples table", EXAMPLE_TYPES)
 
     def check_examples(self) -> Path:
         """The examples table's path, after checking its columns (reads the footer only)."""
@@ -238,7 +155,7 @@ class Run:
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                  zip(schema.DYNAMICS_COLUMNS, ("int64", "int32", "int64", "float32", "bool"))})
-        frames = [_read_parquet(p, "a training-dynamics part", DYNAMICS_TYPES)[list(DYNAMICS_TYPES)] for p in parts]
+        frames = [read_parquet(p, "a training-dynamics part", DYNAMICS_TYPES)[list(DYNAMICS_TYPES)] for p in parts]
         return pd.concat(frames, ignore_index=True)
 
     def dynamics(self, **region_options) -> pd.DataFrame:
@@ -262,8 +179,8 @@ class Checkpoint:
         self.run = run
         self.path = path
         meta_path = path / schema.CHECKPOINT_META
-        self.meta = _read_json(meta_path, f"checkpoint metadata of {path.name}")
-        _check_fields(self.meta, _CHECKPOINT_REQUIRED, _CHECKPOINT_OPTIONAL, meta_path,
+        self.meta = read_json(meta_path, f"checkpoint metadata of {path.name}")
+        check_fields(self.meta, CHECKPOINT_REQUIRED, CHECKPOINT_OPTIONAL, meta_path,
                       f"checkpoint metadata of {path.name}")
         self.step = int(self.meta["step"])
         self.epoch = self.meta.get("epoch")
@@ -282,7 +199,7 @@ class Checkpoint:
     def outputs(self) -> pd.DataFrame:
         """id, pred, loss, gold_prob, correct, nan, probs; row i is probe row i."""
         path = self.path / schema.OUTPUTS
-        table = _read_parquet_table(path, f"outputs of checkpoint {self.step}", OUTPUT_TYPES)
+        table = read_parquet_table(path, f"outputs of checkpoint {self.step}", OUTPUT_TYPES)
         df = table.drop(["probs"]).to_pandas()
         probs = table.column("probs").combine_chunks()
         width = probs.type.list_size
@@ -297,9 +214,9 @@ class Checkpoint:
     def hidden_states(self) -> np.ndarray:
         """float16 (layers+1, N, d), memory-mapped."""
         path = self.path / schema.HIDDEN
-        states = _load_npy(path, f"hidden states of checkpoint {self.step}")
+        states = load_npy(path, f"hidden states of checkpoint {self.step}")
         run = self.run
-        _check_shape(states, (run.num_layers + 1, self._expect_rows(), run.hidden_size),
+        check_shape(states, (run.num_layers + 1, self._expect_rows(), run.hidden_size),
                      "(layers + 1, probe examples, hidden size)", path, f"hidden states of checkpoint {self.step}")
         return states
 
@@ -330,8 +247,8 @@ class Checkpoint:
                 raise CorruptRunError(f"{what} lacks the array {key!r}: {path} ({RERECORD})")
         for key, array in arrays.items():
             if key in ("importance", "importance_raw") or key.startswith("attention_"):
-                _check_shape(array, grid, "(layers, heads)", path, f"{what} ({key})")
-        _check_shape(arrays["thumbnails"], (*grid, None, None), "(layers, heads, K, K)", path,
+                check_shape(array, grid, "(layers, heads)", path, f"{what} ({key})")
+        check_shape(arrays["thumbnails"], (*grid, None, None), "(layers, heads, K, K)", path,
                      f"{what} (thumbnails)")
         return arrays
 
@@ -359,8 +276,8 @@ class Checkpoint:
     def _gate_grads(self) -> np.ndarray:
         path = self.path / schema.GATE_GRADS
         what = f"per-example gate gradients of checkpoint {self.step}"
-        grads = _load_npy(path, what)
-        _check_shape(grads, (self._expect_rows(), self.run.num_layers, self.run.num_heads),
+        grads = load_npy(path, what)
+        check_shape(grads, (self._expect_rows(), self.run.num_layers, self.run.num_heads),
                      "(probe examples, layers, heads)", path, what)
         return grads
 
@@ -401,7 +318,7 @@ class Checkpoint:
                 f"checkpoint {self.step}'s weights location {str(where)!r} (in {self.path / schema.CHECKPOINT_META}) "
                 f"resolves to {resolved}, outside the run folder and the folders run.json names for weights "
                 f"({', '.join(map(str, roots))}); refusing to load it. Move the weights into the run "
-                "(checkpoints/.../weights) or record the Trainer output folder in run.json")
+                "(checkpoints/.../weights), or name its folder in run.json's weights_roots")
         return resolved
 
     def has_weights(self, *, confined: bool = False) -> bool:
@@ -427,130 +344,5 @@ class Checkpoint:
         except (T3VisError, ImportError, MemoryError):
             raise
         except Exception as e:      # transformers, safetensors and tokenizers raise many types for damaged files
-            raise _load_failure(where, f"weights of checkpoint {self.step}", e) from None
+            raise load_failure(where, f"weights of checkpoint {self.step}", e) from None
 
-
-def _brief(error: Exception) -> str:
-    first = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {first[:300]}"
-
-
-def _load_failure(folder: Path, what: str, error: Exception) -> CorruptRunError:
-    """Name the part of a model folder that did not load: the config, else the tokenizer, else
-    the weights (each tried alone, only after a failed load)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    tokenizer_files = [n for n in TOKENIZER_FILES if (folder / n).exists()] or ["no tokenizer file"]
-    parts = (("model config", ["config.json"], lambda: AutoConfig.from_pretrained(folder, local_files_only=True)),
-             ("tokenizer", tokenizer_files, lambda: AutoTokenizer.from_pretrained(folder, local_files_only=True)))
-    for part, files, attempt in parts:
-        try:
-            attempt()
-        except Exception as e:  # transformers and tokenizers raise many types for damaged files
-            return CorruptRunError(f"the {part} of the {what} does not load ({_brief(e)}): {', '.join(files)} "
-                                   f"in {folder} ({RESAVE_WEIGHTS})")
-    weights = [n for n in WEIGHT_FILES if (folder / n).exists()]
-    return CorruptRunError(f"the {what} do not load ({_brief(error)}): {', '.join(weights)} in {folder} "
-                           f"({RESAVE_WEIGHTS})")
-
-
-def check_weights_folder(folder: Path, what: str) -> None:
-    """A Hugging Face model folder, checked before transformers reads it: config.json a JSON
-    object with a model_type and integer sizes, a weights file present, every safetensors file
-    as long as its header says, the tokenizer's JSON files JSON and a vocabulary there."""
-    if not folder.is_dir():
-        raise CorruptRunError(f"{what}: {folder} is not a folder ({RESAVE_WEIGHTS})")
-    config_path = folder / "config.json"
-    _check_fields(_read_json(config_path, f"the model config of the {what}"), _CONFIG_REQUIRED, _CONFIG_OPTIONAL,
-                  config_path, f"the model config of the {what}")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise CorruptRunError(f"{what}: {folder} holds no weights file (one of {', '.join(WEIGHT_FILES)}) "
-                              f"({RESAVE_WEIGHTS})")
-    for file in sorted(folder.glob("*.safetensors")):
-        _check_safetensors(file, what)
-    for name in TOKENIZER_FILES:
-        if name.endswith(".json") and (folder / name).exists():
-            _read_json(folder / name, f"the tokenizer file {name} of the {what}")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        raise CorruptRunError(f"the tokenizer of the {what} has no vocabulary: {folder / 'tokenizer.json'} is "
-                              f"missing (nor is there a slow tokenizer's {', '.join(VOCABULARY_FILES[1:])}) "
-                              f"({RESAVE_WEIGHTS})")
-
-
-def _check_safetensors(path: Path, what: str) -> None:
-    """The header parses and the file holds every byte its header and tensors' offsets name."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            if 8 + length > size:
-                raise CorruptRunError(f"{what}: {path} is truncated or not a safetensors file ({size} bytes; "
-                                      f"its first 8 bytes ask for a {length}-byte header) ({RESAVE_WEIGHTS})")
-            header = json.loads(f.read(length)) if length else None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CorruptRunError(f"{what}: {path} is not a readable safetensors file ({type(e).__name__}: {e}) "
-                              f"({RESAVE_WEIGHTS})") from None
-    if not isinstance(header, dict):
-        raise CorruptRunError(f"{what}: {path} is not a safetensors file (no header) ({RESAVE_WEIGHTS})")
-    ends = [v.get("data_offsets", [0, 0])[-1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    needed = 8 + length + max((int(e) for e in ends if _is_int(e)), default=0)
-    if size < needed:
-        raise CorruptRunError(f"{what}: {path} is truncated ({size} of {needed} bytes) ({RESAVE_WEIGHTS})")
-
-
-def _check_shape(array: np.ndarray, expected: tuple, meaning: str, path: Path, what: str) -> None:
-    """array's shape against expected (None: any size there), and a numeric dtype."""
-    fits = array.ndim == len(expected) and all(e is None or s == e for s, e in zip(array.shape, expected))
-    if not fits or not np.issubdtype(array.dtype, np.floating):
-        want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
-        raise CorruptRunError(f"{what} have shape {array.shape} and dtype {array.dtype}; run.json says "
-                              f"{meaning} = {want} of floats: {path} ({RERECORD})")
-
-
-def _load_npy(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} are missing: {path} ({RERECORD})") from None
-    except Exception as e:      # numpy raises ValueError, OSError, EOFError, ... for a damaged file
-        raise CorruptRunError(f"{what} are unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
-
-
-def check_parquet(path: Path, what: str, columns: dict) -> Path:
-    """path, after checking that the Parquet file's footer reads and names every required
-    column with the right kind of type."""
-    try:
-        found = pq.read_schema(path)
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise CorruptRunError(f"{what} is unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
-    _check_columns(found, path, what, columns)
-    return path
-
-
-def _check_columns(found: pa.Schema, path: Path, what: str, columns: dict) -> None:
-    names = set(found.names)
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise CorruptRunError(f"{what} lacks the column(s) {missing} (it has {found.names}): {path} ({RERECORD})")
-    for name, (kind, ok) in columns.items():
-        if not ok(found.field(name).type):
-            raise CorruptRunError(f"{what} has column {name!r} of type {found.field(name).type}, not {kind}: "
-                                  f"{path} ({RERECORD})")
-
-
-def _read_parquet_table(path: Path, what: str, columns: dict) -> pa.Table:
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise CorruptRunError(f"{what} is unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
-    _check_columns(table.schema, path, what, columns)
-    return table
-
-
-def _read_parquet(path: Path, what: str, columns: dict) -> pd.DataFrame:
-    return _read_parquet_table(path, what, columns).to_pandas()
