@@ -8,7 +8,8 @@ A result is a flat dict:
     unit     "s", "x" (a ratio), "B/example", ...
     target   the number the value is held against, or None for informational rows
     op       "<=" or ">=": how value must compare with target to PASS
-    status   "PASS", "MISS" or "" (informational); never affects the exit code
+    status   "PASS", "MISS", "ERROR" (the benchmark crashed) or "" (informational);
+             any MISS or ERROR makes run_all (and a benchmark run on its own) exit 1
     detail   free-form dict (raw timings, sizes, settings)
 """
 
@@ -20,8 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -44,6 +45,24 @@ def env_int(name: str, default: int) -> int:
 
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+DEMO_RUN = REPO / "runs" / "demo"
+
+
+def demo_run() -> Path | None:
+    """The run `make demo` records (runs/demo, or T3VIS_BENCH_RUN), or None where none is recorded.
+
+    Benchmarks measure on it where the product meets real data (its hidden states, its files);
+    they fall back to data they make themselves only without it, and say which they used.
+    """
+    run_dir = demo_run_path()
+    return run_dir if (run_dir / "run.json").is_file() else None
+
+
+def demo_run_path() -> Path:
+    """Where demo_run() looks (to name in a message when nothing is there)."""
+    return Path(env_str("T3VIS_BENCH_RUN", str(DEMO_RUN)))
 
 
 def timing_parser(doc: str, n_env: str, n_default: int, n_help: str = "sentences"):
@@ -186,8 +205,21 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def summary_line(results: list[dict]) -> str:
+    counts = {status: sum(r.get("status") == status for r in results) for status in ("PASS", "MISS", "ERROR")}
+    return f"{len(results)} rows, " + ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def exit_code(results: list[dict], *, crashed: bool = False) -> int:
+    """1 when a target was missed or a benchmark crashed, else 0."""
+    missed = any(r.get("status") in ("MISS", "ERROR") for r in results)
+    return 1 if crashed or missed else 0
+
+
 def standalone(main: Callable[[], list[dict]]) -> None:
-    """Entry point for `python bench/bench_x.py`: run, print the table (exit 0 on PASS and MISS alike)."""
+    """Entry point for `python bench/bench_x.py`: run, print the table, exit 1 on any MISS (as run_all)."""
     results = main()
     print()
     print(format_table(results))
+    print(summary_line(results))
+    sys.exit(exit_code(results))

@@ -43,7 +43,8 @@ def synthetic_run(path: Path, n: int, *, hidden_dims: int = 8, seed: int = 0) ->
             "nan": pa.array(np.zeros(n, bool)),
             "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 2)}),
             stage.path / schema.OUTPUTS, compression="zstd")
-        stage.write_heads({"importance": np.ones((1, 2), np.float32), "thumbnails": np.zeros((1, 2, 4, 4))})
+        stage.write_heads({"importance": np.ones((1, 2), np.float32), "importance_raw": np.ones((1, 2), np.float32),
+                           "thumbnails": np.zeros((1, 2, 4, 4))})
     half = np.arange(0, n, 2)
     for epoch in range(2):
         gp = rng.random(len(half)).astype(np.float32)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
-from bench_snapshot import BATCH_SIZE, MAX_LENGTH, baseline_pass  # noqa: E402
+import _common as C
+from bench_snapshot import BATCH_SIZE, MAX_LENGTH, baseline_pass
 
 TARGET = 1.1
 MASKED_SHARE = 0.3

@@ -23,12 +23,13 @@ T3VIS_BENCH_SALIENCY_BATCH (t3vis rows per forward pass).
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
+import _common as C
 
 TARGET = 2.0
 N_STEPS = 50
@@ -103,8 +104,8 @@ def calibrate(model, tokenizer, texts, targets, device) -> tuple[tuple[int, int]
     captum_pass(model, tokenizer, texts[:2], targets[:2], (2, N_STEPS))
     seconds = {}
     for config in CAPTUM_CONFIGS:
-        seconds[config] = min(C.timed(lambda: captum_pass(model, tokenizer, texts, targets, config), device)[0]
-                              for _ in range(2))
+        one_pass = functools.partial(captum_pass, model, tokenizer, texts, targets, config)  # binds this config
+        seconds[config] = min(C.timed(one_pass, device)[0] for _ in range(2))
         print(f"[saliency] captum {describe(config)}: {seconds[config]:.2f}s on {len(texts)} sentences", flush=True)
     best = min(seconds, key=seconds.get)
     return best, {describe(c): t for c, t in seconds.items()}
