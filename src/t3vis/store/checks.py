@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,24 +103,28 @@ def check_shape(array: np.ndarray, expected: tuple, meaning: str, path: Path, wh
                               f"{meaning} = {want} of floats: {path} ({RERECORD})")
 
 
-def load_npy(path: Path, what: str) -> np.ndarray:
+@contextmanager
+def reading(path: Path, what: str, be: str = "is") -> Iterator[None]:
+    """Translate whatever a library raises while reading path into a CorruptRunError naming it
+    (be: "is" or "are", to agree with what)."""
     try:
-        return np.load(path, mmap_mode="r")
+        yield
     except FileNotFoundError:
-        raise CorruptRunError(f"{what} are missing: {path} ({RERECORD})") from None
-    except Exception as e:      # numpy raises ValueError, OSError, EOFError, ... for a damaged file
-        raise CorruptRunError(f"{what} are unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
+        raise CorruptRunError(f"{what} {be} missing: {path} ({RERECORD})") from None
+    except Exception as e:      # numpy and pyarrow raise ValueError, OSError, EOFError, ... for a damaged file
+        raise CorruptRunError(f"{what} {be} unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    with reading(path, what, be="are"):
+        return np.load(path, mmap_mode="r")
 
 
 def check_parquet(path: Path, what: str, columns: dict) -> Path:
     """path, after checking that the Parquet file's footer reads and names every required
     column with the right kind of type."""
-    try:
+    with reading(path, what):
         found = pq.read_schema(path)
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise CorruptRunError(f"{what} is unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
     check_columns(found, path, what, columns)
     return path
 
@@ -136,12 +141,8 @@ def check_columns(found: pa.Schema, path: Path, what: str, columns: dict) -> Non
 
 
 def read_parquet_table(path: Path, what: str, columns: dict) -> pa.Table:
-    try:
+    with reading(path, what):
         table = pq.read_table(path)
-    except FileNotFoundError:
-        raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise CorruptRunError(f"{what} is unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
     check_columns(table.schema, path, what, columns)
     return table
 

@@ -34,6 +34,7 @@ from t3vis.store.checks import (
     read_json,
     read_parquet,
     read_parquet_table,
+    reading,
 )
 from t3vis.store.weights_folder import check_weights_folder, load_failure
 
@@ -234,13 +235,8 @@ class Checkpoint:
         the attention summaries (L, H), thumbnails (L, H, K, K)."""
         path = self.path / schema.HEADS
         what = f"head data of checkpoint {self.step}"
-        try:
-            with np.load(path) as npz:
-                arrays = {k: np.asarray(npz[k]) for k in npz.files}
-        except FileNotFoundError:
-            raise CorruptRunError(f"{what} is missing: {path} ({RERECORD})") from None
-        except Exception as e:   # numpy, zipfile and zlib raise many types for a damaged archive
-            raise CorruptRunError(f"{what} is unreadable ({type(e).__name__}: {e}): {path} ({RERECORD})") from None
+        with reading(path, what), np.load(path) as npz:   # zipfile and zlib errors too, for a damaged archive
+            arrays = {k: np.asarray(npz[k]) for k in npz.files}
         grid = (self.run.num_layers, self.run.num_heads)
         for key in ("importance", "importance_raw", "thumbnails"):
             if key not in arrays:
