@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from t3vis.errors import T3VisError
+from t3vis.errors import InvalidInputError, NotFoundError, T3VisError
 
 
 def _demo(args) -> int:
@@ -56,15 +56,43 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def _record(args) -> int:
     from t3vis.record.offline import record_checkpoints
+    from t3vis.store.schema import RUN_META
 
-    summaries = record_checkpoints([Path(c) for c in args.checkpoints], Path(args.data), Path(args.out),
+    out = Path(args.out)
+    if not args.append and (out / RUN_META).exists():   # before the Recorder, whose message names exist_ok
+        raise InvalidInputError(f"{out} already holds a run; choose a new --out folder, or pass --append to add "
+                                "these checkpoints to it")
+    summaries = record_checkpoints([Path(c) for c in args.checkpoints], Path(args.data), out,
                                    text_column=args.text_column, label_column=args.label_column,
-                                   batch_size=args.batch_size, max_length=args.max_length, pooling=args.pooling,
-                                   exist_ok=args.append)
+                                   id_column=args.id_column, split_column=args.split_column,
+                                   label_map=_label_map(args.label_map), batch_size=args.batch_size,
+                                   max_length=args.max_length, pooling=args.pooling, exist_ok=args.append)
     for s in summaries:
         print(f"step {s.step}: probe accuracy {s.metrics['probe_accuracy']:.3f}")
-    print(f"run written to {Path(args.out).resolve()}")
+    print(f"run written to {out.resolve()}")
     return 0
+
+
+def _label_map(value: str | None) -> dict[str, int] | None:
+    """--label-map: inline `name=index,...`, or a JSON file holding {"name": index, ...}."""
+    from t3vis.record.labels import parse_label_map
+
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix.lower() != ".json":
+        return parse_label_map(value)
+    if not path.is_file():
+        raise NotFoundError(f"no label map file at {path}; give a JSON file or name=index pairs")
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidInputError(f"cannot read the label map {path}: {e}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                for i in mapping.values()):
+        raise InvalidInputError(f"the label map {path} must hold one JSON object of name: index, "
+                                'e.g. {"sport": 0, "politics": 1}')
+    return {str(name): index for name, index in mapping.items()}
 
 
 def _info(args) -> int:
@@ -104,14 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     record = sub.add_parser("record", help="record Hugging Face checkpoints saved earlier")
     record.add_argument("checkpoints", nargs="+", help="checkpoint folders (any order; recorded by step)")
-    record.add_argument("--data", required=True, help="CSV, TSV, JSON Lines or Parquet file of probe examples")
+    record.add_argument("--data", required=True,
+                        help="CSV, TSV, JSON (array or Lines) or Parquet file of probe examples")
     record.add_argument("--out", required=True, help="run folder to write")
-    record.add_argument("--text-column", default="text")
-    record.add_argument("--label-column", default="label")
+    record.add_argument("--text-column", default="text", help="column holding the texts (default text)")
+    record.add_argument("--label-column", default="label",
+                        help="column holding the labels: class indices, or names (default label)")
+    record.add_argument("--label-map", default=None, metavar="MAP",
+                        help="which class index each label name is, as the model was trained: "
+                             "sport=0,politics=1,technology=2 or a .json file of {name: index}; needed for "
+                             "names when the model's labels are placeholders (LABEL_0, ...). Names otherwise "
+                             "match the model's own label names, ignoring case")
+    record.add_argument("--id-column", default=None, metavar="COLUMN",
+                        help="column of example ids (default: 'id' if the file has one, else row numbers); "
+                             "ids that are not integers are kept as source_id and rows numbered")
+    record.add_argument("--split-column", default=None, metavar="COLUMN",
+                        help="column telling held-out from training examples (default: 'split' if the file "
+                             "has one, else every example is 'probe')")
     record.add_argument("--batch-size", type=int, default=32)
     record.add_argument("--max-length", type=int, default=128)
     record.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "last"])
-    record.add_argument("--append", action="store_true", help="add checkpoints to an existing run")
+    record.add_argument("--append", action="store_true",
+                        help="add checkpoints to an existing run (same probe texts, labels and model shape)")
     record.set_defaults(handler=_record)
 
     info = sub.add_parser("info", help="summarise a recorded run")

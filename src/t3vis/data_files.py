@@ -1,8 +1,12 @@
-"""Read a labelled text dataset from CSV, JSON Lines or Parquet for `t3vis record`."""
+"""Read a labelled text dataset from CSV, TSV, JSON (array or Lines) or Parquet for `t3vis record`.
+
+Labels come back as the file holds them (class indices or names); `t3vis.record.labels` says
+which class each one is, since that needs the model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,28 +14,70 @@ import pandas as pd
 
 from t3vis.errors import InvalidInputError, NotFoundError
 
+
+def _read_json(path: Path) -> pd.DataFrame:
+    """A JSON array of objects, or JSON Lines: a ".json" file may hold either."""
+    try:
+        return pd.read_json(path)
+    except ValueError:   # JSON Lines is not one JSON value ("Trailing data"); try it as lines
+        return pd.read_json(path, lines=True)
+
+
 _READERS = {
     ".csv": lambda p: pd.read_csv(p),
     ".tsv": lambda p: pd.read_csv(p, sep="\t"),
     ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".json": lambda p: pd.read_json(p, lines=True),
+    ".json": _read_json,
     ".parquet": lambda p: pd.read_parquet(p),
 }
+
+DEFAULT_ID_COLUMN = "id"
+DEFAULT_SPLIT_COLUMN = "split"
 
 
 @dataclass(frozen=True)
 class LabelledTexts:
     texts: list[str]
-    labels: np.ndarray          # class indices
-    label_names: list[str] | None  # set when the file held label names rather than indices
-    ids: np.ndarray | None
+    labels: list                 # as the file holds them: class indices or names (see record/labels.py)
+    ids: np.ndarray | None       # the file's integer ids, if it has an id column of unique integers
+    source_ids: list[str] | None  # the file's ids when they are not integers (the run numbers rows instead)
     splits: list[str] | None
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
+    total_rows: int = 0
+    id_column: str | None = None      # the columns actually used, to tell the user
+    split_column: str | None = None
+
+    def dropped_message(self) -> str | None:
+        """One line saying how many rows were left out and why, or None if none were."""
+        if not self.dropped:
+            return None
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.dropped.items())
+        return f"left out {sum(self.dropped.values())} of {self.total_rows} rows: {reasons}"
 
 
 def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_column: str = "label",
-                        id_column: str | None = "id", split_column: str | None = "split",
-                        label_names: list[str] | None = None) -> LabelledTexts:
+                        id_column: str | None = None, split_column: str | None = None) -> LabelledTexts:
+    """id_column / split_column: None uses a column named "id" / "split" if the file has one; a
+    name given must be a column of the file."""
     path = Path(path)
+    frame = _read_frame(path)
+    _require_column(frame, text_column, "text", path)
+    _require_column(frame, label_column, "label", path)
+    id_column = _optional_column(frame, id_column, DEFAULT_ID_COLUMN, "id", path)
+    split_column = _optional_column(frame, split_column, DEFAULT_SPLIT_COLUMN, "split", path)
+    total = len(frame)
+    frame, dropped = _drop_unusable_rows(frame, text_column, label_column)
+    if frame.empty:
+        reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "the file has no rows"
+        raise InvalidInputError(f"{path.name} has no rows with both a text ({text_column!r}) and a label "
+                                f"({label_column!r}): {reasons}")
+    ids, source_ids = _read_ids(frame, id_column, path) if id_column else (None, None)
+    splits = frame[split_column].astype(str).tolist() if split_column else None
+    return LabelledTexts(frame[text_column].astype(str).tolist(), frame[label_column].tolist(), ids, source_ids,
+                         splits, dropped, total, id_column, split_column)
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise NotFoundError(f"no data file at {path}")
     # pandas decompresses by extension, so "data.csv.gz" reads as a CSV
@@ -39,34 +85,47 @@ def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_co
     kind = path.suffixes[-2] if compressed else path.suffix
     reader = _READERS.get(kind.lower())
     if reader is None:
-        raise InvalidInputError(f"{path.name}: unknown file type; use .csv, .tsv, .jsonl or .parquet")
+        raise InvalidInputError(f"{path.name}: unknown file type; use .csv, .tsv, .json, .jsonl or .parquet")
     try:
-        frame = reader(path)
+        return reader(path)
     except Exception as e:  # the readers raise many types for a malformed file
         raise InvalidInputError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    for role, column in (("text", text_column), ("label", label_column)):
-        if column not in frame.columns:
-            raise InvalidInputError(f"{path.name} has no {role} column {column!r}; its columns are "
-                                    f"{list(frame.columns)} (choose with --{role}-column)")
-    frame = frame.dropna(subset=[text_column, label_column])
-    if frame.empty:
-        raise InvalidInputError(f"{path.name} has no rows with both {text_column!r} and {label_column!r}")
-    labels, names = _label_indices(frame[label_column], label_names, path.name)
-    ids = frame[id_column].to_numpy(np.int64) if id_column and id_column in frame.columns else None
-    splits = frame[split_column].astype(str).tolist() if split_column and split_column in frame.columns else None
-    return LabelledTexts(frame[text_column].astype(str).tolist(), labels, names, ids, splits)
 
 
-def _label_indices(column: pd.Series, label_names: list[str] | None, where: str):
-    if pd.api.types.is_integer_dtype(column) or pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(np.int64), label_names
-    if pd.api.types.is_float_dtype(column):
-        if not np.all(np.mod(column.to_numpy(), 1) == 0):
-            raise InvalidInputError(f"{where}: labels must be class indices or names, found fractional values")
-        return column.to_numpy(np.int64), label_names
-    names = label_names or sorted(column.astype(str).unique())
-    lookup = {n: i for i, n in enumerate(names)}
-    unknown = sorted(set(column.astype(str)) - set(lookup))
-    if unknown:
-        raise InvalidInputError(f"{where}: label(s) {unknown[:5]} are not among the model's labels {names}")
-    return column.astype(str).map(lookup).to_numpy(np.int64), list(names)
+def _require_column(frame: pd.DataFrame, column: str, role: str, path: Path) -> None:
+    if column not in frame.columns:
+        raise InvalidInputError(f"{path.name} has no {role} column {column!r}; its columns are "
+                                f"{list(frame.columns)} (choose with --{role}-column)")
+
+
+def _optional_column(frame: pd.DataFrame, column: str | None, default: str, role: str, path: Path) -> str | None:
+    if column is None:
+        return default if default in frame.columns else None
+    _require_column(frame, column, role, path)
+    return column
+
+
+def _drop_unusable_rows(frame: pd.DataFrame, text_column: str, label_column: str):
+    """Rows without a text (missing, empty or blank) or without a label; how many of each."""
+    text = frame[text_column]
+    no_text = text.isna() | text.astype(str).str.strip().eq("")
+    no_label = frame[label_column].isna() & ~no_text
+    dropped = {reason: int(mask.sum()) for reason, mask in
+               (("with an empty or missing text", no_text), ("with a missing label", no_label)) if mask.any()}
+    return frame[~(no_text | no_label)].reset_index(drop=True), dropped
+
+
+def _read_ids(frame: pd.DataFrame, column: str, path: Path) -> tuple[np.ndarray | None, list[str] | None]:
+    """Integer ids stay the run's ids; any other ids are kept as the user's (source ids)."""
+    values = frame[column]
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise InvalidInputError(f"{path.name}: {int(values.isna().sum())} row(s) have no {column!r} (the first is "
+                                f"data row {row}); give every row an id, or choose another column with --id-column")
+    if values.duplicated().any():
+        repeated = values[values.duplicated()].astype(str).unique().tolist()
+        raise InvalidInputError(f"{path.name}: the id column {column!r} repeats {repeated[:5]}; ids must be unique "
+                                "(choose another column with --id-column)")
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(np.int64), None
+    return None, values.astype(str).tolist()

@@ -88,14 +88,21 @@ def test_console_script_reports_a_wrong_run_path(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_label_names_from_the_data_replace_placeholder_names(tmp_path):
+def test_names_on_a_placeholder_model_need_the_training_mapping(tmp_path, capsys):
     model, tokenizer = make_model("bert")          # id2label: LABEL_0, LABEL_1
     folder = tmp_path / "checkpoint-5"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     data = tmp_path / "data.csv"
     pd.DataFrame({"text": ["good", "bad", "fun"], "label": ["yes", "no", "yes"]}).to_csv(data, index=False)
-    assert main(["record", str(folder), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    assert main(["record", str(folder), "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert "--label-map no=0,yes=1" in capsys.readouterr().err   # the mapping it needs, as a flag
+    assert not (tmp_path / "run").exists()
+    # trained as yes=0, no=1: said so, recorded so
+    assert main(["record", str(folder), "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--label-map", "yes=0,no=1"]) == 0
     run = t3vis.open_run(tmp_path / "run")
-    assert run.label_names == ["no", "yes"] and list(run.examples["label"]) == [1, 0, 1]
+    assert run.label_names == ["yes", "no"] and list(run.examples["label"]) == [0, 1, 0]
+    assert run.meta["label_map"] == {"yes": 0, "no": 1}
+    assert "labels: yes=0,no=1" in capsys.readouterr().out
     assert [c.step for c in run.checkpoints] == [5]

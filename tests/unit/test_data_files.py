@@ -1,6 +1,5 @@
 """Reading labelled texts for `t3vis record`: file types, label forms, and clear errors."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,18 +12,51 @@ def test_compressed_csv_with_ids_and_splits(tmp_path):
     frame = pd.DataFrame({"text": ["a", "b"], "label": [1, 0], "id": [7, 9], "split": ["train", "dev"]})
     frame.to_csv(path, index=False)
     table = read_labelled_texts(path)
-    assert table.texts == ["a", "b"] and table.labels.tolist() == [1, 0]
-    assert table.ids.tolist() == [7, 9] and table.splits == ["train", "dev"] and table.label_names is None
+    assert table.texts == ["a", "b"] and table.labels == [1, 0]
+    assert table.ids.tolist() == [7, 9] and table.splits == ["train", "dev"] and table.source_ids is None
+    assert (table.id_column, table.split_column) == ("id", "split")   # picked up, and said so
 
 
-def test_label_names_map_in_the_given_order(tmp_path):
+def test_labels_come_back_as_the_file_holds_them(tmp_path):
     path = tmp_path / "d.jsonl"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]}).to_json(path, orient="records", lines=True)
-    assert read_labelled_texts(path, label_names=["pos", "neg"]).labels.tolist() == [0, 1, 0]
-    default = read_labelled_texts(path)   # without the model's names: sorted
-    assert default.label_names == ["neg", "pos"] and default.labels.tolist() == [1, 0, 1]
-    with pytest.raises(InvalidInputError, match=r"label\(s\) \['pos'\] are not among the model's labels"):
-        read_labelled_texts(path, label_names=["neg", "neutral"])
+    assert read_labelled_texts(path).labels == ["pos", "neg", "pos"]   # no order imposed: record/labels.py decides
+
+
+def test_a_json_file_may_hold_an_array_or_json_lines(tmp_path):
+    array, lines = tmp_path / "array.json", tmp_path / "lines.json"
+    array.write_text('[\n  {"text": "good", "label": "pos"},\n  {"text": "bad", "label": "neg"}\n]\n')
+    lines.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
+    for path in (array, lines):
+        table = read_labelled_texts(path)
+        assert table.texts == ["good", "bad"] and table.labels == ["pos", "neg"]
+    one = tmp_path / "one.json"
+    one.write_text('{"text": "only", "label": 1}\n')   # a single JSON Lines row
+    assert read_labelled_texts(one).texts == ["only"]
+
+
+def test_string_ids_are_kept_as_source_ids_and_named_columns_are_used(tmp_path):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1], "id": ["ex-0000", "ex-0001"], "key": [5, 3],
+                  "part": ["dev", "train"]}).to_csv(path, index=False)
+    table = read_labelled_texts(path)
+    assert table.ids is None and table.source_ids == ["ex-0000", "ex-0001"]
+    chosen = read_labelled_texts(path, id_column="key", split_column="part")
+    assert chosen.ids.tolist() == [5, 3] and chosen.source_ids is None and chosen.splits == ["dev", "train"]
+    with pytest.raises(InvalidInputError, match=r"no id column 'uid'.*--id-column"):
+        read_labelled_texts(path, id_column="uid")
+    with pytest.raises(InvalidInputError, match=r"no split column 'fold'.*--split-column"):
+        read_labelled_texts(path, split_column="fold")
+
+
+def test_repeated_or_missing_ids_are_refused(tmp_path):
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "label": [0, 1, 0], "id": ["x", "y", "x"]}).to_csv(path, index=False)
+    with pytest.raises(InvalidInputError, match=r"repeats \['x'\]; ids must be unique.*--id-column"):
+        read_labelled_texts(path)
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1], "id": [1, None]}).to_csv(path, index=False)
+    with pytest.raises(InvalidInputError, match=r"1 row.* have no 'id'"):
+        read_labelled_texts(path)
 
 
 def test_missing_text_column_names_the_columns_and_the_flag(tmp_path):
@@ -34,21 +66,24 @@ def test_missing_text_column_names_the_columns_and_the_flag(tmp_path):
         read_labelled_texts(path)
 
 
-def test_rows_without_text_or_label_are_dropped_and_an_empty_file_refused(tmp_path):
-    path = tmp_path / "d.csv"
-    pd.DataFrame({"text": ["a", None, "c"], "label": [0, 1, np.nan]}).to_csv(path, index=False)
+def test_rows_without_text_or_label_are_dropped_counted_and_an_empty_file_refused(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [{"text": "a", "label": 0}, {"text": None, "label": 1}, {"text": "c", "label": None},
+            {"text": "   ", "label": 1}, {"text": "", "label": 0}, {"text": "f", "label": 1}]
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
     table = read_labelled_texts(path)
-    assert table.texts == ["a"] and table.labels.tolist() == [0]
-    pd.DataFrame({"text": [None], "label": [1]}).to_csv(path, index=False)
-    with pytest.raises(InvalidInputError, match="no rows with both"):
+    assert table.texts == ["a", "f"] and table.labels == [0, 1]
+    assert table.dropped == {"with an empty or missing text": 3, "with a missing label": 1}
+    assert table.dropped_message() == "left out 4 of 6 rows: 3 with an empty or missing text, 1 with a missing label"
+    pd.DataFrame({"text": ["", None], "label": [1, 0]}).to_json(path, orient="records", lines=True)
+    with pytest.raises(InvalidInputError, match=r"no rows with both a text .* 2 with an empty or missing text"):
         read_labelled_texts(path)
+    full = tmp_path / "full.csv"
+    pd.DataFrame({"text": ["a"], "label": [0]}).to_csv(full, index=False)
+    assert read_labelled_texts(full).dropped_message() is None
 
 
-def test_fractional_labels_unknown_types_and_missing_files(tmp_path):
-    path = tmp_path / "d.csv"
-    pd.DataFrame({"text": ["a"], "label": [0.5]}).to_csv(path, index=False)
-    with pytest.raises(InvalidInputError, match="fractional"):
-        read_labelled_texts(path)
+def test_unknown_types_malformed_and_missing_files(tmp_path):
     (tmp_path / "d.xlsx").write_text("x")
     with pytest.raises(InvalidInputError, match="unknown file type"):
         read_labelled_texts(tmp_path / "d.xlsx")
