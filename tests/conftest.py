@@ -56,9 +56,13 @@ ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "gpt2")
 
 
 def make_model(kind: str = "bert", num_labels: int = 2, seed: int = 0):
-    """(model, tokenizer): a 2-layer, 4-head, 32-dim random classifier of the given family."""
+    """(model, tokenizer): a 2-layer, 4-head, 32-dim random classifier of the given family.
+
+    "albert" has 3 layers that all run one shared block (one hidden group, one layer in it).
+    """
     import torch
     from transformers import (
+        AlbertConfig,
         AutoModelForSequenceClassification,
         BertConfig,
         DistilBertConfig,
@@ -70,7 +74,11 @@ def make_model(kind: str = "bert", num_labels: int = 2, seed: int = 0):
     tokenizer = make_tokenizer("gpt2" if kind == "gpt2" else "roberta" if kind == "roberta" else "bert")
     vocab = len(tokenizer)
     common = dict(vocab_size=vocab, num_labels=num_labels)
-    if kind == "bert":
+    if kind == "albert":
+        config = AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=3, num_hidden_groups=1,
+                              inner_group_num=1, num_attention_heads=4, intermediate_size=37,
+                              max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, **common)
+    elif kind == "bert":
         config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                             max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, **common)
     elif kind == "roberta":

@@ -74,7 +74,8 @@ def gate_gradients(model: nn.Module, tokenizer, texts: Sequence[str], labels: La
         for rows, enc, gold in batches:
             with capture_head_contexts(layout, device) as contexts:
                 logits = model(**enc).logits.float()
-            loss = nn.functional.cross_entropy(logits, gold, reduction="none")    # (B,)
+            # under a device_map the logits come off the last block's device, not the first's
+            loss = nn.functional.cross_entropy(logits, gold.to(logits.device), reduction="none")    # (B,)
             grads[rows] = contexts.gate_gradients(loss).cpu().numpy()
     return grads
 

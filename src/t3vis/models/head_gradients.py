@@ -28,27 +28,30 @@ class HeadContexts:
 
     def __init__(self, layout: AttentionLayout):
         self.layout = layout
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.by_layer: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(self, layer: int, context: torch.Tensor, gated: torch.Tensor) -> None:
-        self.pairs.append((context, gated))
+        if layer in self.by_layer:
+            raise RuntimeError(f"layer {layer} ran twice: run exactly one forward pass inside capture_head_contexts")
+        self.by_layer[layer] = (context, gated)
 
     def gate_gradients(self, loss: torch.Tensor) -> torch.Tensor:
         """loss (B,) per example -> (B, L, H) signed d loss / d gate; 0 for examples whose loss is not finite."""
-        if len(self.pairs) != self.layout.num_layers:
-            raise RuntimeError(f"captured {len(self.pairs)} layers for a {self.layout.num_layers}-layer model: "
+        if len(self.by_layer) != self.layout.num_layers:
+            raise RuntimeError(f"captured {len(self.by_layer)} layers for a {self.layout.num_layers}-layer model: "
                                "run exactly one forward pass inside capture_head_contexts")
+        pairs = [self.by_layer[layer] for layer in range(self.layout.num_layers)]
         finite = torch.isfinite(loss)
-        grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [g for _, g in self.pairs],
+        grads = torch.autograd.grad(torch.where(finite, loss, 0.0).sum(), [g for _, g in pairs],
                                     allow_unused=True)
         B, H, d = loss.shape[0], self.layout.num_heads, self.layout.head_dim
         per_layer = []
-        for (context, _), grad in zip(self.pairs, grads):
+        for (context, _), grad in zip(pairs, grads):
             if grad is None:                                   # a layer the loss does not depend on
                 per_layer.append(torch.zeros(B, H, device=loss.device))
                 continue
-            prod = (context.detach() * grad).view(B, -1, H, d)   # (B, T, H, d)
-            per_layer.append(prod.sum((1, 3)).float())
+            prod = (context.detach() * grad).view(B, -1, H, d)   # (B, T, H, d), on the layer's own device
+            per_layer.append(prod.sum((1, 3)).float().to(loss.device))
         gate_grads = torch.stack(per_layer, 1)                    # (B, L, H)
         return torch.where(finite[:, None, None], torch.nan_to_num(gate_grads), 0.0)
 
@@ -58,6 +61,7 @@ def capture_head_contexts(layout: AttentionLayout, device: torch.device | str) -
     """Gate every head at 1 for one forward pass inside the block; hooks come off after it.
 
     Grad mode must be on (the caller's `torch.enable_grad()`); parameters need not require grad.
+    gated_heads puts each layer's gate row on the device of the projection it scales.
     """
     gates = torch.ones(layout.num_layers, layout.num_heads, device=device, requires_grad=True)
     captured = HeadContexts(layout)

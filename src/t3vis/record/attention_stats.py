@@ -32,7 +32,7 @@ class AttentionStats:
     @torch.no_grad()
     def add_layer(self, layer: int, attn: torch.Tensor, valid: torch.Tensor, separator: torch.Tensor) -> None:
         """attn (B, H, T, T) rows sum to one over keys; valid (B, T) bool; separator (B, T) bool."""
-        attn = attn.detach().float()
+        attn = attn.detach().float().to(valid.device)      # each block's own device under a device_map
         _B, _H, T, _ = attn.shape
         q_valid = valid[:, None, :].float()                                # (B, 1, T)
         positions = torch.arange(T, device=attn.device, dtype=torch.float32)

@@ -5,6 +5,9 @@ A single forward with hidden states and attention weights, gates on every head, 
 respect to each head's gate (Michel et al. 2019) without touching any parameter's `.grad`.
 That gradient and the batching live in t3vis.models, shared with the head-importance analysis.
 The model is left as it was found: training flags restored, hooks removed.
+
+A layer is one application of a block (t3vis.models.structure): where one block serves every
+layer (ALBERT) the hidden states, gate gradients and attention maps still come one per layer.
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def _probe_batch(model, layout, enc, gold, pooling, stats, separators) -> dict[s
     with capture_head_contexts(layout, gold.device) as contexts:
         out = model(**enc, output_hidden_states=True, output_attentions=True)
     logits = out.logits.float()
-    loss = nn.functional.cross_entropy(logits, gold, reduction="none")
+    # under a device_map the logits come from the last device, the hidden states from each block's own
+    loss = nn.functional.cross_entropy(logits, gold.to(logits.device), reduction="none")
     gate_grads = contexts.gate_gradients(loss)                             # (B, L, H)
 
     mask = enc["attention_mask"].bool()
@@ -122,7 +126,8 @@ def _probe_batch(model, layout, enc, gold, pooling, stats, separators) -> dict[s
         separator[:, 0] = False  # GPT-2's eos doubles as bos; the first token has its own summary
         for layer, attn in enumerate(out.attentions):
             stats.add_layer(layer, attn, mask, separator)
-        pooled = torch.stack([pool(h.detach(), mask, pooling) for h in out.hidden_states])  # (L+1, B, d)
+        states = [h.detach().to(mask.device) for h in out.hidden_states]
+        pooled = torch.stack([pool(h, mask, pooling) for h in states])          # (L+1, B, d)
     return {
         "hidden": pooled.to(torch.float16).cpu().numpy(),
         "logits": logits.detach().cpu().numpy(),
