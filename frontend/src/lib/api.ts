@@ -3,8 +3,8 @@
 import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
   ByteTensor, Curves, DataMap, HeadHistory, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
-  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RunInfo, RunListEntry, TablePage,
-  TableQuery,
+  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RegionRule, RunInfo, RunListEntry,
+  SelectionSummary, TablePage, TableQuery,
 } from './types';
 
 import { REGION_NAMES } from './filters';
@@ -179,10 +179,36 @@ export function decodePoints(t: Table): Points {
   };
 }
 
+/** The region rule of a data map's schema metadata (JSON); null when absent or malformed. */
+export function parseRegionRule(text: string | null | undefined): RegionRule | null {
+  if (!text) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!v || typeof v !== 'object') return null;
+  const r = v as Record<string, unknown>;
+  const numbers = ['num_classes', 'confidence_threshold', 'variability_quantile', 'variability_cut'];
+  if (!numbers.every((k) => typeof r[k] === 'number' && Number.isFinite(r[k]))) return null;
+  const describe: Record<string, string> = {};
+  if (r.describe && typeof r.describe === 'object') {
+    for (const [k, s] of Object.entries(r.describe as Record<string, unknown>)) if (typeof s === 'string') describe[k] = s;
+  }
+  return {
+    num_classes: r.num_classes as number, confidence_threshold: r.confidence_threshold as number,
+    variability_quantile: r.variability_quantile as number, variability_cut: r.variability_cut as number, describe,
+  };
+}
+
+export const REGION_RULE_KEY = 't3vis.region_rule';
+
 export function decodeDataMap(t: Table): DataMap {
   const n = t.numRows;
   return {
     n,
+    rule: parseRegionRule(t.schema.metadata.get(REGION_RULE_KEY)),
     id: ids(t.getChild('id'), n),
     confidence: floats(t.getChild('confidence'), n),
     variability: floats(t.getChild('variability'), n),
@@ -208,6 +234,9 @@ export const api = {
   datamap: async (run: string, signal?: AbortSignal) => decodeDataMap(await getArrow(`${runPath(run)}/datamap`, signal)),
 
   table: (run: string, q: TableQuery, signal?: AbortSignal) => postJSON<TablePage>(`${runPath(run)}/table`, q, signal),
+
+  selection: (run: string, idList: number[], signal?: AbortSignal) =>
+    postJSON<SelectionSummary>(`${runPath(run)}/selection`, { ids: idList }, signal),
 
   example: (run: string, id: number, signal?: AbortSignal) =>
     getJSON<ExampleDetail>(`${runPath(run)}/examples/${id}`, signal),

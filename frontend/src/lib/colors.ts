@@ -31,7 +31,7 @@ export function ramp(interp: (t: number) => string, n = 64): string[] {
 }
 
 export type Legend =
-  | { kind: 'categorical'; title: string; items: { label: string; color: string; count?: number }[] }
+  | { kind: 'categorical'; title: string; items: { label: string; color: string; count?: number; note?: string }[] }
   | { kind: 'continuous'; title: string; colors: string[]; min: string; max: string; note?: string };
 
 /** What a scatterplot draws for one colour-by choice. */

@@ -86,3 +86,30 @@ export function incomplete(absolute: number | null, relative: number | null | un
   return relative === null || relative === undefined || !Number.isFinite(relative)
     || relative > COMPLETENESS_TOLERANCE.relative;
 }
+
+// ---- What a selection holds -------------------------------------------------------------
+
+/** The parts of a selection the table and the projection cannot show, in words ("140 not
+ *  probed", "140 without text"); empty when every selected example is probed and has text. */
+export function selectionNotes(s: { not_probed: number; without_text: number; unknown: number } | null): string[] {
+  if (!s) return [];
+  const notes: string[] = [];
+  if (s.not_probed) notes.push(`${s.not_probed.toLocaleString()} not probed`);
+  if (s.without_text) notes.push(`${s.without_text.toLocaleString()} without text`);
+  if (s.unknown) notes.push(`${s.unknown.toLocaleString()} unknown to this run`);
+  return notes;
+}
+
+/** Why a selection's parts are missing from a view, and the fix (a tooltip). */
+export function selectionNotesHelp(s: { not_probed: number; without_text: number } | null): string {
+  const parts: string[] = [];
+  if (s?.not_probed) {
+    parts.push('Not probed: training examples seen in the loop only (in the data map), so no checkpoint recorded '
+      + 'their hidden states and they are not in the projection.');
+  }
+  if (s?.without_text) {
+    parts.push('Without text: the loop observed them but never registered their text, so the table cannot list '
+      + 'them; register them with Recorder.add_examples(ids, texts, labels).');
+  }
+  return parts.join(' ');
+}

@@ -4,7 +4,7 @@
 import { derived, get, writable } from 'svelte/store';
 import { combineSelection, type SelectOp } from './selection';
 import { decodeFilter, encodeFilter, NO_FILTER, type FilterMode, type PointFilter } from './filters';
-import type { ColorBy, DataMap, Points, ProjectionMethod, RunInfo, SaliencyMethod } from './types';
+import type { ColorBy, DataMap, Points, ProjectionMethod, RunInfo, SaliencyMethod, SelectionSummary } from './types';
 
 export const runName = writable<string | null>(null);
 export const runInfo = writable<RunInfo | null>(null);
@@ -16,6 +16,9 @@ export const saliencyMethod = writable<SaliencyMethod>('integrated_gradients');
 
 /** Example ids selected by lasso, brush or table; null: nothing selected. */
 export const selection = writable<Set<number> | null>(null);
+/** What the current selection holds (not probed, without text), as the server counts it; null
+ *  while nothing is selected or the count is on its way. */
+export const selectionSummary = writable<SelectionSummary | null>(null);
 /** The view that made the current selection (views do not echo their own selection). */
 export const selectionSource = writable<string>('');
 /** The example shown in the instance view. */

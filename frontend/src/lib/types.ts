@@ -83,8 +83,31 @@ export interface Points {
   splitCode: Int8Array;
 }
 
+/** The thresholds the server drew the data map's regions with (docs/api.md, Data map). */
+export interface RegionRule {
+  num_classes: number;
+  /** easy-to-learn at confidence >= it, hard-to-learn below: 1/K, chance for K classes */
+  confidence_threshold: number;
+  variability_quantile: number;
+  /** ambiguous above it: the quantile's value on this run's data map */
+  variability_cut: number;
+  /** each region's rule in words, with its numbers */
+  describe: Record<string, string>;
+}
+
+/** What a selection holds (POST /selection): why the table may list fewer rows than were selected. */
+export interface SelectionSummary {
+  n: number;
+  listed: number;
+  not_probed: number;
+  without_text: number;
+  unknown: number;
+}
+
 export interface DataMap {
   n: number;
+  /** null when the server sent none (an older server) */
+  rule: RegionRule | null;
   id: Float64Array;
   confidence: Float32Array;
   variability: Float32Array;

@@ -208,6 +208,12 @@ def table(run: RunName, query: M.TableQuery, ctx: Ctx):
     return ctx.tables.page(ctx.run(run), query)
 
 
+@router.post("/runs/{run}/selection", response_model=M.SelectionSummary,
+             summary="how many selected examples the table lists, are not probed, have no text")
+def selection(run: RunName, query: M.SelectionQuery, ctx: Ctx):
+    return ctx.tables.selection(ctx.run(run), query.ids)
+
+
 @router.get("/runs/{run}/examples/{example_id}", response_model=M.ExampleDetail,
             summary="one example across checkpoints")
 def example(run: RunName, ctx: Ctx,

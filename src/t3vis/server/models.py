@@ -141,6 +141,21 @@ class TablePage(BaseModel):
     rows: list[TableRow]
 
 
+class SelectionQuery(_Strict):
+    ids: list[I64] = Field(max_length=MAX_IDS, description="the selected example ids")
+
+
+class SelectionSummary(BaseModel):
+    """What a selection holds, so the viewer can say why the table lists fewer rows than were selected."""
+    n: int = Field(description="distinct ids given")
+    listed: int = Field(description="ids in the run's examples table (what the table can list)")
+    not_probed: int = Field(description="ids the run knows that are not in the probe set (training only: "
+                                        "in the data map, not in the projection)")
+    without_text: int = Field(description="ids the run knows that have no text recorded (register them with "
+                                          "Recorder.add_examples)")
+    unknown: int = Field(description="ids this run does not know at all")
+
+
 # -- one example ---------------------------------------------------------------------
 
 class HistoryEntry(BaseModel):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from t3vis.cartography import RegionRule, region_rule
 from t3vis.errors import CorruptRunError, NotFoundError
 from t3vis.store import schema
 from t3vis.store.reader import Checkpoint, Run, open_run
@@ -53,7 +54,7 @@ class RunHandle:
         self._listed_at = -1e9
         self._order: list[Checkpoint] = []
         self._damaged: dict[int, CorruptRunError] = {}     # step -> why its meta.json does not read
-        self._datamap: tuple[DynamicsVersion, pd.DataFrame] | None = None
+        self._datamap: tuple[DynamicsVersion, pd.DataFrame, RegionRule] | None = None
 
     # -- the run and its checkpoints ---------------------------------------------------
 
@@ -150,13 +151,23 @@ class RunHandle:
 
     def datamap(self) -> tuple[DynamicsVersion, pd.DataFrame]:
         """(DynamicsVersion, DataFrame id, confidence, variability, correctness, epochs, region), cached."""
+        version, frame, _ = self._datamap_and_rule()
+        return version, frame
+
+    def region_rule(self) -> RegionRule:
+        """The thresholds the data map's regions were drawn with (1/K confidence, K the run's classes)."""
+        return self._datamap_and_rule()[2]
+
+    def _datamap_and_rule(self) -> tuple[DynamicsVersion, pd.DataFrame, RegionRule]:
         version = self.dynamics_version()
         with self._lock:
             if self._datamap is not None and self._datamap[0] == version:
                 return self._datamap
-        frame = self.run.dynamics()                     # t3vis.cartography, through the reader
+        classes = len(self.run.label_names)
+        frame = self.run.dynamics(num_classes=classes)      # t3vis.cartography, through the reader
+        rule = region_rule(frame["variability"].to_numpy(), num_classes=classes)     # the same rule, its numbers
         with self._lock:
-            self._datamap = (version, frame)
+            self._datamap = (version, frame, rule)
             return self._datamap
 
 

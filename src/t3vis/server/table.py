@@ -14,6 +14,7 @@ dynamics files as a DuckDB table, so filters and sorts on it cost what a join co
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -25,8 +26,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from t3vis.cartography import RegionRule
 from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
-from t3vis.server.models import TablePage, TableQuery, TableRow
+from t3vis.server.models import SelectionSummary, TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
 
 log = logging.getLogger("t3vis.server")
@@ -57,6 +59,7 @@ _NO_OUTPUTS = ("(SELECT NULL::BIGINT AS id, NULL::BIGINT AS pred, NULL::BOOLEAN 
 POINTS_SCHEMA = pa.schema([("id", pa.int64()), ("split", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
                            ("correct", pa.bool_()), ("loss", pa.float32()), ("gold_prob", pa.float32()),
                            ("confidence", pa.float32()), ("variability", pa.float32()), ("region", pa.string())])
+REGION_RULE_KEY = b"t3vis.region_rule"    # the data map's schema metadata: its RegionRule, as JSON
 DATAMAP_SCHEMA = pa.schema([("id", pa.int64()), ("confidence", pa.float32()), ("variability", pa.float32()),
                             ("correctness", pa.float32()), ("region", pa.string()), ("probe_row", pa.int32())])
 
@@ -229,7 +232,7 @@ class Tables:
 
     def _text_table(self, handle: RunHandle) -> str:
         return self._materialised(("texts", handle.index), _stamp(handle.examples_path),
-                                  "SELECT id, text, lower(text) AS lowered FROM read_parquet($examples)",
+                                  "SELECT id, probe_row, text, lower(text) AS lowered FROM read_parquet($examples)",
                                   {"examples": handle.checked_examples_path()}, handle, "the examples table")
 
     def page(self, handle: RunHandle, q: TableQuery) -> TablePage:
@@ -296,7 +299,29 @@ class Tables:
                "coalesce(e.probe_row, -1)::INTEGER AS probe_row "
                f"FROM {dm} d LEFT JOIN read_parquet($examples) e ON e.id = d.id ORDER BY d.id")
         result = self._query(handle, sql, {"examples": handle.checked_examples_path()}, "the data map", arrow=True)
-        return _dictionary_encoded(result.cast(DATAMAP_SCHEMA), ("region",))
+        table = _dictionary_encoded(result.cast(DATAMAP_SCHEMA), ("region",))
+        return table.replace_schema_metadata({REGION_RULE_KEY: _rule_json(handle.region_rule())})
+
+    # -- what a selection holds ------------------------------------------------------------
+
+    def selection(self, handle: RunHandle, ids: list[int]) -> SelectionSummary:
+        """How many of the selected ids the table lists, how many are not probed (training only)
+        and how many have no text: a data-map selection of training examples observed in a plain
+        loop has no text (and so no table row) unless the loop registered them with add_examples."""
+        texts, dm = self._text_table(handle), self.datamap_table(handle)
+        known = "(t.id IS NOT NULL OR d.id IS NOT NULL)"
+        sql = ("SELECT count(*), count(t.id), "
+               f"count(*) FILTER (WHERE {known} AND coalesce(t.probe_row, -1) < 0), "
+               f"count(*) FILTER (WHERE {known} AND coalesce(trim(t.text), '') = ''), "
+               f"count(*) FILTER (WHERE NOT {known}) "
+               "FROM (SELECT DISTINCT unnest($ids::BIGINT[]) AS id) u "
+               f"LEFT JOIN (SELECT id, any_value(probe_row) AS probe_row, any_value(text) AS text FROM {texts} "
+               "GROUP BY id) t ON t.id = u.id "
+               f"LEFT JOIN {dm} d ON d.id = u.id")
+        n, listed, not_probed, without_text, unknown = self._query(handle, sql, {"ids": ids},
+                                                                   "the examples table").fetchone()
+        return SelectionSummary(n=int(n), listed=int(listed), not_probed=int(not_probed),
+                                without_text=int(without_text), unknown=int(unknown))
 
     # -- examples --------------------------------------------------------------------------
 
@@ -394,6 +419,12 @@ class Tables:
                            {"files": files}, "the training dynamics").fetchall()
         return [{"step": int(r[0]), "epoch": _finite(r[1]), "accuracy": _finite(r[2]), "gold_prob": _finite(r[3]),
                  "n": int(r[4])} for r in rows]
+
+
+def _rule_json(rule: RegionRule) -> bytes:
+    return json.dumps({"num_classes": rule.num_classes, "confidence_threshold": rule.confidence_threshold,
+                       "variability_quantile": rule.variability_quantile, "variability_cut": rule.variability_cut,
+                       "describe": rule.describe()}).encode()
 
 
 def _outputs_readable(handle: RunHandle, ck) -> bool:

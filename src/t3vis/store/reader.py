@@ -160,7 +160,9 @@ class Run:
         return pd.concat(frames, ignore_index=True)
 
     def dynamics(self, **region_options) -> pd.DataFrame:
-        """Per example: id, confidence, variability, correctness, epochs, region (the data map)."""
+        """Per example: id, confidence, variability, correctness, epochs, region (the data map).
+        Regions split at 1/K confidence, K = len(label_names), unless region_options say otherwise."""
+        region_options.setdefault("num_classes", len(self.label_names))
         return summarize_dynamics(self.dynamics_observations(), **region_options)
 
     def weights_roots(self) -> list[Path]:
