@@ -51,6 +51,7 @@ REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
     ("get", "/api/runs/{run}/checkpoints/{step}/instance/attention"): ({"id": 3}, None),
     ("post", "/api/runs/{run}/checkpoints/{step}/prune"): (None, {"masked_heads": [[0, 1]], "ids": [1, 2, 3]}),
     ("get", "/api/runs/{run}/datamap"): (None, None),
+    ("post", "/api/runs/{run}/selection"): (None, {"ids": [1, 2, 9, 1001]}),
 }
 
 # short names of the routes, as the expectations below use them
@@ -61,9 +62,10 @@ NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/curves"
          "/api/runs/{run}/checkpoints/{step}/heads/thumbnails": "thumbnails",
          "/api/runs/{run}/heads/history": "history", "/api/runs/{run}/checkpoints/{step}/instance": "instance",
          "/api/runs/{run}/checkpoints/{step}/instance/attention": "attention",
-         "/api/runs/{run}/checkpoints/{step}/prune": "prune", "/api/runs/{run}/datamap": "datamap"}
+         "/api/runs/{run}/checkpoints/{step}/prune": "prune", "/api/runs/{run}/datamap": "datamap",
+         "/api/runs/{run}/selection": "selection"}
 PER_STEP = {"points", "projection", "table", "heads", "thumbnails", "instance", "attention", "prune"}
-RUN_WIDE = {"runs", "run", "curves", "example", "history", "datamap"}
+RUN_WIDE = {"runs", "run", "curves", "example", "history", "datamap", "selection"}
 
 
 def on(*names: str, steps=STEPS) -> set:
@@ -75,8 +77,8 @@ def on(*names: str, steps=STEPS) -> set:
 RUN_FILES = {
     "run.json": on(*PER_STEP, *(RUN_WIDE - {"runs"})),
     "examples.parquet": on("run", "table", "example", "points", "datamap", "heads", "instance", "attention",
-                           "prune"),
-    "dynamics/part-000000.parquet": on("curves", "example", "datamap", "table", "points"),
+                           "prune", "selection"),
+    "dynamics/part-000000.parquet": on("curves", "example", "datamap", "table", "points", "selection"),
 }
 # The run list answers 200 whatever is damaged; runs whose summary cannot be read are listed with an error
 LISTED_AS_DAMAGED = {"run.json", "examples.parquet"}
