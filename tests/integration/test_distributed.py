@@ -44,6 +44,7 @@ RANK = textwrap.dedent("""
             enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
             logits = model(**enc).logits
         rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
+        {extra}
         summary = rec.snapshot(step=1, epoch=1.0)
         print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
                                        "world": dist.get_world_size()}}), flush=True)
@@ -55,12 +56,12 @@ RANK = textwrap.dedent("""
 """)
 
 
-def start_ranks(tmp_path: Path, run_dir: Path) -> list[tuple[int, str, str]]:
-    """(returncode, stdout, stderr) of each rank."""
+def start_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[tuple[int, str, str]]:
+    """(returncode, stdout, stderr) of each rank; extra: code each rank runs before its snapshot."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", WORLD_SIZE=str(WORLD),
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, n=N_TEXTS,
-                       run_dir=str(run_dir))
+                       run_dir=str(run_dir), extra=textwrap.indent(textwrap.dedent(extra), " " * 4).strip())
     procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
     finished = []
@@ -90,6 +91,26 @@ def test_an_error_on_rank_0_reaches_every_rank_instead_of_hanging(tmp_path):
     finished = start_ranks(tmp_path, tmp_path / "existing")
     assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
     assert all("already holds a run" in err for _, _, err in finished)
+
+
+# rank 1 observes a batch whose label is no class of the model, on a device where the check waits for the flush
+BAD_LABEL_ON_RANK_1 = """
+    import t3vis.record.recorder as recorder_module
+    recorder_module._checkable_now = lambda labels: False   # as for labels on an accelerator
+    if rank == 1:
+        rec.observe(torch.tensor([1]), logits[:1], torch.tensor([5]), epoch=0, step=2)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_batch_refused_on_one_rank_fails_the_flush_on_every_rank(tmp_path):
+    finished = start_ranks(tmp_path, tmp_path / "run", extra=BAD_LABEL_ON_RANK_1)
+    assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
+    assert all("outside the model's classes 0..1 at step(s) [2]" in err for _, _, err in finished)
+    run = t3vis.open_run(tmp_path / "run")
+    # the good observations of both ranks were written before the flush raised; no snapshot was taken
+    assert sorted(run.dynamics_observations()["id"]) == list(range(N_TEXTS))
+    assert run.checkpoints == []
 
 
 def single_process(run_dir: Path):

@@ -120,11 +120,13 @@ def _recorder(model, tokenizer, path, **kwargs):
     return t3vis.Recorder(path, model, tokenizer, make_texts(6), make_labels(6), batch_size=4, **kwargs)
 
 
-def test_implicit_epochs_count_passes_per_example_across_flushes():
+def test_implicit_epochs_count_passes_per_example_across_flushes(tmp_path):
     model, tokenizer = make_model("bert")
-    rec = _recorder(model, tokenizer, path=None)
+    rec = _recorder(model, tokenizer, tmp_path / "run")
     logits = torch.zeros(3, 2)
     rec.observe([1, 2, 1], logits, [0, 1, 0])
-    assert rec._drain_observations()[["id", "epoch"]].values.tolist() == [[1, 0], [2, 0], [1, 1]]
+    rec.flush()
     rec.observe([1, 5], logits[:2], [0, 1])
-    assert rec._drain_observations()[["id", "epoch"]].values.tolist() == [[1, 2], [5, 0]]
+    rec.close()
+    obs = t3vis.open_run(tmp_path / "run").dynamics_observations()
+    assert obs[["id", "epoch"]].values.tolist() == [[1, 0], [2, 0], [1, 1], [1, 2], [5, 0]]

@@ -1,8 +1,12 @@
-"""Recognise training examples inside a batch by their tokens, on the device, without a sync.
+"""Recognise training examples inside a batch by their tokens and label, on the device, without a sync.
 
 The Hugging Face Trainer drops every column the model does not take, example ids included,
 so the callback identifies each row of a training batch by a fingerprint of its non-padding
-tokens (independent of padding side) and looks it up in a sorted table on the device.
+tokens (independent of padding side) and its label, and looks it up in a sorted table on the
+device. Rows that share a fingerprint (the same text with the same label, twice in the
+training set) cannot be told apart by what the model sees, so the table hands out their ids
+in turn: over any run of k sightings of a fingerprint that k rows share, each of the k ids
+comes once, which is once per epoch for each row.
 """
 
 from __future__ import annotations
@@ -16,35 +20,56 @@ _MAX_POSITIONS = 1 << 16
 
 @functools.lru_cache(maxsize=8)
 def _position_weights(device: torch.device) -> torch.Tensor:
+    """One random weight per token position, and one more (the last) for the label."""
     generator = torch.Generator().manual_seed(0x7E3)
-    weights = torch.randint(1, 2**62, (_MAX_POSITIONS,), generator=generator, dtype=torch.int64)
+    weights = torch.randint(1, 2**62, (_MAX_POSITIONS + 1,), generator=generator, dtype=torch.int64)
     return weights.to(device)
 
 
-def fingerprints(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T) token ids -> (B,) int64; equal token sequences give equal fingerprints."""
+def fingerprints(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) token ids [and (B,) labels] -> (B,) int64; equal tokens and labels give equal fingerprints."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     mask = attention_mask.to(torch.int64)
     positions = (mask.cumsum(1) - 1).clamp_min(0)          # index among the real tokens
-    weights = _position_weights(input_ids.device)[positions]
+    weights = _position_weights(input_ids.device)
     # int64 arithmetic wraps around: a hash, deterministic on every device
-    return ((input_ids.to(torch.int64) + 1) * weights * mask).sum(1)
+    keys = ((input_ids.to(torch.int64) + 1) * weights[positions] * mask).sum(1)
+    if labels is not None:
+        keys = keys + (labels.to(device=keys.device, dtype=torch.int64).view(-1) + 1) * weights[_MAX_POSITIONS]
+    return keys
 
 
 class FingerprintTable:
-    """Maps fingerprints to example ids with a sorted device tensor; unknown rows map to -1."""
+    """Maps fingerprints to example ids with sorted device tensors; unknown rows map to -1.
 
-    def __init__(self, keys: torch.Tensor, ids: torch.Tensor):
-        order = torch.argsort(keys)
-        self.keys, self.ids = keys[order], ids[order]
+    A fingerprint that several ids share gives them out in turn (see the module docstring).
+    `start` offsets the turns, e.g. by the rank, so that ranks that each see one of two equal
+    rows do not both give out the first id.
+    """
+
+    def __init__(self, keys: torch.Tensor, ids: torch.Tensor, start: int = 0):
+        order = torch.argsort(keys, stable=True)           # equal keys keep their ids' order
+        sorted_keys = keys[order]
+        self.ids = ids[order]
+        self.keys, self.counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+        self.offsets = self.counts.cumsum(0) - self.counts  # where each key's ids begin in self.ids
+        self.seen = torch.full_like(self.counts, start)     # sightings of each key so far
 
     def to(self, device) -> FingerprintTable:
-        self.keys, self.ids = self.keys.to(device), self.ids.to(device)
+        for name in ("keys", "ids", "counts", "offsets", "seen"):
+            setattr(self, name, getattr(self, name).to(device))
         return self
 
     def lookup(self, keys: torch.Tensor) -> torch.Tensor:
         if self.keys.numel() == 0:
             return torch.full_like(keys, -1)
         at = torch.searchsorted(self.keys, keys).clamp_max(self.keys.numel() - 1)
-        return torch.where(self.keys[at] == keys, self.ids[at], torch.full_like(keys, -1))
+        found = self.keys[at] == keys
+        # rows of this batch with the same key take consecutive turns
+        same = (at.view(-1, 1) == at.view(1, -1)) & found.view(1, -1)
+        earlier = same.tril(-1).sum(1)
+        turn = (self.seen[at] + earlier) % self.counts[at]
+        self.seen.index_add_(0, at, found.to(self.seen.dtype))
+        return torch.where(found, self.ids[self.offsets[at] + turn], torch.full_like(keys, -1))

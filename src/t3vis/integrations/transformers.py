@@ -2,6 +2,10 @@
 
 Snapshots at step 0, then at every evaluation or epoch end; training dynamics from the
 training forward passes the Trainer already makes (a forward hook reads their logits).
+Each observation's epoch is floor(state.epoch) at the start of its step and its step the
+global step it is part of, from the Trainer's own state, so a run resumed with
+`resume_from_checkpoint` (same run folder) continues the epochs instead of starting over.
+Training rows are recognised by their tokens and label (integrations/fingerprint.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from transformers import TrainerCallback
 
 from t3vis.errors import InvalidInputError
 from t3vis.integrations.fingerprint import FingerprintTable, fingerprints
+from t3vis.record import distributed as dist_utils
 from t3vis.record.recorder import Recorder
 
 _WHEN = ("evaluate", "epoch", "both")
@@ -25,6 +30,12 @@ class T3VisCallback(TrainerCallback):
 
     snapshot_on: "evaluate" (default), "epoch" or "both". Other keyword arguments go to
     `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, ...).
+
+    Every training row gets an id of its own: the probe id of the probe example with the same
+    tokens and label (the first such row), else probe ids' max + 1 + its row index. Rows with
+    the same tokens and label are indistinguishable in a batch; they take their ids in turn, so
+    each is counted once per epoch. (A run resumed mid-epoch restarts the turns: there, one
+    such copy may be counted twice in that epoch and another not at all.)
     """
 
     def __init__(self, run_dir: str | Path, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
@@ -38,11 +49,13 @@ class T3VisCallback(TrainerCallback):
         self.recorder: Recorder | None = None
         self._table: FingerprintTable | None = None
         self._hook = None
+        self._state = None            # the Trainer's TrainerState: epoch and step of each observation
         self._last_step: int | None = None
 
     # -- Trainer events ----------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        self._state = state   # on resume, the state loaded from the checkpoint: the epochs continue
         if self.recorder is None:
             self.recorder = Recorder(self.run_dir, model, self.tokenizer, self.texts, self.labels,
                                      exist_ok=state.global_step > 0, **self.recorder_options)
@@ -93,13 +106,23 @@ class T3VisCallback(TrainerCallback):
         logits = getattr(output, "logits", None)
         if input_ids is None or labels is None or logits is None or labels.dim() != 1:
             return
-        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask")))
-        recorder.observe(ids, logits, labels)
+        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask"), labels))
+        recorder.observe(ids, logits, labels, **self._progress())
+
+    def _progress(self) -> dict:
+        """This forward pass's epoch and step: state.epoch is the progress at the start of the step
+        (the Trainer advances it after the optimizer step), so floor(state.epoch) is the epoch the
+        batch belongs to (see Recorder.observe); the step is the global step the batch is part of."""
+        state = self._state
+        if state is None:
+            return {}
+        return {"epoch": float(state.epoch or 0.0), "step": int(state.global_step) + 1}
 
     def _register_training_examples(self, rec: Recorder, dataset) -> FingerprintTable:
-        """Give every training row an id: the probe id when its tokens equal a probe example's,
-        else a fresh id after the probe ids. Register its decoded text and label with the run."""
-        probe_keys = _fingerprint_texts(self.tokenizer, self.texts, rec.options["max_length"])
+        """Give every training row its own id: the probe id when its tokens and label equal a probe
+        example's (the first such row only), else a fresh id after the probe ids, by row. Register
+        its decoded text and label with the run."""
+        probe_keys = _fingerprint_texts(self.tokenizer, self.texts, rec.labels, rec.options["max_length"])
         probe_ids = dict(zip(probe_keys.tolist(), rec.ids.tolist()))
         next_id = int(rec.ids.max()) + 1
         keys, ids, new_ids, new_texts, new_labels = [], [], [], [], []
@@ -107,11 +130,11 @@ class T3VisCallback(TrainerCallback):
             item = dataset[row]
             tokens = torch.as_tensor(item["input_ids"]).view(1, -1)
             mask = torch.as_tensor(item["attention_mask"]).view(1, -1) if "attention_mask" in item else None
-            key = int(fingerprints(tokens, mask)[0])
-            example_id = probe_ids.get(key)
+            label = item.get("labels", item.get("label"))
+            key = int(fingerprints(tokens, mask, None if label is None else torch.as_tensor(label).view(1))[0])
+            example_id = probe_ids.pop(key, None)   # a duplicate of this row gets an id of its own
             if example_id is None:
                 example_id = next_id + row
-                label = item.get("labels", item.get("label"))
                 if label is not None:
                     kept = tokens[0] if mask is None else tokens[0][mask[0].bool()]
                     new_ids.append(example_id)
@@ -122,13 +145,15 @@ class T3VisCallback(TrainerCallback):
         if new_ids:
             rec.add_examples(new_ids, new_texts, new_labels, split="train")
         device = next(rec.model.parameters()).device
-        return FingerprintTable(torch.tensor(keys, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64)).to(device)
+        return FingerprintTable(torch.tensor(keys, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64),
+                                start=dist_utils.rank()).to(device)
 
 
-def _fingerprint_texts(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
+def _fingerprint_texts(tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int) -> np.ndarray:
     keys = []
     for start in range(0, len(texts), 256):
         enc = tokenizer(list(texts[start:start + 256]), padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        keys.append(fingerprints(enc["input_ids"], enc["attention_mask"]).numpy())
+        batch_labels = torch.as_tensor(labels[start:start + 256], dtype=torch.int64)
+        keys.append(fingerprints(enc["input_ids"], enc["attention_mask"], batch_labels).numpy())
     return np.concatenate(keys) if keys else np.array([], np.int64)

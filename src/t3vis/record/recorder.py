@@ -77,7 +77,9 @@ class Recorder:
         self.progress = progress
         self.layout = find_attention_layout(inner)
         self.writer = RunWriter(self.run_dir)
-        self._pending: list[tuple] = []
+        self._pending: list[_Observation] = []      # observed, still on the device
+        self._unwritten: list[pd.DataFrame] = []     # drained, not yet written: kept until a flush succeeds
+        self._refused: list[int] = []                # steps whose labels a flush found out of range
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
         self._observe_calls = 0
         dist_utils.on_main(lambda: self._create_run(exist_ok))
@@ -142,42 +144,93 @@ class Recorder:
 
     # -- training dynamics -------------------------------------------------------------
 
-    def observe(self, ids, logits: torch.Tensor, labels: torch.Tensor, *, epoch: int | None = None,
-                step: int | None = None) -> None:
-        """Note the gold-label probability of each example in a training batch. No device sync."""
+    def observe(self, ids, logits, labels, *, epoch: float | None = None, step: int | None = None) -> None:
+        """Note the gold-label probability of each example in a training batch. No device sync.
+
+        ids: one integer id per batch row (-1 for a row that is no known example); logits:
+        (rows, num_labels); labels: one class index per row. Tensors (on any device), arrays
+        and lists are accepted. A call with arguments that do not fit raises InvalidInputError
+        and records nothing. Labels on an accelerator are range-checked at the next flush
+        (checking them here would wait for the device): a batch with a label outside the
+        model's classes is then dropped, the others are written, and the flush raises.
+
+        epoch: the training progress at the START of this step, fractional or whole (the
+        Trainer's state.epoch while a step runs). The observation counts in epoch
+        floor(epoch): with 4 steps per epoch the steps start at 0, 0.25, 0.5, 0.75 (epoch 0),
+        then 1.0 (epoch 1). A value within 1e-9 of a whole number counts as that number, so
+        a progress summed from float fractions does not fall into the epoch before. Pass the
+        progress after the step instead and the last step of each epoch lands in the next.
+        Without epoch, the k-th time an example is observed by this Recorder is its epoch k
+        (k from 0): right for a loop that sees every example once per epoch and never
+        resumes, wrong otherwise, so pass epoch where you can.
+
+        step: the training step (default: the number of observe calls so far).
+        """
         with torch.no_grad():
-            labels = torch.as_tensor(labels, device=logits.device).long().view(-1)
-            probs = logits.detach().float().softmax(-1)
-            gold = probs.gather(1, labels.view(-1, 1)).squeeze(1)
-            correct = probs.argmax(-1) == labels
+            logits_t = _as_logits(logits, self.num_labels)
+            rows = logits_t.shape[0]
+            ids_t = _as_integer_vector(ids, "ids", rows, "one id per batch row")
+            labels_t = _as_integer_vector(labels, "labels", rows, "one class index per batch row")
+            if _checkable_now(labels_t):
+                _check_classes(labels_t, self.num_labels)
+            epoch_index = None if epoch is None else _epoch_index(epoch)
+            step_number = None if step is None else _step_number(step)
+            labels_t = labels_t.to(logits_t.device)
+            out_of_range = (labels_t < 0) | (labels_t >= self.num_labels)
+            safe = labels_t.clamp(0, self.num_labels - 1)   # an out-of-range gather would abort a CUDA context
+            probs = logits_t.detach().float().softmax(-1)
+            gold = probs.gather(1, safe.view(-1, 1)).squeeze(1)
+            correct = probs.argmax(-1) == safe
         self._observe_calls += 1
-        self._pending.append((ids, gold, correct, epoch, self._observe_calls if step is None else step))
+        self._pending.append(_Observation(ids_t.detach(), gold, correct, out_of_range.any(), epoch_index,
+                                          self._observe_calls if step_number is None else step_number))
 
     def _drain_observations(self) -> pd.DataFrame:
-        frames = []
-        for ids, gold, correct, epoch, step in self._pending:
-            ids = np.asarray(ids.cpu() if torch.is_tensor(ids) else ids, dtype=np.int64).reshape(-1)
-            frames.append(pd.DataFrame({"id": ids, "epoch": -1 if epoch is None else int(epoch), "step": int(step),
-                                        "gold_prob": gold.cpu().numpy(), "correct": correct.cpu().numpy()}))
-        self._pending.clear()
-        if not frames:
-            return pd.DataFrame(columns=list(schema.DYNAMICS_COLUMNS))
-        obs = pd.concat(frames, ignore_index=True)
-        obs = obs[obs["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
-        # without an explicit epoch, the k-th time an example is seen is its epoch k
+        """The observations not yet written, as one frame; they stay owed until a flush writes them."""
+        while self._pending:
+            observation = self._pending[0]
+            frame = observation.frame()
+            self._pending.pop(0)
+            if frame is None:
+                self._refused.append(observation.step)
+                continue
+            self._count_implicit_epochs(frame)
+            self._unwritten.append(frame)
+        if not self._unwritten:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                 zip(schema.DYNAMICS_COLUMNS, ("int64", "int32", "int64", "float32", "bool"))})
+        return pd.concat(self._unwritten, ignore_index=True)
+
+    def _count_implicit_epochs(self, obs: pd.DataFrame) -> None:
+        """Without an explicit epoch, the k-th time an example is seen is its epoch k."""
         implicit = obs["epoch"] < 0
         ids = obs.loc[implicit, "id"]
         earlier = ids.map(self._seen).fillna(0).astype(np.int64)
         obs.loc[implicit, "epoch"] = earlier + ids.groupby(ids).cumcount()
         for example_id, count in ids.value_counts().items():
             self._seen[example_id] = self._seen.get(example_id, 0) + int(count)
-        return obs
 
     def flush(self) -> None:
-        """Write pending observations (a collective call under torch.distributed)."""
-        gathered = dist_utils.gather_to_main(self._drain_observations())
-        if gathered is not None:
-            self.writer.append_dynamics(pd.concat(gathered, ignore_index=True))
+        """Write pending observations (a collective call under torch.distributed).
+
+        Observations stay owed until they are written: a flush that fails keeps them for the next.
+        A batch refused for its labels (see `observe`) makes the flush raise on every rank,
+        after the others are written."""
+        owed = self._drain_observations()
+        refused, self._refused = self._refused, []
+        gathered = dist_utils.gather_to_main((owed, refused))
+        # rank 0 now owes every rank's observations; the others owe none
+        self._unwritten = [] if gathered is None else [pd.concat([frame for frame, _ in gathered], ignore_index=True)]
+        refused_anywhere = [] if gathered is None else sorted(step for _, steps in gathered for step in steps)
+        dist_utils.on_main(lambda: self._write_owed(refused_anywhere))
+
+    def _write_owed(self, refused_steps: list[int]) -> None:
+        self.writer.append_dynamics(self._unwritten[0])
+        self._unwritten.clear()
+        if refused_steps:
+            raise InvalidInputError(f"observe() got labels outside the model's classes 0..{self.num_labels - 1} "
+                                    f"at step(s) {refused_steps}: those batches were dropped, the others written; "
+                                    "pass class indices (map label names to 0..C-1 first)")
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -255,6 +308,98 @@ class Recorder:
 
     def close(self) -> None:
         self.flush()
+
+
+@dataclass
+class _Observation:
+    """One observe() call, kept on the device until the next flush."""
+
+    ids: torch.Tensor
+    gold: torch.Tensor
+    correct: torch.Tensor
+    out_of_range: torch.Tensor     # a 0-d bool: a label outside the classes (checked at flush on accelerators)
+    epoch: int | None
+    step: int
+
+    def frame(self) -> pd.DataFrame | None:
+        """id, epoch (-1: to be counted), step, gold_prob, correct of the rows with an id; None if refused."""
+        if bool(self.out_of_range):
+            return None
+        ids = self.ids.cpu().numpy().astype(np.int64)
+        frame = pd.DataFrame({"id": ids, "epoch": -1 if self.epoch is None else self.epoch, "step": self.step,
+                              "gold_prob": self.gold.cpu().numpy(), "correct": self.correct.cpu().numpy()})
+        return frame[frame["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
+
+
+# A fractional epoch this close below a whole number counts as that number (float sums of 1/steps).
+_EPOCH_TOLERANCE = 1e-9
+
+
+def _epoch_index(epoch) -> int:
+    """The whole epoch an observation belongs to: floor of the progress at the start of its step."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(epoch) or epoch < 0:
+        raise InvalidInputError(f"epoch={epoch!r}: give the training progress at the start of the step, "
+                                "a number >= 0 (e.g. 1, or 1.25 a quarter into the second epoch)")
+    return int(np.floor(float(epoch) + _EPOCH_TOLERANCE))
+
+
+def _step_number(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise InvalidInputError(f"step={step!r}: give the training step as an integer >= 0")
+    return int(step)
+
+
+def _as_logits(logits, classes: int) -> torch.Tensor:
+    """logits as a (rows, classes) floating tensor, or InvalidInputError naming the shape."""
+    try:
+        tensor = logits if torch.is_tensor(logits) else torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"logits of type {type(logits).__name__} are not numbers: pass the model's "
+                                "output logits, a (batch, num_labels) tensor") from None
+    if tensor.dim() != 2 or tensor.shape[1] != classes:
+        raise InvalidInputError(f"logits have shape {tuple(tensor.shape)}; expected (batch, {classes}): one row per "
+                                f"example and one column per class of the model ({classes})")
+    if not (tensor.is_floating_point() or tensor.dtype in _INTEGER_DTYPES):
+        raise InvalidInputError(f"logits have dtype {tensor.dtype}; pass the model's floating-point logits")
+    return tensor
+
+
+_INTEGER_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def _as_integer_vector(values, name: str, rows: int, meaning: str) -> torch.Tensor:
+    """values as a 1-D integer tensor of `rows` entries, or InvalidInputError naming `name` and the shapes."""
+    if torch.is_tensor(values):
+        tensor = values
+    else:
+        array = np.asarray(values)
+        if array.size == 0:
+            array = array.astype(np.int64)  # [] has no dtype to judge
+        if array.dtype.kind not in "iu":
+            raise InvalidInputError(f"{name} must be integers, got {array.dtype} values: pass {meaning} "
+                                    "(e.g. a list of int or an int64 tensor)")
+        tensor = torch.as_tensor(array.astype(np.int64))
+    if tensor.dtype not in _INTEGER_DTYPES:
+        raise InvalidInputError(f"{name} must be integers, got a {tensor.dtype} tensor: pass {meaning} "
+                                "(convert with .long())")
+    if tensor.dim() != 1 or tensor.shape[0] != rows:
+        raise InvalidInputError(f"{name} has shape {tuple(tensor.shape)} but logits have {rows} rows: pass {meaning}, "
+                                f"shape ({rows},)")
+    return tensor
+
+
+def _checkable_now(labels: torch.Tensor) -> bool:
+    """Whether reading the labels' values costs no device sync (they are in host memory)."""
+    return labels.device.type == "cpu"
+
+
+def _check_classes(labels: torch.Tensor, classes: int) -> None:
+    bad = (labels < 0) | (labels >= classes)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise InvalidInputError(f"labels[{row}] = {int(labels[row])} is outside the model's classes 0..{classes - 1}: "
+                                "pass class indices (map label names to 0..C-1 first)")
 
 
 def _flush(array: np.ndarray) -> None:
