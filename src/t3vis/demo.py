@@ -106,7 +106,7 @@ def run_demo(config: DemoConfig = DemoConfig(), log=print) -> Path:
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            recorder.observe(batch, logits, gold)       # training dynamics, from this very pass
+            recorder.observe(batch, logits, gold, epoch=epoch, step=step)   # training dynamics, from this pass
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)

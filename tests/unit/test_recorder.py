@@ -130,3 +130,30 @@ def test_implicit_epochs_count_passes_per_example_across_flushes(tmp_path):
     rec.close()
     obs = t3vis.open_run(tmp_path / "run").dynamics_observations()
     assert obs[["id", "epoch"]].values.tolist() == [[1, 0], [2, 0], [1, 1], [1, 2], [5, 0]]
+
+
+def test_label_names_follow_the_same_rules_as_t3vis_record(tmp_path):
+    """Names match the model's own labels ignoring case; on a placeholder model they need label_names
+    (the error shows the mapping needed); the mapping used is kept in run.json."""
+    model, tokenizer = make_model("bert", num_labels=3, seed=2)
+    texts = make_texts(6, seed=4)
+    names = ["Sport", "politics", "TECHNOLOGY", "sport", "Politics", "technology"]   # as a user's data file has them
+    with pytest.raises(InvalidInputError, match=r"label-map|label_names") as refused:
+        t3vis.Recorder(tmp_path / "placeholder", model, tokenizer, texts, names)
+    assert "politics" in str(refused.value).lower() and "sport" in str(refused.value).lower()
+    assert not (tmp_path / "placeholder").exists()                   # refused before anything is written
+
+    t3vis.Recorder(tmp_path / "explicit", model, tokenizer, texts, names,
+                   label_names=["sport", "politics", "technology"]).close()
+    run = t3vis.open_run(tmp_path / "explicit")
+    assert list(run.examples["label"]) == [0, 1, 2, 0, 1, 2]           # what the user meant, not alphabetical
+    assert run.meta["label_map"] == {"sport": 0, "politics": 1, "technology": 2}
+
+    model.config.id2label = {0: "sport", 1: "politics", 2: "technology"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    rec = t3vis.Recorder(tmp_path / "named", model, tokenizer, texts, names)
+    rec.add_examples([100, 101], ["a movie", "the plot"], ["TECHNOLOGY", "Sport"])
+    rec.close()
+    examples = t3vis.open_run(tmp_path / "named").examples.set_index("id")
+    assert list(examples.loc[range(6), "label"]) == [0, 1, 2, 0, 1, 2]
+    assert list(examples.loc[[100, 101], "label"]) == [2, 0]

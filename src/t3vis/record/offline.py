@@ -18,7 +18,6 @@ from t3vis.models.structure import find_attention_layout
 from t3vis.record.labels import ResolvedLabels, format_mapping, is_placeholder, resolve_labels
 from t3vis.record.recorder import Recorder, SnapshotSummary
 from t3vis.store import schema
-from t3vis.store.atomic import write_json_atomic
 from t3vis.store.reader import Run, open_run
 from t3vis.store.writer import RunWriter
 
@@ -93,8 +92,8 @@ def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_c
     recorder = Recorder(out, model, tokenizer, table.texts, resolved.ids, ids=table.ids,
                         splits=table.splits or "probe", label_names=resolved.names, save_weights=False,
                         progress=True, exist_ok=exist_ok, **options)
-    if existing is None:
-        _annotate_new_run(out, resolved.mapping, table.source_ids)
+    if existing is None and table.source_ids is not None:
+        _keep_source_ids(out, table.source_ids)
     summaries = []
     for index, (folder, step, epoch) in enumerate(ordered):
         if index > 0:
@@ -152,14 +151,9 @@ def _probe_set_differences(probe: pd.DataFrame, table: LabelledTexts, labels: np
     return out
 
 
-def _annotate_new_run(out: Path, mapping: dict[str, int], source_ids: list[str] | None) -> None:
-    """Add to the run the Recorder just created what it has no parameter for yet: run.json's
-    label_map and the user's own ids (examples' source_id). Both writes are atomic and precede
-    every checkpoint."""
-    if source_ids is not None:
-        examples = open_run(out).examples
-        examples["source_id"] = [source_ids[row] for row in examples["probe_row"]]  # a new run: all probed
-        RunWriter(out).write_examples(examples)
-    meta_path = out / schema.RUN_META
-    meta = json.loads(meta_path.read_text())
-    write_json_atomic(meta_path, {**meta, "label_map": mapping})
+def _keep_source_ids(out: Path, source_ids: list[str]) -> None:
+    """Keep the user's own ids (examples' source_id) in the run the Recorder just created, which
+    has no parameter for extra columns yet. The write is atomic and precedes every checkpoint."""
+    examples = open_run(out).examples
+    examples["source_id"] = [source_ids[row] for row in examples["probe_row"]]  # a new run: all probed
+    RunWriter(out).write_examples(examples)

@@ -18,6 +18,7 @@ from t3vis.models.batches import Labels, num_labels, unwrap
 from t3vis.models.structure import find_attention_layout
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
+from t3vis.record.labels import resolve_labels
 from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_probe_set
 from t3vis.store import schema
 from t3vis.store.reader import open_run
@@ -61,16 +62,17 @@ class Recorder:
         inner = unwrap(model)
         self.num_labels = num_labels(inner)
         self.texts = list(texts)
-        self.labels = validate_probe_set(self.texts, labels, self.num_labels)
+        # the same rules as `t3vis record`: indices, or names matched to the model's (or label_names)
+        self._id2label = getattr(inner.config, "id2label", None)
+        resolved = resolve_labels(labels, self._id2label, self.num_labels, label_names=label_names)
+        self.labels = validate_probe_set(self.texts, resolved.ids, self.num_labels)
         self.ids = np.arange(len(self.texts), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if len(self.ids) != len(self.texts) or len(np.unique(self.ids)) != len(self.ids):
             raise InvalidInputError("ids must give one unique integer per probe text")
         self.splits = [splits] * len(self.texts) if isinstance(splits, str) else list(splits)
         if len(self.splits) != len(self.texts):
             raise InvalidInputError(f"{len(self.splits)} splits for {len(self.texts)} texts: give one per text")
-        self.label_names = list(label_names) if label_names is not None else _label_names(inner, self.num_labels)
-        if len(self.label_names) != self.num_labels:
-            raise InvalidInputError(f"{len(self.label_names)} label names for a model with {self.num_labels} classes")
+        self.label_names = resolved.names
         self.options = ProbeOptions(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
                                     max_length=max_length, thumbnail_size=thumbnail_size)
         self.save_weights = save_weights
@@ -118,6 +120,7 @@ class Recorder:
             },
             "task": "sequence-classification",
             "label_names": self.label_names,
+            "label_map": {name: index for index, name in enumerate(self.label_names)},
             "num_layers": self.layout.num_layers,
             "num_heads": self.layout.num_heads,
             "hidden_size": self.layout.hidden_size,
@@ -133,7 +136,9 @@ class Recorder:
         """Register training examples that are not probed, so the data map can show their text."""
         if dist_utils.rank() != 0:
             return
-        classes = validate_probe_set(list(texts), labels, self.num_labels) if len(texts) else np.array([], np.int64)
+        classes = np.array([], np.int64) if not len(texts) else validate_probe_set(
+            list(texts), resolve_labels(labels, self._id2label, self.num_labels, label_names=self.label_names).ids,
+            self.num_labels)
         run = open_run(self.run_dir)
         known = run.examples
         new = pd.DataFrame({"id": np.asarray(ids, np.int64), "split": split, "text": list(texts),
@@ -434,11 +439,6 @@ def _heads_arrays(r: ProbeResult) -> dict[str, np.ndarray]:
     importance = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
     return {"importance": importance.astype(np.float32), "importance_raw": raw.astype(np.float32),
             **r.attention.finish()}
-
-
-def _label_names(model, n_classes: int) -> list[str]:
-    id2label = getattr(model.config, "id2label", None) or {}
-    return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n_classes)]
 
 
 def _version() -> str:

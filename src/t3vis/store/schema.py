@@ -74,6 +74,7 @@ RUN_META_KEYS = {
     "model": "dict: name_or_path, architecture, model_type, num_parameters",
     "task": "str, e.g. sequence-classification",
     "label_names": "list[str], index = class id",
+    "label_map": "dict[str, int], name -> class id: the mapping the labels were recorded with",
     "num_layers": "int, transformer blocks (hidden.npy has num_layers + 1 rows)",
     "num_heads": "int, heads per block",
     "hidden_size": "int",
