@@ -67,7 +67,8 @@ def run_demo(config: DemoConfig = DemoConfig(), log=print) -> Path:
     model, tokenizer = load_demo_model(DEMO_LABELS)
     recorder = Recorder(config.out, model, tokenizer, data["text"].iloc[probe_rows].tolist(), labels[probe_rows],
                         ids=probe_rows, splits=["validation"] * len(heldout) + ["train"] * len(probe_train),
-                        label_names=DEMO_LABELS, max_length=config.max_length, progress=True)
+                        label_names=DEMO_LABELS, max_length=config.max_length, progress=True,
+                        keep_weights="all")  # the viewer's instance view computes at every checkpoint shown
     rest = train[config.probe_train_size:]
     recorder.add_examples(rest, data["text"].iloc[rest].tolist(), labels[rest], split="train")
 
@@ -84,7 +85,7 @@ def run_demo(config: DemoConfig = DemoConfig(), log=print) -> Path:
         m = summary.metrics
         log(f"  checkpoint step {step:4d} (epoch {step / steps_per_epoch:.2f}): held-out accuracy "
             f"{m['validation_accuracy']:.3f}, loss {m['validation_loss']:.3f}; training-probe accuracy "
-            f"{m['train_accuracy']:.3f}")
+            f"{m['train_accuracy']:.3f}; weights kept {summary.run_weights_bytes / 1e6:.0f} MB")
 
     started = time.perf_counter()
     snapshot(0)

@@ -43,7 +43,7 @@ def record_browser_run(path: Path) -> dict:
     texts, labels = make_texts(N_PROBE, seed=11), make_labels(N_PROBE, seed=11)
     half = N_PROBE // 2
     rec = Recorder(path, model, tokenizer, texts, labels, splits=["train"] * half + ["validation"] * half,
-                   batch_size=16, label_names=["negative", "positive"])
+                   batch_size=16, label_names=["negative", "positive"], keep_weights="all")   # every step inspectable
     extra_texts, extra_labels = make_texts(N_TRAIN_ONLY, seed=5), make_labels(N_TRAIN_ONLY, seed=5)
     extra_ids = list(range(1000, 1000 + N_TRAIN_ONLY))
     rec.add_examples(extra_ids, extra_texts, extra_labels)
@@ -80,7 +80,7 @@ def record_plain_run(path: Path) -> dict:
     texts, labels = make_texts(PLAIN_PROBE, seed=21), make_labels(PLAIN_PROBE, seed=21)
     half = PLAIN_PROBE // 2
     rec = Recorder(path, model, tokenizer, texts, labels, splits=["train"] * half + ["validation"] * half,
-                   batch_size=16, label_names=["negative", "positive"])
+                   batch_size=16, label_names=["negative", "positive"], keep_weights="all")   # every step inspectable
     train_ids, train_labels = torch.arange(half), torch.tensor(labels[:half])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.3)
     for i, step in enumerate(PLAIN_STEPS):

@@ -191,7 +191,7 @@ def test_sigkill_mid_snapshot_leaves_earlier_checkpoints(tmp_path):
 
     model, tokenizer = make_model("bert", seed=0)   # the child's weights at step 0
     rec = t3vis.Recorder(run_dir, model, tokenizer, make_texts(N_TEXTS), make_labels(N_TEXTS), batch_size=4,
-                         exist_ok=True)
+                         exist_ok=True, keep_weights="all")   # step 0's files must stay as they were
     rec.snapshot(step=2, epoch=2.0)
     assert not staging.exists()
     leftovers = [p.name for p in (run_dir / schema.CHECKPOINTS_DIR).iterdir()

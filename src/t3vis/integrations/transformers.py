@@ -29,7 +29,10 @@ class T3VisCallback(TrainerCallback):
     """Record a Trainer run into `run_dir`, probing `texts` (with class-index `labels`).
 
     snapshot_on: "evaluate" (default), "epoch" or "both". Other keyword arguments go to
-    `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, ...).
+    `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, keep_weights, ...).
+    A snapshot at a step where the Trainer saves checkpoint-<step> references that folder and
+    copies nothing; keep_weights applies to the snapshots it does not save (step 0, or steps
+    between saves).
 
     Every training row gets an id of its own: the probe id of the probe example with the same
     tokens and label (the first such row), else probe ids' max + 1 + its row index. Rows with
@@ -92,9 +95,13 @@ class T3VisCallback(TrainerCallback):
 
     @staticmethod
     def _trainer_checkpoint(args, state, control) -> str | None:
-        """The Trainer saves right after evaluating: reference that folder instead of a copy,
-        unless the Trainer may delete it later (save_total_limit)."""
-        if control.should_save and not args.save_total_limit and state.global_step > 0:
+        """The folder the Trainer saves this step's checkpoint in, when it does: meta.json references
+        it instead of a copy. The Trainer evaluates (and ends the epoch) before it saves, so at a
+        snapshot the folder may not exist yet; control.should_save says it is about to. (With
+        save_strategy="best" the Trainer decides after on_evaluate: should_save is still False
+        there, so the weights are copied.) If save_total_limit later deletes the folder, that
+        checkpoint simply has no weights to load."""
+        if control.should_save and state.global_step > 0:
             return str(Path(args.output_dir).resolve() / f"checkpoint-{state.global_step}")
         return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from t3vis.record.labels import resolve_labels
 from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_probe_set
 from t3vis.store import schema
 from t3vis.store.reader import open_run
-from t3vis.store.writer import RunWriter
+from t3vis.store.writer import RunWriter, folder_bytes
+
+log = logging.getLogger("t3vis.record")
 
 
 class ProbeOptions(TypedDict):
@@ -40,6 +43,70 @@ class SnapshotSummary:
     epoch: float | None
     metrics: dict
     path: Path | None   # None on ranks other than 0
+    weights_bytes: int = 0        # this checkpoint's weights copied into the run (0: none, or referenced)
+    run_weights_bytes: int = 0    # all weights the run keeps on disk after this snapshot
+
+
+@dataclass(frozen=True)
+class WeightsPolicy:
+    """Which checkpoints keep their weights in the run, written as one of:
+
+    "all"      every checkpoint (the model's safetensors and tokenizer each: 92 MB for all-MiniLM-L6-v2);
+    "none"     no checkpoint (probe results only: saliency, attention and pruning are unavailable);
+    "every:K"  the checkpoints whose index (0-based, in step order, of the run's checkpoints) is a
+               multiple of K, and always the latest, so the newest checkpoint can be inspected;
+    "last:N"   the latest N checkpoints.
+
+    Under "every" and "last", a new snapshot deletes the weights the run saved with checkpoints
+    that no longer qualify; weights referenced elsewhere (a Trainer's checkpoint-<step>) are never
+    deleted. "all" and "none" delete nothing.
+    """
+
+    kind: str          # "all", "none", "every" or "last"
+    count: int = 0     # K or N
+
+    @classmethod
+    def parse(cls, text: str | WeightsPolicy) -> WeightsPolicy:
+        if isinstance(text, WeightsPolicy):
+            return text
+        if isinstance(text, str) and text in ("all", "none"):
+            return cls(text)
+        kind, _, number = text.partition(":") if isinstance(text, str) else ("", "", "")
+        if kind in ("every", "last") and number.isdigit() and int(number) >= 1:
+            return cls(kind, int(number))
+        raise InvalidInputError(f"keep_weights={text!r} is not a weights policy; give 'all', 'none', "
+                                "'every:K' (every K-th checkpoint and the latest, K >= 1) or 'last:N' "
+                                "(the latest N checkpoints, N >= 1), e.g. keep_weights='last:2'")
+
+    def keeps(self, index: int, total: int) -> bool:
+        """Whether the checkpoint at `index` (0-based, step order) of `total` keeps its weights."""
+        if self.kind in ("all", "none"):
+            return self.kind == "all"
+        if self.kind == "last":
+            return index >= total - self.count
+        return index % self.count == 0 or index == total - 1
+
+    @property
+    def deletes(self) -> bool:
+        return self.kind in ("every", "last")
+
+    def __str__(self) -> str:
+        return self.kind if self.kind in ("all", "none") else f"{self.kind}:{self.count}"
+
+
+# The default keeps the newest two checkpoints' weights: the last one, and the one before it to
+# compare with, at a bounded cost (2 x the model size) however long the run; see WeightsPolicy.
+DEFAULT_KEEP_WEIGHTS = "last:2"
+
+
+def _weights_policy(keep_weights: str | WeightsPolicy | None, save_weights: bool) -> WeightsPolicy:
+    """keep_weights, with the older save_weights=False meaning "none"."""
+    if save_weights:
+        return WeightsPolicy.parse(DEFAULT_KEEP_WEIGHTS if keep_weights is None else keep_weights)
+    if keep_weights is not None and str(WeightsPolicy.parse(keep_weights)) != "none":
+        raise InvalidInputError(f"save_weights=False and keep_weights={keep_weights!r} contradict each other; "
+                                "pass only keep_weights (save_weights=False is the older keep_weights='none')")
+    return WeightsPolicy("none")
 
 
 class Recorder:
@@ -49,13 +116,20 @@ class Recorder:
     splits (e.g. "train" / "validation") tell held-out probes from training samples.
     Under torch.distributed every rank constructs the Recorder and calls `snapshot`;
     each probes its shard and rank 0 writes.
+
+    keep_weights: which checkpoints keep their model weights, "all", "none", "every:K" or
+    "last:N" (see WeightsPolicy). The default, "last:2", bounds the disk a run takes for weights to
+    two copies of the model however many snapshots it has (a full copy per checkpoint silently
+    filled disks: 92 MB each for all-MiniLM-L6-v2), while the newest checkpoint, and the one before,
+    stay inspectable (saliency, attention, pruning). Pass "all" to inspect every checkpoint.
+    save_weights=False is the older spelling of keep_weights="none".
     """
 
     def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels: Labels, *,
                  ids: Sequence[int] | np.ndarray | None = None, splits: Sequence[str] | str = "probe",
                  label_names: Sequence[str] | None = None, pooling: str = "auto", batch_size: int = 32,
                  max_length: int = 128, thumbnail_size: int = 32, save_weights: bool = True,
-                 progress: bool = False, exist_ok: bool = False):
+                 keep_weights: str | WeightsPolicy | None = None, progress: bool = False, exist_ok: bool = False):
         self.run_dir = Path(run_dir)
         self.model = model
         self.tokenizer = tokenizer
@@ -75,7 +149,7 @@ class Recorder:
         self.label_names = resolved.names
         self.options = ProbeOptions(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
                                     max_length=max_length, thumbnail_size=thumbnail_size)
-        self.save_weights = save_weights
+        self.keep_weights = _weights_policy(keep_weights, save_weights)
         self.progress = progress
         self.layout = find_attention_layout(inner)
         self.writer = RunWriter(self.run_dir)
@@ -241,7 +315,12 @@ class Recorder:
 
     def snapshot(self, step: int, epoch: float | None = None, metrics: dict | None = None,
                  weights_location: str | Path | None = None) -> SnapshotSummary:
-        """One fused probe pass; writes checkpoints/step-XXXXXXXX atomically on rank 0."""
+        """One fused probe pass; writes checkpoints/step-XXXXXXXX atomically on rank 0.
+
+        weights_location: a folder that already holds this checkpoint's weights (e.g. the Trainer's
+        checkpoint-<step>): meta.json references it and nothing is copied. Otherwise the weights are
+        saved into the checkpoint if the keep_weights policy keeps them, and the weights of earlier
+        checkpoints the policy no longer keeps are deleted."""
         self.flush()
         started = time.perf_counter()
         if not dist_utils.is_distributed():
@@ -270,12 +349,37 @@ class Recorder:
             stage.write_outputs(self._outputs_frame(result))
             stage.write_heads(_heads_arrays(result))
             stage.write_gate_grads(result.gate_grads)
-            if self.save_weights and where is None:
+            if where is None and self._keeps_weights_of(step):
                 _save_pretrained(unwrap(self.model), stage.weights_dir)
                 self.tokenizer.save_pretrained(stage.weights_dir)
+        self._drop_unkept_weights()
         summary_metrics = {**(metrics or {}), **stage.metrics}  # as meta.json has them
-        return SnapshotSummary(int(step), epoch, summary_metrics,
-                               self.run_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(step))
+        summary = SnapshotSummary(int(step), epoch, summary_metrics,
+                                  self.run_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(step),
+                                  weights_bytes=self.writer.saved_weights_bytes(step),
+                                  run_weights_bytes=self._run_weights_bytes())
+        log.info("checkpoint step %d: weights %s; the run keeps %.1f MB of weights (keep_weights=%r)", step,
+                 f"referenced at {where}" if where else f"{summary.weights_bytes / 1e6:.1f} MB",
+                 summary.run_weights_bytes / 1e6, str(self.keep_weights))
+        return summary
+
+    def _keeps_weights_of(self, step: int) -> bool:
+        """Whether the policy keeps the weights of a new checkpoint at `step`, among those on disk."""
+        steps = sorted({*self.writer.checkpoint_steps(), int(step)})
+        return self.keep_weights.keeps(steps.index(int(step)), len(steps))
+
+    def _drop_unkept_weights(self) -> None:
+        """Delete the run's own weights of the checkpoints the policy no longer keeps."""
+        if not self.keep_weights.deletes:
+            return
+        steps = self.writer.checkpoint_steps()
+        for index, step in enumerate(steps):
+            if not self.keep_weights.keeps(index, len(steps)):
+                self.writer.drop_weights(step)
+
+    def _run_weights_bytes(self) -> int:
+        """Bytes of all weights folders inside the run (referenced Trainer checkpoints not counted)."""
+        return sum(folder_bytes(p) for p in (self.run_dir / schema.CHECKPOINTS_DIR).glob(f"*/{schema.WEIGHTS_DIR}"))
 
     def _probe(self, rows: np.ndarray, step: int, hidden_out: np.ndarray | None = None) -> ProbeResult:
         bar = None
@@ -417,7 +521,7 @@ def _save_pretrained(model: nn.Module, folder: Path) -> None:
     save = getattr(model, "save_pretrained", None)
     if not callable(save):
         raise InvalidInputError(f"{type(model).__name__} has no save_pretrained(), so its weights cannot be saved "
-                                "with the checkpoint: pass save_weights=False, or weights_location to snapshot()")
+                                "with the checkpoint: pass keep_weights='none', or weights_location to snapshot()")
     save(folder, safe_serialization=True)
 
 

@@ -332,8 +332,10 @@ class Checkpoint:
         confined: refuse weights outside the run (see confined_weights_path)."""
         where = self.confined_weights_path() if confined else self.weights_path
         if where is None or not where.exists():
-            raise NotFoundError(f"checkpoint {self.step} of run {self.run.name!r} has no saved weights "
-                                f"(looked at {where}); record with save_weights=True to load it")
+            kept = "none were kept for it" if where is None else f"{where} is gone"
+            raise NotFoundError(f"checkpoint {self.step} of run {self.run.name!r} has no saved weights ({kept}); "
+                                "pick a checkpoint that kept them, or record with keep_weights='all' (or a "
+                                "keep_weights policy that keeps this checkpoint)")
         check_weights_folder(where, f"weights of checkpoint {self.step}")
         from t3vis.models.loading import load_classifier  # torch only when a model is wanted
 

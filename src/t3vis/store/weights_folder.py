@@ -14,7 +14,7 @@ from t3vis.errors import CorruptRunError
 from t3vis.store.checks import check_fields, is_int, read_json
 
 RESAVE_WEIGHTS = ("re-save the checkpoint's weights there (model.save_pretrained and "
-                  "tokenizer.save_pretrained), or record with save_weights=True")
+                  "tokenizer.save_pretrained), or record with keep_weights='all'")
 
 # weight files a Hugging Face folder may hold (one of them must be there)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,6 +139,41 @@ class RunWriter:
             meta["weights_roots"] = [*roots, resolved]
             write_json_atomic(self.run_dir / schema.RUN_META, meta)
 
+    def checkpoint_steps(self) -> list[int]:
+        """The steps of the complete checkpoints on disk, in order (staging and trash folders excluded)."""
+        parent = self.run_dir / schema.CHECKPOINTS_DIR
+        if not parent.is_dir():
+            return []
+        steps = (schema.parse_checkpoint_dirname(p.name) for p in parent.iterdir()
+                 if (p / schema.CHECKPOINT_META).is_file())
+        return sorted(step for step in steps if step is not None)
+
+    def drop_weights(self, step: int) -> int:
+        """Delete the weights this run saved with checkpoint `step` (checkpoints/step-*/weights);
+        returns the bytes freed. meta.json is rewritten first, atomically, with "weights": null, so a
+        crash never leaves it naming a half-deleted folder (a leftover folder is removed next time).
+        Weights meta.json names elsewhere (a Trainer's checkpoint) are never touched."""
+        folder = self.run_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(step)
+        meta_path = folder / schema.CHECKPOINT_META
+        meta = _readable_meta(meta_path)
+        if meta is None:
+            return 0    # a damaged meta.json: leave the checkpoint as it is (the reader reports it)
+        if meta.get("weights") == schema.WEIGHTS_DIR:
+            meta["weights"] = None
+            write_json_atomic(meta_path, meta)
+        weights = folder / schema.WEIGHTS_DIR
+        if meta.get("weights") is not None or not weights.is_dir():
+            return 0
+        freed = folder_bytes(weights)
+        shutil.rmtree(weights)
+        return freed
+
+    def saved_weights_bytes(self, step: int) -> int:
+        """Bytes of the weights this run saved with checkpoint `step` (0 when none or referenced)."""
+        folder = self.run_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(step)
+        meta = _readable_meta(folder / schema.CHECKPOINT_META) or {}
+        return folder_bytes(folder / schema.WEIGHTS_DIR) if meta.get("weights") == schema.WEIGHTS_DIR else 0
+
     def write_examples(self, examples: pd.DataFrame) -> None:
         write_bytes_atomic(self.run_dir / schema.EXAMPLES, _parquet_bytes(examples_table(examples)))
 
@@ -178,6 +214,22 @@ class RunWriter:
                 **stage.meta_extra,
             }
             (staging / schema.CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _readable_meta(path: Path) -> dict | None:
+    """A checkpoint's meta.json as a dict, or None if it cannot be read as one."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def folder_bytes(folder: Path) -> int:
+    """The summed size of the files under `folder` (0 if it does not exist)."""
+    if not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 # Present only while `create` runs: a folder holding it was left by an interrupted create.
