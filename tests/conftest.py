@@ -125,3 +125,31 @@ def tiny_run(tmp_path):
         rec.observe(torch.arange(12), logits, torch.tensor(labels[:12]))
     rec.snapshot(step=5, epoch=2.0)
     return tmp_path / "run", texts, labels
+
+
+def gate_gradients_by_finite_differences(model, tokenizer, texts, labels, h: float = 1e-6):
+    """(n, L, H) d loss_n / d gate[l, h] by central differences over every head's gate: a reference
+    for the gate-gradient code that shares nothing with it but the gates themselves (use float64)."""
+    import numpy as np
+    import torch
+
+    from t3vis.models.gates import gated_heads
+    from t3vis.models.structure import find_attention_layout
+
+    layout = find_attention_layout(model)
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+
+    def losses(gates):
+        with torch.no_grad(), gated_heads(layout, gates):
+            logits = model(**enc).logits
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none")   # (n,)
+
+    L, H = layout.num_layers, layout.num_heads
+    expected = np.zeros((len(texts), L, H), dtype=np.float64)
+    for layer in range(L):
+        for head in range(H):
+            up = torch.ones(L, H, dtype=torch.float64)
+            down = up.clone()
+            up[layer, head], down[layer, head] = 1 + h, 1 - h
+            expected[:, layer, head] = ((losses(up) - losses(down)) / (2 * h)).numpy()
+    return expected

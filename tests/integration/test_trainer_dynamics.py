@@ -2,27 +2,12 @@
 
 import numpy as np
 import pandas as pd
-import torch
 from conftest import make_labels, make_model, make_texts
+from test_trainer_callback import _dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 import t3vis
 from t3vis.integrations.transformers import T3VisCallback
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
-
-
-def _dataset(tokenizer, texts, labels):
-    return ListDataset([{**tokenizer(t), "labels": y} for t, y in zip(texts, labels)])
 
 
 def _train(tmp_path, texts, labels, probe_texts, probe_labels, *, epochs, resume=False, **arguments):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_labels, make_model, make_texts
+from conftest import gate_gradients_by_finite_differences, make_labels, make_model, make_texts
 
 import t3vis
 from t3vis.analysis.heads import evaluate, gate_gradients, head_importance, importance_from_gate_gradients
@@ -107,8 +107,6 @@ def test_importance_from_hand_built_gate_gradients():
 
 
 def test_gate_gradients_match_finite_differences_of_the_loss():
-    from t3vis.models.gates import gated_heads
-
     model, tokenizer = make_model("roberta")
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():                              # weights large enough that heads matter visibly
@@ -118,22 +116,7 @@ def test_gate_gradients_match_finite_differences_of_the_loss():
     model = model.double().eval()
     texts, labels = make_texts(3, seed=5), make_labels(3, seed=5)
     grads = gate_gradients(model, tokenizer, texts, labels, batch_size=2)          # (3, L, H)
-    layout = find_attention_layout(model)
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-
-    def losses(gates):
-        with torch.no_grad(), gated_heads(layout, gates):
-            logits = model(**enc).logits
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none")   # (3,)
-
-    h = 1e-6
-    expected = np.zeros_like(grads, dtype=np.float64)
-    for layer in range(layout.num_layers):
-        for head in range(layout.num_heads):
-            up = torch.ones(layout.num_layers, layout.num_heads, dtype=torch.float64)
-            down = up.clone()
-            up[layer, head], down[layer, head] = 1 + h, 1 - h
-            expected[:, layer, head] = ((losses(up) - losses(down)) / (2 * h)).numpy()
+    expected = gate_gradients_by_finite_differences(model, tokenizer, texts, labels)
     assert np.abs(expected).max() > 1e-2              # a check against something that is not zero
     np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-6)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_labels, make_model, make_texts
+from conftest import gate_gradients_by_finite_differences, make_labels, make_model, make_texts
 
 import t3vis
 from t3vis.analysis.heads import evaluate, gate_gradients, head_importance
@@ -79,21 +79,7 @@ def test_gate_gradients_of_each_run_match_finite_differences():
     texts, labels = make_texts(3, seed=5), make_labels(3, seed=5)
     grads = gate_gradients(model, tokenizer, texts, labels, batch_size=2)          # (3, L, H)
     layout = find_attention_layout(model)
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-
-    def losses(gates):
-        with torch.no_grad(), gated_heads(layout, gates):
-            logits = model(**enc).logits
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none")
-
-    h = 1e-6
-    expected = np.zeros_like(grads, dtype=np.float64)
-    for layer in range(L):
-        for head in range(H):
-            up = torch.ones(L, H, dtype=torch.float64)
-            down = up.clone()
-            up[layer, head], down[layer, head] = 1 + h, 1 - h
-            expected[:, layer, head] = ((losses(up) - losses(down)) / (2 * h)).numpy()
+    expected = gate_gradients_by_finite_differences(model, tokenizer, texts, labels)
     assert np.abs(expected).max() > 1e-2
     # the runs of the one block are told apart: their gradients are not one number spread three times
     assert not np.allclose(expected[:, 0], expected[:, 1], rtol=1e-2)
