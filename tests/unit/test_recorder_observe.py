@@ -155,7 +155,7 @@ def test_a_failing_write_keeps_its_observations_for_the_next_flush(tmp_path, mon
 
 def test_labels_on_an_accelerator_are_checked_at_the_flush(tmp_path, monkeypatch):
     # on an accelerator, reading the labels here would wait for the device: the check moves to the flush
-    monkeypatch.setattr(recorder_module, "_checkable_now", lambda labels: False)
+    monkeypatch.setattr(recorder_module, "checkable_now", lambda labels: False)
     rec = _recorder(tmp_path)
     rec.observe([1, 2, 3], LOGITS, [0, 0, 1], epoch=0, step=1)
     rec.observe([4, 5, 6], LOGITS, [0, 7, 1], epoch=0, step=2)     # 7: no such class

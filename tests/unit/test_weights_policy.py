@@ -11,7 +11,7 @@ from conftest import make_labels, make_model, make_texts
 
 import t3vis
 from t3vis.errors import InvalidInputError
-from t3vis.record.recorder import WeightsPolicy
+from t3vis.record.weights_policy import WeightsPolicy
 
 STEPS = (0, 10, 20, 30, 40)
 

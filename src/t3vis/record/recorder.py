@@ -20,7 +20,17 @@ from t3vis.models.structure import find_attention_layout
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
 from t3vis.record.labels import resolve_labels
+from t3vis.record.observations import (
+    Observation,
+    as_integer_vector,
+    as_logits,
+    check_classes,
+    checkable_now,
+    checked_step,
+    whole_epoch,
+)
 from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_probe_set
+from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
 from t3vis.store.writer import RunWriter, folder_bytes
@@ -45,68 +55,6 @@ class SnapshotSummary:
     path: Path | None   # None on ranks other than 0
     weights_bytes: int = 0        # this checkpoint's weights copied into the run (0: none, or referenced)
     run_weights_bytes: int = 0    # all weights the run keeps on disk after this snapshot
-
-
-@dataclass(frozen=True)
-class WeightsPolicy:
-    """Which checkpoints keep their weights in the run, written as one of:
-
-    "all"      every checkpoint (the model's safetensors and tokenizer each: 92 MB for all-MiniLM-L6-v2);
-    "none"     no checkpoint (probe results only: saliency, attention and pruning are unavailable);
-    "every:K"  the checkpoints whose index (0-based, in step order, of the run's checkpoints) is a
-               multiple of K, and always the latest, so the newest checkpoint can be inspected;
-    "last:N"   the latest N checkpoints.
-
-    Under "every" and "last", a new snapshot deletes the weights the run saved with checkpoints
-    that no longer qualify; weights referenced elsewhere (a Trainer's checkpoint-<step>) are never
-    deleted. "all" and "none" delete nothing.
-    """
-
-    kind: str          # "all", "none", "every" or "last"
-    count: int = 0     # K or N
-
-    @classmethod
-    def parse(cls, text: str | WeightsPolicy) -> WeightsPolicy:
-        if isinstance(text, WeightsPolicy):
-            return text
-        if isinstance(text, str) and text in ("all", "none"):
-            return cls(text)
-        kind, _, number = text.partition(":") if isinstance(text, str) else ("", "", "")
-        if kind in ("every", "last") and number.isdigit() and int(number) >= 1:
-            return cls(kind, int(number))
-        raise InvalidInputError(f"keep_weights={text!r} is not a weights policy; give 'all', 'none', "
-                                "'every:K' (every K-th checkpoint and the latest, K >= 1) or 'last:N' "
-                                "(the latest N checkpoints, N >= 1), e.g. keep_weights='last:2'")
-
-    def keeps(self, index: int, total: int) -> bool:
-        """Whether the checkpoint at `index` (0-based, step order) of `total` keeps its weights."""
-        if self.kind in ("all", "none"):
-            return self.kind == "all"
-        if self.kind == "last":
-            return index >= total - self.count
-        return index % self.count == 0 or index == total - 1
-
-    @property
-    def deletes(self) -> bool:
-        return self.kind in ("every", "last")
-
-    def __str__(self) -> str:
-        return self.kind if self.kind in ("all", "none") else f"{self.kind}:{self.count}"
-
-
-# The default keeps the newest two checkpoints' weights: the last one, and the one before it to
-# compare with, at a bounded cost (2 x the model size) however long the run; see WeightsPolicy.
-DEFAULT_KEEP_WEIGHTS = "last:2"
-
-
-def _weights_policy(keep_weights: str | WeightsPolicy | None, save_weights: bool) -> WeightsPolicy:
-    """keep_weights, with the older save_weights=False meaning "none"."""
-    if save_weights:
-        return WeightsPolicy.parse(DEFAULT_KEEP_WEIGHTS if keep_weights is None else keep_weights)
-    if keep_weights is not None and str(WeightsPolicy.parse(keep_weights)) != "none":
-        raise InvalidInputError(f"save_weights=False and keep_weights={keep_weights!r} contradict each other; "
-                                "pass only keep_weights (save_weights=False is the older keep_weights='none')")
-    return WeightsPolicy("none")
 
 
 class Recorder:
@@ -149,11 +97,11 @@ class Recorder:
         self.label_names = resolved.names
         self.options = ProbeOptions(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
                                     max_length=max_length, thumbnail_size=thumbnail_size)
-        self.keep_weights = _weights_policy(keep_weights, save_weights)
+        self.keep_weights = weights_policy(keep_weights, save_weights)
         self.progress = progress
         self.layout = find_attention_layout(inner)
         self.writer = RunWriter(self.run_dir)
-        self._pending: list[_Observation] = []      # observed, still on the device
+        self._pending: list[Observation] = []      # observed, still on the device
         self._unwritten: list[pd.DataFrame] = []     # drained, not yet written: kept until a flush succeeds
         self._refused: list[int] = []                # steps whose labels a flush found out of range
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
@@ -246,14 +194,14 @@ class Recorder:
         step: the training step (default: the number of observe calls so far).
         """
         with torch.no_grad():
-            logits_t = _as_logits(logits, self.num_labels)
+            logits_t = as_logits(logits, self.num_labels)
             rows = logits_t.shape[0]
-            ids_t = _as_integer_vector(ids, "ids", rows, "one id per batch row")
-            labels_t = _as_integer_vector(labels, "labels", rows, "one class index per batch row")
-            if _checkable_now(labels_t):
-                _check_classes(labels_t, self.num_labels)
-            epoch_index = None if epoch is None else _epoch_index(epoch)
-            step_number = None if step is None else _step_number(step)
+            ids_t = as_integer_vector(ids, "ids", rows, "one id per batch row")
+            labels_t = as_integer_vector(labels, "labels", rows, "one class index per batch row")
+            if checkable_now(labels_t):
+                check_classes(labels_t, self.num_labels)
+            epoch_index = None if epoch is None else whole_epoch(epoch)
+            step_number = None if step is None else checked_step(step)
             labels_t = labels_t.to(logits_t.device)
             out_of_range = (labels_t < 0) | (labels_t >= self.num_labels)
             safe = labels_t.clamp(0, self.num_labels - 1)   # an out-of-range gather would abort a CUDA context
@@ -261,7 +209,7 @@ class Recorder:
             gold = probs.gather(1, safe.view(-1, 1)).squeeze(1)
             correct = probs.argmax(-1) == safe
         self._observe_calls += 1
-        self._pending.append(_Observation(ids_t.detach(), gold, correct, out_of_range.any(), epoch_index,
+        self._pending.append(Observation(ids_t.detach(), gold, correct, out_of_range.any(), epoch_index,
                                           self._observe_calls if step_number is None else step_number))
 
     def _drain_observations(self) -> pd.DataFrame:
@@ -417,98 +365,6 @@ class Recorder:
 
     def close(self) -> None:
         self.flush()
-
-
-@dataclass
-class _Observation:
-    """One observe() call, kept on the device until the next flush."""
-
-    ids: torch.Tensor
-    gold: torch.Tensor
-    correct: torch.Tensor
-    out_of_range: torch.Tensor     # a 0-d bool: a label outside the classes (checked at flush on accelerators)
-    epoch: int | None
-    step: int
-
-    def frame(self) -> pd.DataFrame | None:
-        """id, epoch (-1: to be counted), step, gold_prob, correct of the rows with an id; None if refused."""
-        if bool(self.out_of_range):
-            return None
-        ids = self.ids.cpu().numpy().astype(np.int64)
-        frame = pd.DataFrame({"id": ids, "epoch": -1 if self.epoch is None else self.epoch, "step": self.step,
-                              "gold_prob": self.gold.cpu().numpy(), "correct": self.correct.cpu().numpy()})
-        return frame[frame["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
-
-
-# A fractional epoch this close below a whole number counts as that number (float sums of 1/steps).
-_EPOCH_TOLERANCE = 1e-9
-
-
-def _epoch_index(epoch) -> int:
-    """The whole epoch an observation belongs to: floor of the progress at the start of its step."""
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(epoch) or epoch < 0:
-        raise InvalidInputError(f"epoch={epoch!r}: give the training progress at the start of the step, "
-                                "a number >= 0 (e.g. 1, or 1.25 a quarter into the second epoch)")
-    return int(np.floor(float(epoch) + _EPOCH_TOLERANCE))
-
-
-def _step_number(step) -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise InvalidInputError(f"step={step!r}: give the training step as an integer >= 0")
-    return int(step)
-
-
-def _as_logits(logits, classes: int) -> torch.Tensor:
-    """logits as a (rows, classes) floating tensor, or InvalidInputError naming the shape."""
-    try:
-        tensor = logits if torch.is_tensor(logits) else torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"logits of type {type(logits).__name__} are not numbers: pass the model's "
-                                "output logits, a (batch, num_labels) tensor") from None
-    if tensor.dim() != 2 or tensor.shape[1] != classes:
-        raise InvalidInputError(f"logits have shape {tuple(tensor.shape)}; expected (batch, {classes}): one row per "
-                                f"example and one column per class of the model ({classes})")
-    if not (tensor.is_floating_point() or tensor.dtype in _INTEGER_DTYPES):
-        raise InvalidInputError(f"logits have dtype {tensor.dtype}; pass the model's floating-point logits")
-    return tensor
-
-
-_INTEGER_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
-
-
-def _as_integer_vector(values, name: str, rows: int, meaning: str) -> torch.Tensor:
-    """values as a 1-D integer tensor of `rows` entries, or InvalidInputError naming `name` and the shapes."""
-    if torch.is_tensor(values):
-        tensor = values
-    else:
-        array = np.asarray(values)
-        if array.size == 0:
-            array = array.astype(np.int64)  # [] has no dtype to judge
-        if array.dtype.kind not in "iu":
-            raise InvalidInputError(f"{name} must be integers, got {array.dtype} values: pass {meaning} "
-                                    "(e.g. a list of int or an int64 tensor)")
-        tensor = torch.as_tensor(array.astype(np.int64))
-    if tensor.dtype not in _INTEGER_DTYPES:
-        raise InvalidInputError(f"{name} must be integers, got a {tensor.dtype} tensor: pass {meaning} "
-                                "(convert with .long())")
-    if tensor.dim() != 1 or tensor.shape[0] != rows:
-        raise InvalidInputError(f"{name} has shape {tuple(tensor.shape)} but logits have {rows} rows: pass {meaning}, "
-                                f"shape ({rows},)")
-    return tensor
-
-
-def _checkable_now(labels: torch.Tensor) -> bool:
-    """Whether reading the labels' values costs no device sync (they are in host memory)."""
-    return labels.device.type == "cpu"
-
-
-def _check_classes(labels: torch.Tensor, classes: int) -> None:
-    bad = (labels < 0) | (labels >= classes)
-    if bool(bad.any()):
-        row = int(bad.nonzero()[0, 0])
-        raise InvalidInputError(f"labels[{row}] = {int(labels[row])} is outside the model's classes 0..{classes - 1}: "
-                                "pass class indices (map label names to 0..C-1 first)")
 
 
 def _flush(array: np.ndarray) -> None:
