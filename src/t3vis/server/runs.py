@@ -54,6 +54,7 @@ class RunHandle:
         self._listed_at = -1e9
         self._order: list[Checkpoint] = []
         self._damaged: dict[int, CorruptRunError] = {}     # step -> why its meta.json does not read
+        self._checked: dict[object, object] = {}           # file(s) -> the version whose columns were checked
         self._datamap: tuple[DynamicsVersion, pd.DataFrame, RegionRule] | None = None
 
     # -- the run and its checkpoints ---------------------------------------------------
@@ -120,15 +121,31 @@ class RunHandle:
 
     def checked_examples_path(self) -> str:
         """The examples table's path for DuckDB, after the reader checked its columns."""
-        return str(self.run.check_examples())
+        path = self.examples_path
+        self._check_once(path, _file_version(path), self.run.check_examples)
+        return str(path)
 
     def checked_outputs_path(self, ck: Checkpoint) -> str:
         """A checkpoint's outputs table's path for DuckDB, after the reader checked its columns."""
-        return str(ck.check_outputs())
+        path = self.outputs_path(ck)
+        self._check_once(path, _file_version(path), ck.check_outputs)
+        return str(path)
 
     def checked_dynamics_paths(self) -> list[str]:
         """The training-dynamics parts for DuckDB, after the reader checked their columns."""
-        return [str(p) for p in self.run.dynamics_parts()]
+        version = self.dynamics_version()
+        self._check_once(schema.DYNAMICS_DIR, version, self.run.dynamics_parts)
+        return [f[0] for f in version.files]
+
+    def _check_once(self, key, version, check) -> None:
+        """Run the reader's column check of a file once per version of it (size, mtime), not on every
+        request: a table page must not re-read Parquet footers it has already checked."""
+        with self._lock:
+            if version is not None and self._checked.get(key) == version:
+                return
+        check()                                  # CorruptRunError (409) when the file is damaged
+        with self._lock:
+            self._checked[key] = version
 
     def num_examples(self) -> int:
         path = self.run.check_examples()
@@ -169,6 +186,14 @@ class RunHandle:
         with self._lock:
             self._datamap = (version, frame, rule)
             return self._datamap
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _mtime(path: Path) -> int:
