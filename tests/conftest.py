@@ -153,3 +153,88 @@ def gate_gradients_by_finite_differences(model, tokenizer, texts, labels, h: flo
             up[layer, head], down[layer, head] = 1 + h, 1 - h
             expected[:, layer, head] = ((losses(up) - losses(down)) / (2 * h)).numpy()
     return expected
+
+
+GENERATIVE = ("gpt2", "llama", "t5", "bart")
+
+
+def make_seq2seq_tokenizer():
+    """A word-level tokenizer for encoder-decoders: <pad> 0, </s> 1, <unk> 2, <s> 3; "</s>" closes every text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>", "<s>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<s>")
+
+
+def make_llama_tokenizer():
+    """Llama-style: "<s>" opens every text, no pad token (the task reuses "</s>")."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def make_generative_model(kind: str = "gpt2", seed: int = 0, lora: bool = False):
+    """(model, tokenizer): a tiny random language model; kinds in GENERATIVE.
+
+    gpt2 and llama are decoder-only (llama: RMSNorm, rotary, 4 query heads sharing 2 key/value
+    heads); t5 and bart are encoder-decoders with 2 encoder and 3 decoder layers. lora=True wraps
+    the model with PEFT LoRA adapters on its attention projections.
+    """
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        BartConfig,
+        GPT2Config,
+        LlamaConfig,
+        T5Config,
+    )
+
+    if kind == "gpt2":
+        tokenizer = make_tokenizer("gpt2")
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    elif kind == "llama":
+        tokenizer = make_llama_tokenizer()
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                             bos_token_id=1, eos_token_id=2, pad_token_id=None)
+    elif kind == "t5":
+        tokenizer = make_seq2seq_tokenizer()
+        config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3,
+                          num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    elif kind == "bart":
+        tokenizer = make_seq2seq_tokenizer()
+        config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=3,
+                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+                            decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=0, eos_token_id=1,
+                            bos_token_id=3, decoder_start_token_id=1, forced_eos_token_id=None)
+    else:
+        raise ValueError(kind)
+    torch.manual_seed(seed)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_config(config, attn_implementation="eager")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "t5": ["q", "v"], "bart": ["q_proj", "v_proj"]}
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets[kind], lora_dropout=0.0))
+    return model, tokenizer
+
+
+def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(sources, targets): word sequences and a shorter rewrite of each (a tiny summarisation task)."""
+    texts = make_texts(n, seed)
+    return texts, [" ".join(t.split()[: max(1, len(t.split()) // 2)]) for t in texts]

@@ -1,14 +1,21 @@
-"""Find a Transformer's attention blocks from its structure, never from attribute names.
+"""Find a Transformer's attention stacks from its structure, never from attribute names.
 
-One forward pass on three dummy tokens, with hooks on every module, gives a trace: which
-modules ran, in which order, and which returned attention weights. From it:
-- the layers are the applications of the blocks, in the order they ran. Usually the blocks
-  are a ModuleList of the config's number of layers, each run once; a model that shares one
-  block across layers (ALBERT) runs one module that many times, and layer l is its l-th run;
-- a block's attention module is its outermost proper submodule whose output carries the
-  attention weights, a (batch, heads, query, key) tensor;
+One forward pass on dummy tokens, with hooks on every module, gives a trace: which modules
+ran, in which order, and which returned attention weights, a (batch, heads, query, key)
+tensor. An encoder-decoder is traced with a source of 5 tokens and a target of 3, so the
+shape of the weights tells the stacks apart: (5, 5) is encoder self-attention, (3, 3)
+decoder self-attention, (3, 5) cross-attention. A single-stack model is a "decoder" when its
+weights are causal (the first query gives the later keys nothing), an "encoder" otherwise.
+For each stack:
+- the layers are the applications of its blocks, in the order they ran. Usually the blocks
+  are a ModuleList of identical blocks, each run once; a model that shares one block across
+  layers (ALBERT) runs one module that many times, and layer l is its l-th run;
+- a block's attention module is its outermost proper submodule whose output carries that
+  stack's attention weights;
 - the attention output projection is the last Linear (or GPT-2 Conv1D) to run inside it:
-  its input is the heads' concatenated context, so one head is one slice of that input.
+  its input is the heads' concatenated context, so one head is one slice of that input;
+- its hidden states are the model output's tuple of layers + 1 states as long as the stack's
+  queries (None for cross-attention, whose states are the decoder's).
 
 So every layer is "the `call`-th run, within one forward pass, of projection P": head gates
 (t3vis.models.gates) count the runs of each projection and need no other knowledge of the family.
@@ -27,10 +34,12 @@ from torch import nn
 
 from t3vis.errors import UnsupportedModelError
 
+STACKS = ("encoder", "decoder", "cross")
+
 
 @dataclass(frozen=True)
 class LayerSite:
-    """One layer: the `call`-th run of `block` (and so of `projection`) within one forward pass.
+    """One layer: the `call`-th run of `block` (and so of `attention` and `projection`) within one forward pass.
 
     call is 0 for every layer of a model with one block per layer; 0..L-1 when one block is shared.
     """
@@ -38,15 +47,20 @@ class LayerSite:
     block: nn.Module
     projection: nn.Module      # the attention output projection inside block; input (..., heads * head_dim)
     call: int
+    attention: nn.Module | None = None   # the module whose output carries this layer's attention weights
 
 
 @dataclass(frozen=True)
 class AttentionLayout:
+    """One stack of attention layers: encoder self-attention, decoder self-attention or cross-attention."""
+
     layers: tuple[LayerSite, ...]          # one per layer, in the order they run
     num_heads: int
     head_dim: int
     hidden_size: int
     root: nn.Module = field(repr=False)    # the model whose forward pass starts a new count of runs
+    stack: str = "encoder"                 # one of STACKS
+    hidden_output: str | None = None       # the model output field with this stack's layers + 1 hidden states
 
     @property
     def num_layers(self) -> int:
@@ -71,6 +85,14 @@ class AttentionLayout:
         for layer, site in enumerate(self.layers):
             runs.setdefault(site.projection, {})[site.call] = layer
         return {proj: [by_call[c] for c in sorted(by_call)] for proj, by_call in runs.items()}
+
+    def layers_by_attention(self) -> dict[nn.Module, list[int]]:
+        """attention module -> the layer of each of its runs in one forward pass (index = run)."""
+        runs: dict[nn.Module, dict[int, int]] = {}
+        for layer, site in enumerate(self.layers):
+            if site.attention is not None:
+                runs.setdefault(site.attention, {})[site.call] = layer
+        return {module: [by_call[c] for c in sorted(by_call)] for module, by_call in runs.items()}
 
 
 def module_device(module: nn.Module) -> torch.device | None:
@@ -101,6 +123,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
+def is_encoder_decoder(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
 def _num_layers(config) -> int:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
@@ -124,16 +150,32 @@ def _projection_in_features(module: nn.Module) -> int:
     return int(weight.shape[0])
 
 
+# dummy lengths: an encoder-decoder's source and target differ, so the weights' shapes name the stack
+_SOURCE_TOKENS, _TARGET_TOKENS = 5, 3
+
+
 def _dummy_inputs(model: nn.Module) -> dict:
     device = next(model.parameters()).device
-    config = model.config
-    vocab = int(getattr(config, "vocab_size", 2) or 2)
-    ids = torch.tensor([[min(1, vocab - 1), min(2, vocab - 1), min(3, vocab - 1)]], device=device)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    vocab = int(getattr(model.config, "vocab_size", 2) or 2)
+
+    def ids(n: int) -> torch.Tensor:
+        return torch.tensor([[min(1 + i, vocab - 1) for i in range(n)]], device=device)
+
+    if not is_encoder_decoder(model):
+        inputs = {"input_ids": ids(_TARGET_TOKENS)}
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        return inputs
+    source, target = ids(_SOURCE_TOKENS), ids(_TARGET_TOKENS)
+    return {"input_ids": source, "attention_mask": torch.ones_like(source), "decoder_input_ids": target}
 
 
-def _is_attention_weights(t, num_tokens: int) -> bool:
-    return torch.is_tensor(t) and t.dim() == 4 and t.shape[-1] == num_tokens and t.shape[-2] == num_tokens
+def attention_weights_in(output) -> torch.Tensor | None:
+    """The (batch, heads, query, key) attention weights among a module's outputs, if any."""
+    outs = output if isinstance(output, tuple) else (output,)
+    for t in outs:
+        if torch.is_tensor(t) and t.dim() == 4:
+            return t
+    return None
 
 
 @dataclass
@@ -142,27 +184,31 @@ class _Trace:
 
     calls: list[nn.Module] = field(default_factory=list)
     weights_shape: dict[nn.Module, tuple[int, ...]] = field(default_factory=dict)  # returned attention weights
+    causal: dict[nn.Module, bool] = field(default_factory=dict)                    # first query sees no later key
     projections_done: list[nn.Module] = field(default_factory=list)                # in the order they finished
-    attention_maps: int | None = None       # len(output.attentions), where the model returns it
-    hidden_states: int | None = None        # len(output.hidden_states), where the model returns it
+    hidden_outputs: dict[str, tuple[int, int]] = field(default_factory=dict)       # field -> (states, tokens)
 
     def count(self, module: nn.Module) -> int:
         return sum(1 for m in self.calls if m is module)
 
+    def kind(self, module: nn.Module) -> tuple[int, int]:
+        shape = self.weights_shape[module]
+        return shape[-2], shape[-1]
+
 
 def _trace(model: nn.Module) -> _Trace:
     inputs = _dummy_inputs(model)
-    num_tokens = inputs["input_ids"].shape[1]
+    lengths = {inputs["input_ids"].shape[1], inputs.get("decoder_input_ids", inputs["input_ids"]).shape[1]}
     trace = _Trace()
 
     def before(module, args):
         trace.calls.append(module)
 
     def after(module, args, output):
-        outs = output if isinstance(output, tuple) else (output,)
-        for t in outs:
-            if _is_attention_weights(t, num_tokens):
-                trace.weights_shape[module] = tuple(t.shape)
+        weights = attention_weights_in(output)
+        if weights is not None and weights.shape[-1] in lengths and weights.shape[-2] in lengths:
+            trace.weights_shape[module] = tuple(weights.shape)
+            trace.causal[module] = bool((weights[..., 0, 1:] == 0).all()) if weights.shape[-1] > 1 else False
         if _is_projection(module):
             trace.projections_done.append(module)
 
@@ -176,27 +222,56 @@ def _trace(model: nn.Module) -> _Trace:
     finally:
         for h in handles:
             h.remove()
-    for name in ("attention_maps", "hidden_states"):
-        maps = getattr(out, "attentions" if name == "attention_maps" else "hidden_states", None)
-        if isinstance(maps, (tuple, list)):
-            setattr(trace, name, len(maps))
+    for name in getattr(out, "keys", lambda: [])():
+        states = getattr(out, name, None)
+        if isinstance(states, (tuple, list)) and states and all(torch.is_tensor(s) and s.dim() == 3 for s in states):
+            trace.hidden_outputs[name] = (len(states), int(states[0].shape[1]))
     return trace
 
 
-def _listed_blocks(model: nn.Module, num_layers: int, trace: _Trace) -> list[tuple[nn.Module, int]] | None:
-    """A ModuleList of num_layers blocks of one type, each run once: block l is layer l."""
+@dataclass(frozen=True)
+class _Kind:
+    """One stack as the trace shows it: its name and the (query, key) lengths of its weights."""
+
+    name: str
+    queries: int
+    keys: int
+
+
+def _kinds(model: nn.Module, trace: _Trace) -> list[_Kind]:
+    if is_encoder_decoder(model):
+        found = {trace.kind(m) for m in trace.weights_shape}
+        wanted = [_Kind("encoder", _SOURCE_TOKENS, _SOURCE_TOKENS), _Kind("decoder", _TARGET_TOKENS, _TARGET_TOKENS),
+                  _Kind("cross", _TARGET_TOKENS, _SOURCE_TOKENS)]
+        return [k for k in wanted if (k.queries, k.keys) in found]
+    modules = list(trace.weights_shape)
+    if not modules:
+        return []
+    causal = all(trace.causal[m] for m in modules)
+    return [_Kind("decoder" if causal else "encoder", _TARGET_TOKENS, _TARGET_TOKENS)]
+
+
+def _of_kind(trace: _Trace, kind: _Kind) -> set[nn.Module]:
+    return {m for m in trace.weights_shape if trace.kind(m) == (kind.queries, kind.keys)}
+
+
+def _listed_blocks(model: nn.Module, attention: set[nn.Module], trace: _Trace,
+                   num_layers: int | None) -> list[tuple[nn.Module, int]] | None:
+    """A ModuleList of identical blocks, each run once and each holding attention: block l is layer l."""
     counts = Counter(id(m) for m in trace.calls)
     for m in model.modules():   # outermost first: it holds the transformer blocks (inner lists are parts)
-        if (isinstance(m, nn.ModuleList) and len(m) == num_layers and len({type(c) for c in m}) == 1
-                and all(counts[id(c)] == 1 for c in m)):
+        if (isinstance(m, nn.ModuleList) and len(m) > 0 and (num_layers is None or len(m) == num_layers)
+                and len({type(c) for c in m}) == 1 and all(counts[id(c)] == 1 for c in m)
+                and all(any(s is not c and s in attention for s in c.modules()) for c in m)):
             return [(block, 0) for block in m]
     return None
 
 
-def _shared_blocks(model: nn.Module, num_layers: int, trace: _Trace) -> list[tuple[nn.Module, int]] | None:
+def _shared_blocks(model: nn.Module, attention: set[nn.Module], num_layers: int,
+                   trace: _Trace) -> list[tuple[nn.Module, int]] | None:
     """The outermost module type that runs num_layers times in all and holds attention: its runs, in order."""
     depth = {m: name.count(".") for name, m in model.named_modules() if name}   # the model itself is no block
-    holds_attention = {m for m in depth if any(c is not m and c in trace.weights_shape for c in m.modules())}
+    holds_attention = {m for m in depth if any(c is not m and c in attention for c in m.modules())}
     runs_per_type = Counter(type(m) for m in trace.calls if m in depth)
     kinds = {type(m) for m in holds_attention if runs_per_type[type(m)] == num_layers}
     if not kinds:
@@ -211,22 +286,24 @@ def _shared_blocks(model: nn.Module, num_layers: int, trace: _Trace) -> list[tup
     return applications
 
 
-def _find_applications(model: nn.Module, num_layers: int, trace: _Trace) -> list[tuple[nn.Module, int]]:
-    found = _listed_blocks(model, num_layers, trace) or _shared_blocks(model, num_layers, trace)
+def _find_applications(model: nn.Module, attention: set[nn.Module], trace: _Trace,
+                       single_stack: bool) -> list[tuple[nn.Module, int]]:
+    if not single_stack:   # encoder-decoders list their blocks; the config's count is per stack
+        found = _listed_blocks(model, attention, trace, None)
+    else:
+        num_layers = _num_layers(model.config)
+        found = (_listed_blocks(model, attention, trace, num_layers)
+                 or _shared_blocks(model, attention, num_layers, trace))
     if not found:
         raise UnsupportedModelError(
-            f"{type(model).__name__}: found no list of {num_layers} identical blocks, nor one block run "
-            f"{num_layers} times per forward pass; t3vis needs one attention block application per layer")
+            f"{type(model).__name__}: found no list of identical blocks, nor one block run once per layer "
+            "per forward pass; t3vis needs one attention block application per layer")
     return found
 
 
-def _attention_name(model: nn.Module, first: nn.Module, trace: _Trace) -> str:
+def _attention_name(first: nn.Module, attention: set[nn.Module]) -> str:
     names = {m: n for n, m in first.named_modules()}
-    proper = [n for m, n in names.items() if n and m in trace.weights_shape]  # "" is the block itself
-    if not proper:
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: no module in a block returned attention weights; load the model "
-            'with attn_implementation="eager" (other kernels return none)')
+    proper = [n for m, n in names.items() if n and m in attention]  # "" is the block itself
     return min(proper, key=lambda n: n.count("."))  # outermost
 
 
@@ -240,39 +317,71 @@ def _projection_name(model: nn.Module, first: nn.Module, attention_name: str, tr
 
 
 def _check_one_run_per_layer(model: nn.Module, layers: tuple[LayerSite, ...], trace: _Trace) -> None:
-    """Gates find a layer by counting its projection's runs: that count and the outputs must match."""
-    L = len(layers)
+    """Gates find a layer by counting its projection's runs: that count must match the layers using it."""
     for proj in {site.projection for site in layers}:
         expected = sum(1 for site in layers if site.projection is proj)
         if trace.count(proj) != expected:
             raise UnsupportedModelError(
                 f"{type(model).__name__}: the attention output projection {type(proj).__name__} ran "
                 f"{trace.count(proj)} times in one forward pass, but {expected} layers use it; "
-                "t3vis needs one attention module per layer")
-    if trace.attention_maps is not None and trace.attention_maps != L:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} returned {trace.attention_maps} attention maps for {L} layers; "
-            "t3vis needs one attention module per layer (e.g. ALBERT with inner_group_num=1)")
-    if trace.hidden_states is not None and trace.hidden_states != L + 1:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} returned {trace.hidden_states} hidden states for {L} layers; "
-            f"t3vis needs {L + 1} (the embeddings and one per layer)")
+                "t3vis needs one attention module per layer (e.g. ALBERT with inner_group_num=1)")
 
 
-def find_attention_layout(model: nn.Module) -> AttentionLayout:
-    """Locate every layer's attention output projection, which run of it is which layer, and the head geometry."""
-    trace = _trace(model)
-    applications = _find_applications(model, _num_layers(model.config), trace)
+def _hidden_output(model: nn.Module, kind: _Kind, num_layers: int, trace: _Trace) -> str | None:
+    """The output field holding this stack's layers + 1 states; cross-attention has none of its own."""
+    if kind.name == "cross":
+        return None
+    for name, (states, tokens) in trace.hidden_outputs.items():
+        if tokens == kind.queries and states == num_layers + 1:
+            return name
+    lengths = sorted(states for states, tokens in trace.hidden_outputs.values() if tokens == kind.queries)
+    raise UnsupportedModelError(
+        f"{type(model).__name__} returned {lengths[0] if lengths else 'no'} hidden states for its {num_layers}-layer "
+        f"{kind.name}; t3vis needs {num_layers + 1} (the embeddings and one per layer), and one attention module "
+        "per layer (e.g. ALBERT with inner_group_num=1)")
+
+
+def _hidden_size(model: nn.Module, in_features: int) -> int:
+    config = model.config
+    return int(getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+               or getattr(config, "d_model", None) or getattr(config, "dim", None) or in_features)
+
+
+def _layout(model: nn.Module, kind: _Kind, trace: _Trace, single_stack: bool) -> AttentionLayout:
+    attention = _of_kind(trace, kind)
+    applications = _find_applications(model, attention, trace, single_stack)
     first = applications[0][0]
-    attention_name = _attention_name(model, first, trace)
+    attention_name = _attention_name(first, attention)
     num_heads = trace.weights_shape[first.get_submodule(attention_name)][1]
     projection_name = _projection_name(model, first, attention_name, trace)
     in_features = _projection_in_features(first.get_submodule(projection_name))
     if in_features % num_heads:
         raise UnsupportedModelError(f"{type(model).__name__}: projection {projection_name!r} has {in_features} "
                                     f"inputs, not a multiple of {num_heads} heads")
-    layers = tuple(LayerSite(block, block.get_submodule(projection_name), call) for block, call in applications)
+    layers = tuple(LayerSite(block, block.get_submodule(projection_name), call, block.get_submodule(attention_name))
+                   for block, call in applications)
     _check_one_run_per_layer(model, layers, trace)
-    hidden = int(getattr(model.config, "hidden_size", None) or getattr(model.config, "n_embd", None)
-                 or getattr(model.config, "dim", None) or in_features)
-    return AttentionLayout(layers, num_heads, in_features // num_heads, hidden, root=model)
+    hidden_output = _hidden_output(model, kind, len(layers), trace)
+    return AttentionLayout(layers, num_heads, in_features // num_heads, _hidden_size(model, in_features), root=model,
+                           stack=kind.name, hidden_output=hidden_output)
+
+
+def find_stacks(model: nn.Module) -> tuple[AttentionLayout, ...]:
+    """Every attention stack of the model, in the order they run: (encoder,) or (decoder,) for a
+    single-stack model; (encoder, decoder, cross) for an encoder-decoder."""
+    trace = _trace(model)
+    kinds = _kinds(model, trace)
+    if not kinds:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: no module returned attention weights; load the model "
+            'with attn_implementation="eager" (other kernels return none)')
+    return tuple(_layout(model, kind, trace, single_stack=len(kinds) == 1) for kind in kinds)
+
+
+def find_attention_layout(model: nn.Module) -> AttentionLayout:
+    """The one attention stack of a single-stack model (an encoder, or a decoder-only model)."""
+    stacks = find_stacks(model)
+    if len(stacks) > 1:
+        raise UnsupportedModelError(f"{type(model).__name__} has {len(stacks)} attention stacks "
+                                    f"({', '.join(s.stack for s in stacks)}); use find_stacks()")
+    return stacks[0]
