@@ -30,6 +30,23 @@ def load_classifier(path: str | Path, *, num_labels: int | None = None, label_na
     return model.eval(), tokenizer
 
 
+def load_checkpoint_model(folder: str | Path, auto_model: str = "AutoModelForSequenceClassification", *,
+                          device: str | None = None, roots: list[Path] | None = None):
+    """(model, tokenizer) from a checkpoint's weights folder with the task's Auto class, eval mode,
+    eager attention; never downloads. roots: where weights may be read from (None: anywhere)."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    auto = getattr(transformers, auto_model)
+    model = auto.from_pretrained(folder, attn_implementation="eager", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    ensure_padding(model, tokenizer)
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
 def ensure_padding(model, tokenizer) -> None:
     """Decoder models (GPT-2) ship without a pad token; reuse end-of-sequence, as is customary."""
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from t3vis.cartography import summarize_dynamics
-from t3vis.errors import CorruptRunError, NotFoundError, T3VisError
+from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError, T3VisError
 from t3vis.store import schema
 from t3vis.store.checks import (
     CHECKPOINT_OPTIONAL,
@@ -37,6 +37,7 @@ from t3vis.store.checks import (
     reading,
 )
 from t3vis.store.weights_folder import check_weights_folder, load_failure
+from t3vis.tasks.formats import TaskFormat, task_format
 
 
 def open_run(path: str | Path) -> Run:
@@ -68,6 +69,14 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def task_format(self) -> TaskFormat:
+        """What this run's task stores (format v1 runs: classification)."""
+        try:
+            return task_format(self.meta.get("task"))
+        except InvalidInputError as e:
+            raise CorruptRunError(f"{self.path / schema.RUN_META}: {e} ({RERECORD})") from None
 
     @property
     def label_names(self) -> list[str]:
@@ -337,10 +346,11 @@ class Checkpoint:
                                 "pick a checkpoint that kept them, or record with keep_weights='all' (or a "
                                 "keep_weights policy that keeps this checkpoint)")
         check_weights_folder(where, f"weights of checkpoint {self.step}")
-        from t3vis.models.loading import load_classifier  # torch only when a model is wanted
+        from t3vis.models.loading import load_checkpoint_model  # torch only when a model is wanted
 
+        roots = self.run.weights_roots() if confined else None
         try:
-            return load_classifier(where, device=device)
+            return load_checkpoint_model(where, self.run.task_format.auto_model, device=device, roots=roots)
         except (T3VisError, ImportError, MemoryError):
             raise
         except Exception as e:      # transformers, safetensors and tokenizers raise many types for damaged files

@@ -14,6 +14,7 @@ from t3vis.record.labels import resolve_labels
 from t3vis.record.observations import as_integer_vector, as_logits, check_classes, checkable_now
 from t3vis.tasks.base import INPUT, Batch, BatchOutputs, Examples, Stream, Task
 from t3vis.tasks.formats import CLASSIFICATION
+from t3vis.tasks.generative import at_least_float32
 
 
 class Classification(Task):
@@ -55,7 +56,7 @@ class Classification(Task):
 
     def losses(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         # under a device_map the logits come from the last device
-        return nn.functional.cross_entropy(logits.float(), batch.labels.to(logits.device), reduction="none")
+        return nn.functional.cross_entropy(at_least_float32(logits), batch.labels.to(logits.device), reduction="none")
 
     def outputs(self, logits: torch.Tensor, batch: Batch, losses: np.ndarray) -> BatchOutputs:
         logits_np = logits.detach().float().cpu().numpy()

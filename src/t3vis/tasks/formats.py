@@ -22,6 +22,7 @@ class TaskFormat:
     # generative example's confidence is its mean target-token probability: no uniform guess over
     # a vocabulary is a useful bar, so it keeps the paper's 0.5.
     confidence_threshold: float | None
+    auto_model: str                      # the transformers Auto class that loads a checkpoint's weights
 
     def hard_to_learn_below(self, num_classes: int) -> float:
         return 1.0 / max(num_classes, 1) if self.confidence_threshold is None else self.confidence_threshold
@@ -31,7 +32,8 @@ CLASSIFICATION = TaskFormat(
     name="classification",
     example_columns=("id", "split", "text", "label", "probe_row"),
     output_columns=("id", "pred", "loss", "gold_prob", "correct", "nan", "probs"),
-    token_outputs=False, correct_is_fraction=False, confidence_threshold=None)
+    token_outputs=False, correct_is_fraction=False, confidence_threshold=None,
+    auto_model="AutoModelForSequenceClassification")
 
 _GENERATIVE_OUTPUTS = ("id", "loss", "perplexity", "mean_prob", "token_accuracy", "n_tokens", "nan")
 
@@ -39,12 +41,14 @@ CAUSAL_LM = TaskFormat(
     name="causal-lm",
     # text: the whole text, or the prompt; target: the completion ("" where the whole text is the target)
     example_columns=("id", "split", "text", "target", "label", "probe_row"),
-    output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5)
+    output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5,
+    auto_model="AutoModelForCausalLM")
 
 SEQ2SEQ = TaskFormat(
     name="seq2seq",
     example_columns=("id", "split", "text", "target", "label", "probe_row"),
-    output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5)
+    output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5,
+    auto_model="AutoModelForSeq2SeqLM")
 
 FORMATS = {f.name: f for f in (CLASSIFICATION, CAUSAL_LM, SEQ2SEQ)}
 # names older runs were written with

@@ -55,7 +55,7 @@ class GenerativeTask(Task):
         """The logits at target tokens, (n, V) float, their labels (n,) and example index (n,), row-major."""
         logits, labels = self.aligned(logits, labels.to(logits.device))
         mask = labels != IGNORE
-        return logits[mask].float(), labels[mask], mask.nonzero()[:, 0], mask.sum(1)
+        return at_least_float32(logits[mask]), labels[mask], mask.nonzero()[:, 0], mask.sum(1)
 
     def losses(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         scored, labels, example, counts = self._scored(logits, batch.labels)
@@ -105,7 +105,7 @@ class GenerativeTask(Task):
             vocab = logits.shape[-1]
             out_of_range = ((labels >= vocab) | ((labels < 0) & mask)).any()
             safe = torch.where(mask, labels, 0).clamp(0, vocab - 1)
-            logits = logits.float()
+            logits = at_least_float32(logits)
             log_prob = logits.gather(-1, safe[..., None]).squeeze(-1) - logits.logsumexp(-1)
             right = (logits.argmax(-1) == safe) & mask
             counts = mask.sum(1)
@@ -130,6 +130,11 @@ def _summary(prefix: str, outputs: dict[str, np.ndarray], rows: np.ndarray) -> d
     accuracy = float((outputs["token_accuracy"][rows] * tokens).sum() / tokens.sum())
     return {f"{prefix}_loss": loss, f"{prefix}_perplexity": float(np.exp(min(loss, 700.0))),
             f"{prefix}_token_accuracy": accuracy}
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """float16 and bfloat16 logits are scored in float32; float64 ones (tests) stay float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def pad_id(tokenizer) -> int:
