@@ -95,8 +95,8 @@ def test_an_error_on_rank_0_reaches_every_rank_instead_of_hanging(tmp_path):
 
 # rank 1 observes a batch whose label is no class of the model, on a device where the check waits for the flush
 BAD_LABEL_ON_RANK_1 = """
-    import t3vis.record.recorder as recorder_module
-    recorder_module.checkable_now = lambda labels: False   # as for labels on an accelerator
+    import t3vis.tasks.classification as classification
+    classification.checkable_now = lambda labels: False   # as for labels on an accelerator
     if rank == 1:
         rec.observe(torch.tensor([1]), logits[:1], torch.tensor([5]), epoch=0, step=2)
 """

@@ -9,6 +9,7 @@ from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.gates import gated_heads, mask_to_gates
 from t3vis.models.structure import find_attention_layout
 from t3vis.record.probe import pool, probe
+from t3vis.tasks.base import Stream
 
 
 @pytest.mark.parametrize("kind", ARCHITECTURES)
@@ -136,14 +137,27 @@ def test_thumbnails_exclude_padding():
     assert counts[n_short, n_short] == 1 and counts[0, n_short] == 1
 
 
+def _stream(valid, pooled=None):
+    valid = torch.tensor(valid).bool()
+    return Stream(torch.zeros_like(valid, dtype=torch.long), valid, valid if pooled is None else torch.tensor(pooled))
+
+
 def test_mean_and_last_pooling_ignore_padding():
     hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    mask = _stream([[1, 1, 0], [1, 1, 1]])
     assert torch.equal(pool(hidden, mask, "mean")[0], hidden[0, :2].mean(0))
     assert torch.equal(pool(hidden, mask, "last")[0], hidden[0, 1])
     assert torch.equal(pool(hidden, mask, "last")[1], hidden[1, 2])
-    left = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    left = _stream([[0, 1, 1], [1, 1, 1]])
     assert torch.equal(pool(hidden, left, "last")[0], hidden[0, 2])
+
+
+def test_mean_pooling_averages_only_the_positions_the_task_pools():
+    # a decoder's target tokens: positions 1 and 2 of row 0, position 2 of row 1
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)
+    targets = _stream([[1, 1, 1], [1, 1, 1]], [[False, True, True], [False, False, True]])
+    assert torch.equal(pool(hidden, targets, "mean")[0], torch.tensor([3.0, 4.0]))    # rows (2, 3), (4, 5)
+    assert torch.equal(pool(hidden, targets, "mean")[1], torch.tensor([10.0, 11.0]))
 
 
 @pytest.mark.parametrize("labels, message", [

@@ -9,6 +9,7 @@ from conftest import make_labels, make_model, make_texts
 import t3vis
 from t3vis.errors import InvalidInputError
 from t3vis.record import recorder as recorder_module
+from t3vis.tasks import classification as classification_module
 
 LOGITS = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
 
@@ -108,7 +109,7 @@ def test_explicit_epochs_give_the_data_map_its_epochs_even_when_an_example_repea
 def test_a_failing_probe_pass_keeps_the_observations_before_it(tmp_path, monkeypatch):
     rec = _recorder(tmp_path)
     rec.observe([1, 2, 3], LOGITS, [0, 0, 1], epoch=0)
-    real_probe = recorder_module.probe
+    real_probe = recorder_module.probe_examples
     calls = []
 
     def probe_failing_once(*args, **kwargs):
@@ -117,7 +118,7 @@ def test_a_failing_probe_pass_keeps_the_observations_before_it(tmp_path, monkeyp
             raise RuntimeError("CUDA out of memory (simulated)")
         return real_probe(*args, **kwargs)
 
-    monkeypatch.setattr(recorder_module, "probe", probe_failing_once)
+    monkeypatch.setattr(recorder_module, "probe_examples", probe_failing_once)
     with pytest.raises(RuntimeError, match="simulated"):
         rec.snapshot(step=3)
     assert _observations(tmp_path)["id"].tolist() == [1, 2, 3]
@@ -136,11 +137,11 @@ def test_a_failing_write_keeps_its_observations_for_the_next_flush(tmp_path, mon
     real_append = rec.writer.append_dynamics
     calls = []
 
-    def append_failing_once(frame):
+    def append_failing_once(frame, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise OSError("No space left on device (simulated)")
-        return real_append(frame)
+        return real_append(frame, **kwargs)
 
     monkeypatch.setattr(rec.writer, "append_dynamics", append_failing_once)
     with pytest.raises(OSError, match="simulated"):
@@ -155,7 +156,7 @@ def test_a_failing_write_keeps_its_observations_for_the_next_flush(tmp_path, mon
 
 def test_labels_on_an_accelerator_are_checked_at_the_flush(tmp_path, monkeypatch):
     # on an accelerator, reading the labels here would wait for the device: the check moves to the flush
-    monkeypatch.setattr(recorder_module, "checkable_now", lambda labels: False)
+    monkeypatch.setattr(classification_module, "checkable_now", lambda labels: False)
     rec = _recorder(tmp_path)
     rec.observe([1, 2, 3], LOGITS, [0, 0, 1], epoch=0, step=1)
     rec.observe([4, 5, 6], LOGITS, [0, 7, 1], epoch=0, step=2)     # 7: no such class

@@ -56,17 +56,17 @@ def _wait(client: TestClient, url: str, timeout: float = 60):
 
 @pytest.fixture
 def load_calls(monkeypatch) -> list:
-    """Every folder t3vis.models.loading.load_classifier is asked to load."""
+    """Every folder t3vis.models.loading.load_checkpoint_model is asked to load."""
     import t3vis.models.loading as loading
 
     calls: list = []
-    real = loading.load_classifier
+    real = loading.load_checkpoint_model
 
-    def spy(path, **kwargs):
+    def spy(path, *args, **kwargs):
         calls.append(Path(path))
-        return real(path, **kwargs)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(loading, "load_classifier", spy)
+    monkeypatch.setattr(loading, "load_checkpoint_model", spy)
     return calls
 
 

@@ -13,6 +13,7 @@ from t3vis import CorruptRunError, NotFoundError
 from t3vis.cartography import REGIONS, assign_regions, summarize_dynamics
 from t3vis.store import schema
 from t3vis.store.writer import RunWriter
+from t3vis.tasks.formats import CLASSIFICATION
 
 L, H, D, N, C, K = 2, 3, 5, 4, 3, 4   # layers, heads, hidden size, probe examples, classes, thumbnail size
 
@@ -135,7 +136,7 @@ def test_outputs_columns_dtypes_and_values(written):
     for step, seed in ((10, 1), (2, 2)):
         out = run.checkpoint(step).outputs
         want = outputs_frame(seed)
-        assert list(out.columns) == list(schema.OUTPUT_COLUMNS)
+        assert list(out.columns) == list(CLASSIFICATION.output_columns)
         assert out["id"].dtype == np.int64
         assert out["pred"].dtype == np.int32
         assert out["loss"].dtype == np.float32
@@ -185,8 +186,8 @@ def test_head_importance_and_gate_gradients(written):
     np.testing.assert_array_equal(ck.head_importance_raw, arrays["importance_raw"])
     # stored float32 as given (no scale): read back bit for bit
     full = ck.example_gate_gradients()
-    assert isinstance(ck._gate_grads, np.memmap)   # N x L x H never loads whole to read a few rows
-    assert ck._gate_grads.dtype == np.float32
+    assert isinstance(ck._stack_gate_grads(None), np.memmap)   # N x L x H never loads whole to read a few rows
+    assert ck._stack_gate_grads(None).dtype == np.float32
     assert "gate_grad_scale" not in ck.meta
     assert full.shape == (N, L, H) and full.dtype == np.float32
     np.testing.assert_array_equal(full, grads)

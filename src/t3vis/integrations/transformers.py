@@ -5,7 +5,14 @@ training forward passes the Trainer already makes (a forward hook reads their lo
 Each observation's epoch is floor(state.epoch) at the start of its step and its step the
 global step it is part of, from the Trainer's own state, so a run resumed with
 `resume_from_checkpoint` (same run folder) continues the epochs instead of starting over.
-Training rows are recognised by their tokens and label (integrations/fingerprint.py).
+Training rows are recognised by their tokens and label (integrations/fingerprint.py); a
+generative task's rows by their tokens alone (their token labels follow from them).
+
+For a generative task (task="causal-lm" or "seq2seq") the forward hook reads the batch's token
+labels (-100 where no loss), so any Trainer subclass that calls the model with `labels`
+(TRL's SFTTrainer among them) feeds the data map. A training row is linked to a probe example
+when its tokens are those the task encodes for it; rows encoded otherwise (another template,
+no end-of-sequence token) are still observed, under ids of their own.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ from transformers import TrainerCallback
 
 from t3vis.errors import InvalidInputError
 from t3vis.integrations.fingerprint import FingerprintTable, fingerprints
+from t3vis.models.batches import unwrap
 from t3vis.record import distributed as dist_utils
 from t3vis.record.recorder import Recorder
+from t3vis.tasks import get_task
+from t3vis.tasks.base import Task
 
 _WHEN = ("evaluate", "epoch", "both")
 
 
 class T3VisCallback(TrainerCallback):
-    """Record a Trainer run into `run_dir`, probing `texts` (with class-index `labels`).
+    """Record a Trainer run into `run_dir`, probing `texts` with their `targets`: class labels for
+    classification, completions (causal-lm, or None to score whole texts) or target texts (seq2seq).
 
     snapshot_on: "evaluate" (default), "epoch" or "both". Other keyword arguments go to
     `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, keep_weights, ...).
@@ -41,12 +52,18 @@ class T3VisCallback(TrainerCallback):
     such copy may be counted twice in that epoch and another not at all.)
     """
 
-    def __init__(self, run_dir: str | Path, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
-                 snapshot_on: str = "evaluate", record_dynamics: bool = True, **recorder_options):
+    def __init__(self, run_dir: str | Path, tokenizer, texts: Sequence[str], targets: Sequence | None = None, *,
+                 task: str | Task | None = None, labels: Sequence | None = None, snapshot_on: str = "evaluate",
+                 record_dynamics: bool = True, **recorder_options):
         if snapshot_on not in _WHEN:
             raise InvalidInputError(f"snapshot_on={snapshot_on!r}; choose one of {_WHEN}")
+        if labels is not None and targets is not None:
+            raise InvalidInputError("give targets or labels (its older name), not both")
         self.run_dir, self.tokenizer = Path(run_dir), tokenizer
-        self.texts, self.labels = list(texts), list(labels)
+        self.texts = list(texts)
+        given = targets if targets is not None else labels
+        self.targets = None if given is None else list(given)
+        self.task = get_task(task)
         self.snapshot_on, self.record_dynamics = snapshot_on, record_dynamics
         self.recorder_options = recorder_options
         self.recorder: Recorder | None = None
@@ -60,7 +77,7 @@ class T3VisCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self._state = state   # on resume, the state loaded from the checkpoint: the epochs continue
         if self.recorder is None:
-            self.recorder = Recorder(self.run_dir, model, self.tokenizer, self.texts, self.labels,
+            self.recorder = Recorder(self.run_dir, model, self.tokenizer, self.texts, self.targets, task=self.task,
                                      exist_ok=state.global_step > 0, **self.recorder_options)
         if self.record_dynamics and train_dataloader is not None:
             self._table = self._register_training_examples(self.recorder, train_dataloader.dataset)
@@ -111,9 +128,9 @@ class T3VisCallback(TrainerCallback):
             return
         input_ids, labels = kwargs.get("input_ids"), kwargs.get("labels")
         logits = getattr(output, "logits", None)
-        if input_ids is None or labels is None or logits is None or labels.dim() != 1:
+        if input_ids is None or labels is None or logits is None or labels.dim() not in (1, 2):
             return
-        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask"), labels))
+        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask"), _class_labels(labels)))
         recorder.observe(ids, logits, labels, **self._progress())
 
     def _progress(self) -> dict:
@@ -126,41 +143,49 @@ class T3VisCallback(TrainerCallback):
         return {"epoch": float(state.epoch or 0.0), "step": int(state.global_step) + 1}
 
     def _register_training_examples(self, rec: Recorder, dataset) -> FingerprintTable:
-        """Give every training row its own id: the probe id when its tokens and label equal a probe
-        example's (the first such row only), else a fresh id after the probe ids, by row. Register
-        its decoded text and label with the run."""
-        probe_keys = _fingerprint_texts(self.tokenizer, self.texts, rec.labels, rec.options["max_length"])
+        """Give every training row its own id: the probe id when its tokens (and class label) equal a
+        probe example's as the task encodes it (the first such row only), else a fresh id after the
+        probe ids, by row. Register its decoded text (and label or target) with the run."""
+        probe_keys = _fingerprint_probes(rec)
         probe_ids = dict(zip(probe_keys.tolist(), rec.ids.tolist()))
         next_id = int(rec.ids.max()) + 1
-        keys, ids, new_ids, new_texts, new_labels = [], [], [], [], []
+        keys, ids, new_ids, new_rows = [], [], [], []
         for row in range(len(dataset)):
             item = dataset[row]
             tokens = torch.as_tensor(item["input_ids"]).view(1, -1)
             mask = torch.as_tensor(item["attention_mask"]).view(1, -1) if "attention_mask" in item else None
             label = item.get("labels", item.get("label"))
-            key = int(fingerprints(tokens, mask, None if label is None else torch.as_tensor(label).view(1))[0])
+            label_t = None if label is None else torch.as_tensor(label)
+            class_label = label_t.view(1) if label_t is not None and label_t.dim() == 0 else None
+            key = int(fingerprints(tokens, mask, class_label)[0])
             example_id = probe_ids.pop(key, None)   # a duplicate of this row gets an id of its own
             if example_id is None:
                 example_id = next_id + row
-                if label is not None:
-                    kept = tokens[0] if mask is None else tokens[0][mask[0].bool()]
+                if label_t is not None:
+                    real = torch.ones_like(tokens[0], dtype=torch.bool) if mask is None else mask[0].bool()
                     new_ids.append(example_id)
-                    new_texts.append(self.tokenizer.decode(kept, skip_special_tokens=True))
-                    new_labels.append(int(label))
+                    new_rows.append(self.task.training_row(self.tokenizer, tokens[0], real, label_t))
             keys.append(key)
             ids.append(example_id)
         if new_ids:
-            rec.add_examples(new_ids, new_texts, new_labels, split="train")
+            rec.register_examples(new_ids, new_rows, split="train")
         device = next(rec.model.parameters()).device
         return FingerprintTable(torch.tensor(keys, dtype=torch.int64), torch.tensor(ids, dtype=torch.int64),
                                 start=dist_utils.rank()).to(device)
 
 
-def _fingerprint_texts(tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int) -> np.ndarray:
+def _class_labels(labels: torch.Tensor) -> torch.Tensor | None:
+    """A row's class label is part of its fingerprint; token labels (B, T) follow from its tokens."""
+    return labels if labels.dim() == 1 else None
+
+
+def _fingerprint_probes(rec: Recorder) -> np.ndarray:
+    """The probe examples' fingerprints, from the inputs the task encodes for them."""
     keys = []
-    for start in range(0, len(texts), 256):
-        enc = tokenizer(list(texts[start:start + 256]), padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        batch_labels = torch.as_tensor(labels[start:start + 256], dtype=torch.int64)
-        keys.append(fingerprints(enc["input_ids"], enc["attention_mask"], batch_labels).numpy())
+    for start in range(0, len(rec.examples), 256):
+        rows = np.arange(start, min(start + 256, len(rec.examples)))
+        batch = rec.task.encode(unwrap(rec.model), rec.tokenizer, rec.examples, rows,
+                                max_length=rec.options["max_length"], device=torch.device("cpu"))
+        keys.append(fingerprints(batch.inputs["input_ids"], batch.inputs.get("attention_mask"),
+                                 _class_labels(batch.labels)).numpy())
     return np.concatenate(keys) if keys else np.array([], np.int64)

@@ -35,6 +35,9 @@ from torch import nn
 from t3vis.errors import UnsupportedModelError
 
 STACKS = ("encoder", "decoder", "cross")
+# the token streams a stack reads its queries and keys from: input_ids, or an encoder-decoder's
+# decoder_input_ids (t3vis.tasks.base.Batch.streams uses the same names)
+INPUT, DECODER_INPUT = "input", "decoder_input"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class AttentionLayout:
     root: nn.Module = field(repr=False)    # the model whose forward pass starts a new count of runs
     stack: str = "encoder"                 # one of STACKS
     hidden_output: str | None = None       # the model output field with this stack's layers + 1 hidden states
+    queries: str = INPUT                   # the stream its queries (and hidden states) come from
+    keys: str = INPUT                      # the stream its keys come from
 
     @property
     def num_layers(self) -> int:
@@ -170,11 +175,15 @@ def _dummy_inputs(model: nn.Module) -> dict:
 
 
 def attention_weights_in(output) -> torch.Tensor | None:
-    """The (batch, heads, query, key) attention weights among a module's outputs, if any."""
+    """The (batch, heads, query, key) attention weights among a module's outputs, if any: the
+    4-D tensor whose rows are distributions (T5 also returns a position bias of the same shape)."""
     outs = output if isinstance(output, tuple) else (output,)
     for t in outs:
-        if torch.is_tensor(t) and t.dim() == 4:
-            return t
+        if torch.is_tensor(t) and t.dim() == 4 and t.is_floating_point() and t.shape[-1] > 0:
+            with torch.no_grad():
+                rows = t.detach().float().sum(-1)
+                if bool(((rows - 1).abs() < 1e-3).all()) and bool((t >= 0).all()):
+                    return t
     return None
 
 
@@ -231,18 +240,22 @@ def _trace(model: nn.Module) -> _Trace:
 
 @dataclass(frozen=True)
 class _Kind:
-    """One stack as the trace shows it: its name and the (query, key) lengths of its weights."""
+    """One stack as the trace shows it: its name, the (query, key) lengths of its weights, and
+    the streams those come from."""
 
     name: str
     queries: int
     keys: int
+    query_stream: str = INPUT
+    key_stream: str = INPUT
 
 
 def _kinds(model: nn.Module, trace: _Trace) -> list[_Kind]:
     if is_encoder_decoder(model):
         found = {trace.kind(m) for m in trace.weights_shape}
-        wanted = [_Kind("encoder", _SOURCE_TOKENS, _SOURCE_TOKENS), _Kind("decoder", _TARGET_TOKENS, _TARGET_TOKENS),
-                  _Kind("cross", _TARGET_TOKENS, _SOURCE_TOKENS)]
+        wanted = [_Kind("encoder", _SOURCE_TOKENS, _SOURCE_TOKENS),
+                  _Kind("decoder", _TARGET_TOKENS, _TARGET_TOKENS, DECODER_INPUT, DECODER_INPUT),
+                  _Kind("cross", _TARGET_TOKENS, _SOURCE_TOKENS, DECODER_INPUT, INPUT)]
         return [k for k in wanted if (k.queries, k.keys) in found]
     modules = list(trace.weights_shape)
     if not modules:
@@ -363,7 +376,8 @@ def _layout(model: nn.Module, kind: _Kind, trace: _Trace, single_stack: bool) ->
     _check_one_run_per_layer(model, layers, trace)
     hidden_output = _hidden_output(model, kind, len(layers), trace)
     return AttentionLayout(layers, num_heads, in_features // num_heads, _hidden_size(model, in_features), root=model,
-                           stack=kind.name, hidden_output=hidden_output)
+                           stack=kind.name, hidden_output=hidden_output, queries=kind.query_stream,
+                           keys=kind.key_stream)
 
 
 def find_stacks(model: nn.Module) -> tuple[AttentionLayout, ...]:

@@ -17,20 +17,22 @@ class Observation:
     """One observe() call, kept on the device until the next flush."""
 
     ids: torch.Tensor
-    gold: torch.Tensor
-    correct: torch.Tensor
+    gold: torch.Tensor             # gold-class probability, or mean target-token probability
+    correct: torch.Tensor          # bool, or a generative row's token accuracy
     out_of_range: torch.Tensor     # a 0-d bool: a label outside the classes (checked at flush on accelerators)
     epoch: int | None
     step: int
 
     def frame(self) -> pd.DataFrame | None:
-        """id, epoch (-1: to be counted), step, gold_prob, correct of the rows with an id; None if refused."""
+        """id, epoch (-1: to be counted), step, gold_prob, correct of the rows with an id and something
+        scored (a generative row without target tokens has a NaN gold_prob); None if refused."""
         if bool(self.out_of_range):
             return None
         ids = self.ids.cpu().numpy().astype(np.int64)
         frame = pd.DataFrame({"id": ids, "epoch": -1 if self.epoch is None else self.epoch, "step": self.step,
                               "gold_prob": self.gold.cpu().numpy(), "correct": self.correct.cpu().numpy()})
-        return frame[frame["id"] >= 0].reset_index(drop=True)  # -1: a batch row no id was found for
+        keep = (frame["id"] >= 0) & frame["gold_prob"].notna()   # id -1: a batch row no id was found for
+        return frame[keep].reset_index(drop=True)
 
 
 # A fractional epoch this close below a whole number counts as that number (float sums of 1/steps).

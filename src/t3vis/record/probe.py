@@ -1,75 +1,141 @@
 """One fused pass over the probe set: hidden states, outputs, head importance, attention.
 
-A single forward with hidden states and attention weights, gates on every head, then one
-`torch.autograd.grad` to the gated head outputs: the per-example gradient of the loss with
-respect to each head's gate (Michel et al. 2019) without touching any parameter's `.grad`.
-That gradient and the batching live in t3vis.models, shared with the head-importance analysis.
-The model is left as it was found: training flags restored, hooks removed.
+For any task (t3vis.tasks) and any model's stacks (t3vis.models.structure.find_stacks): a single
+teacher-forced forward with hidden states and attention weights, gates on every head of every
+stack, then one `torch.autograd.grad` to the gated head outputs: the per-example gradient of the
+loss with respect to each head's gate (Michel et al. 2019) without touching any parameter's
+`.grad`. The task encodes the examples, scores them (a class, or every target token) and picks
+the positions that are pooled into one state per layer. The model is left as it was found:
+training flags restored, hooks removed.
 
-A layer is one application of a block (t3vis.models.structure): where one block serves every
-layer (ALBERT) the hidden states, gate gradients and attention maps still come one per layer.
+A layer is one application of a block: where one block serves every layer (ALBERT) the hidden
+states, gate gradients and attention maps still come one per layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from t3vis.errors import InvalidInputError
-from t3vis.models.batches import Labels, length_sorted_batches, num_labels, unwrap, validate_examples
-from t3vis.models.head_gradients import capture_head_contexts
-from t3vis.models.structure import AttentionLayout, eval_mode, find_attention_layout
+from t3vis.models.attention_maps import capture_attention
+from t3vis.models.batches import unwrap
+from t3vis.models.head_gradients import capture_stack_contexts, stack_gate_gradients
+from t3vis.models.structure import AttentionLayout, eval_mode, find_stacks
 from t3vis.record.attention_stats import AttentionStats
+from t3vis.tasks import get_task
+from t3vis.tasks.base import Batch, Examples, Stream, Task, TokenOutputs
+
+
+@dataclass
+class StackRecord:
+    """What one probe pass measures in one attention stack."""
+
+    hidden: np.ndarray | None   # (L+1, n, d) float16; None for cross-attention (its states are the decoder's)
+    gate_grads: np.ndarray      # (n, L, H) float32, signed d loss / d gate; 0 for NaN examples
+    attention: AttentionStats
+
+
+@dataclass
+class TokenArrays:
+    """Per target token, ragged: example i's tokens are at offsets[i]:offsets[i+1]."""
+
+    offsets: np.ndarray    # (n+1,) int64
+    target: np.ndarray     # int32
+    nll: np.ndarray        # float32
+    prob: np.ndarray       # float32
+    top1: np.ndarray       # int32
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"offsets": self.offsets, "target": self.target, "nll": self.nll, "prob": self.prob,
+                "top1": self.top1}
+
+    @classmethod
+    def from_rows(cls, rows: TokenOutputs) -> TokenArrays:
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows.nll])]).astype(np.int64)
+
+        def flat(parts: list[np.ndarray], dtype) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        return cls(offsets, flat(rows.target, np.int32), flat(rows.nll, np.float32), flat(rows.prob, np.float32),
+                   flat(rows.top1, np.int32))
+
+    @staticmethod
+    def concatenate(parts: Sequence[TokenArrays]) -> TokenArrays:
+        starts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)]).astype(np.int64)
+        return TokenArrays(offsets, *(np.concatenate([getattr(p, k) for p in parts])
+                                      for k in ("target", "nll", "prob", "top1")))
 
 
 @dataclass
 class ProbeResult:
     """Everything one probe pass measures, for the examples it was given, in their order."""
 
-    hidden: np.ndarray          # (L+1, n, d) float16
-    logits: np.ndarray          # (n, C) float32
-    loss: np.ndarray            # (n,) float32, NaN where the model's output was not finite
-    gate_grads: np.ndarray      # (n, L, H) float32, signed d loss / d gate; 0 for NaN examples
-    attention: AttentionStats
+    stacks: dict[str, StackRecord]          # in the order the stacks run
+    outputs: dict[str, np.ndarray]          # the task's per-example outputs (its output columns but id)
+    tokens: TokenArrays | None              # generative tasks: per target token
+    default_stack: str
+
+    # -- the default stack, and a classifier's outputs, under their one-stack names
+    @property
+    def hidden(self) -> np.ndarray:
+        hidden = self.stacks[self.default_stack].hidden
+        assert hidden is not None
+        return hidden
+
+    @hidden.setter
+    def hidden(self, value: np.ndarray) -> None:
+        self.stacks[self.default_stack].hidden = value
 
     @property
-    def probs(self) -> np.ndarray:
-        z = self.logits - np.nanmax(self.logits, axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+    def gate_grads(self) -> np.ndarray:
+        return self.stacks[self.default_stack].gate_grads
+
+    @property
+    def attention(self) -> AttentionStats:
+        return self.stacks[self.default_stack].attention
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.outputs["loss"]
 
     @property
     def nan(self) -> np.ndarray:
-        return ~np.isfinite(self.logits).all(axis=1) | ~np.isfinite(self.loss)
+        return self.outputs["nan"]
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.outputs["probs"]
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.outputs["logits"]
 
 
-def resolve_pooling(pooling: str, tokenizer) -> str:
-    if pooling == "auto":
-        # encoders summarise into a leading [CLS]/<s>; decoders into the last token
-        return "cls" if getattr(tokenizer, "cls_token", None) is not None else "last"
-    if pooling not in ("cls", "mean", "last"):
-        raise InvalidInputError(f"unknown pooling {pooling!r}; choose cls, mean, last or auto")
-    return pooling
+def default_stack(layouts: Sequence[AttentionLayout]) -> str:
+    """The stack nearest the output that has hidden states: the decoder of an encoder-decoder."""
+    return [layout.stack for layout in layouts if layout.hidden_output is not None][-1]
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """hidden (B, T, d), mask (B, T) -> (B, d)."""
+def resolve_pooling(pooling: str, tokenizer, task: str | Task | None = None) -> str:
+    return get_task(task).resolve_pooling(pooling, tokenizer)
+
+
+def pool(hidden: torch.Tensor, stream: Stream, pooling: str) -> torch.Tensor:
+    """hidden (B, T, d) of one stream -> (B, d): its first token, its last real token, or the mean
+    over the positions the task pools (a classifier's every token, a decoder's target tokens)."""
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "mean":
-        m = mask[..., None].to(hidden.dtype)
+        m = stream.pooled.to(hidden.device)[..., None].to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+    mask = stream.valid.to(hidden.device)
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (mask.long() * positions).argmax(1)  # last non-padding position, any padding side
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-def validate_probe_set(texts: Sequence[str], labels: Labels, n_classes: int) -> np.ndarray:
-    return validate_examples(texts, labels, n_classes, what="probe set")
 
 
 def _separator_ids(tokenizer) -> list[int]:
@@ -77,60 +143,110 @@ def _separator_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def probe(model: nn.Module, tokenizer, texts: Sequence[str], labels: Labels, *,
+def probe(model: nn.Module, tokenizer, texts: Sequence[str], targets=None, *, task: str | Task | None = None,
           pooling: str = "auto", batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
-          layout: AttentionLayout | None = None, hidden_out: np.ndarray | None = None,
+          layout: AttentionLayout | None = None, stacks: Sequence[AttentionLayout] | None = None,
+          hidden_out: np.ndarray | Mapping[str, np.ndarray] | None = None,
           progress: Callable[[int], None] | None = None) -> ProbeResult:
-    """Run the fused probe pass. hidden_out, if given, is filled in place (a memory-mapped file)."""
-    model = unwrap(model)
-    n_classes = num_labels(model)
-    classes = validate_probe_set(texts, labels, n_classes)
-    layout = layout or find_attention_layout(model)
-    pooling = resolve_pooling(pooling, tokenizer)
-    device = next(model.parameters()).device
-    L, H, n = layout.num_layers, layout.num_heads, len(texts)
+    """Run the fused probe pass over texts (and their labels or target texts, as the task wants).
 
-    hidden = hidden_out if hidden_out is not None else np.empty((L + 1, n, layout.hidden_size), np.float16)
-    logits_all = np.empty((n, n_classes), np.float32)
-    loss_all = np.empty(n, np.float32)
-    grads_all = np.zeros((n, L, H), np.float32)
-    stats = AttentionStats(L, H, thumbnail_size)
-    separators = torch.tensor(_separator_ids(tokenizer), device=device)
+    hidden_out, if given, is filled in place (memory-mapped files): one array for the default
+    stack, or {stack: array}."""
+    model = unwrap(model)
+    task = get_task(task)
+    task.check_model(model)
+    examples = task.examples(model, texts, targets)
+    return probe_examples(model, tokenizer, examples, task, pooling=pooling, batch_size=batch_size,
+                          max_length=max_length, thumbnail_size=thumbnail_size,
+                          stacks=stacks or ((layout,) if layout is not None else None), hidden_out=hidden_out,
+                          progress=progress)
+
+
+def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, *, pooling: str = "auto",
+                   batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
+                   stacks: Sequence[AttentionLayout] | None = None,
+                   hidden_out: np.ndarray | Mapping[str, np.ndarray] | None = None,
+                   progress: Callable[[int], None] | None = None) -> ProbeResult:
+    """probe() for examples the task has already checked (the Recorder's)."""
+    model = unwrap(model)
+    layouts = tuple(stacks or find_stacks(model))
+    default = default_stack(layouts)
+    pooling = task.resolve_pooling(pooling, tokenizer)
+    device = next(model.parameters()).device
+    n = len(examples)
+    if hidden_out is not None and not isinstance(hidden_out, Mapping):
+        hidden_out = {default: hidden_out}
+    records = {layout.stack: _empty_record(layout, n, thumbnail_size, (hidden_out or {}).get(layout.stack))
+               for layout in layouts}
+    outputs: dict[str, np.ndarray] = {}
+    token_rows: list[TokenOutputs] = []
+    token_order: list[np.ndarray] = []
+    separators = torch.tensor(_separator_ids(tokenizer), device=device, dtype=torch.long)
 
     # sorted by length so each batch pads little; results are scattered back to input order
-    batches = length_sorted_batches(tokenizer, texts, classes, batch_size=batch_size, max_length=max_length,
-                                    device=device)
+    batches = task.batches(model, tokenizer, examples, batch_size=batch_size, max_length=max_length, device=device)
     with eval_mode(model), torch.enable_grad():
-        for rows, enc, gold in batches:
-            out = _probe_batch(model, layout, enc, gold, pooling, stats, separators)
-            hidden[:, rows] = out["hidden"]
-            logits_all[rows] = out["logits"]
-            loss_all[rows] = out["loss"]
-            grads_all[rows] = out["gate_grads"]
+        for batch in batches:
+            per_example, tokens = _probe_batch(model, layouts, task, batch, pooling, records, separators)
+            for name, values in per_example.items():
+                if name not in outputs:
+                    outputs[name] = np.empty((n, *values.shape[1:]), values.dtype)
+                outputs[name][batch.rows] = values
+            if tokens is not None:
+                token_rows.append(tokens)
+                token_order.append(batch.rows)
             if progress is not None:
-                progress(len(rows))
-    return ProbeResult(hidden, logits_all, loss_all, grads_all, stats)
+                progress(len(batch.rows))
+    return ProbeResult(records, outputs, _in_order(token_rows, token_order, n), default)
 
 
-def _probe_batch(model, layout, enc, gold, pooling, stats, separators) -> dict[str, np.ndarray]:
-    with capture_head_contexts(layout, gold.device) as contexts:
-        out = model(**enc, output_hidden_states=True, output_attentions=True)
-    logits = out.logits.float()
+def _empty_record(layout: AttentionLayout, n: int, thumbnail_size: int, out: np.ndarray | None) -> StackRecord:
+    hidden = None
+    if layout.hidden_output is not None:
+        hidden = out if out is not None else np.empty((layout.num_layers + 1, n, layout.hidden_size), np.float16)
+    return StackRecord(hidden, np.zeros((n, layout.num_layers, layout.num_heads), np.float32),
+                       AttentionStats(layout.num_layers, layout.num_heads, thumbnail_size,
+                                      cross=layout.queries != layout.keys))
+
+
+def _in_order(rows: list[TokenOutputs], order: list[np.ndarray], n: int) -> TokenArrays | None:
+    """The batches' ragged token outputs, put back into example order."""
+    if not rows:
+        return None
+    by_example: list[int] = [0] * n
+    flat = TokenOutputs([], [], [], [])
+    for batch_rows, batch in zip(order, rows):
+        for i, row in enumerate(batch_rows):
+            by_example[int(row)] = len(flat.nll)
+            for name in ("nll", "prob", "top1", "target"):
+                getattr(flat, name).append(getattr(batch, name)[i])
+    ordered = TokenOutputs(*([getattr(flat, name)[by_example[i]] for i in range(n)]
+                             for name in ("nll", "prob", "top1", "target")))
+    return TokenArrays.from_rows(ordered)
+
+
+def _probe_batch(model, layouts, task: Task, batch: Batch, pooling: str, records: dict[str, StackRecord],
+                 separators: torch.Tensor) -> tuple[dict[str, np.ndarray], TokenOutputs | None]:
+    device = batch.labels.device
+    with capture_stack_contexts(layouts, device) as contexts, capture_attention(layouts) as maps:
+        out = model(**batch.inputs, output_hidden_states=True, output_attentions=True)
     # under a device_map the logits come from the last device, the hidden states from each block's own
-    loss = nn.functional.cross_entropy(logits, gold.to(logits.device), reduction="none")
-    gate_grads = contexts.gate_gradients(loss)                             # (B, L, H)
+    losses = task.losses(out.logits, batch)
+    gate_grads = stack_gate_gradients(contexts, losses)                   # per stack (B, L, H)
 
-    mask = enc["attention_mask"].bool()
     with torch.no_grad():
-        separator = torch.isin(enc["input_ids"], separators) & mask
-        separator[:, 0] = False  # GPT-2's eos doubles as bos; the first token has its own summary
-        for layer, attn in enumerate(out.attentions):
-            stats.add_layer(layer, attn, mask, separator)
-        states = [h.detach().to(mask.device) for h in out.hidden_states]
-        pooled = torch.stack([pool(h, mask, pooling) for h in states])          # (L+1, B, d)
-    return {
-        "hidden": pooled.to(torch.float16).cpu().numpy(),
-        "logits": logits.detach().cpu().numpy(),
-        "loss": loss.detach().cpu().numpy(),
-        "gate_grads": gate_grads.detach().cpu().numpy(),
-    }
+        for layout, grads in zip(layouts, gate_grads):
+            record = records[layout.stack]
+            record.gate_grads[batch.rows] = grads.detach().cpu().numpy()
+            queries, keys = batch.streams[layout.queries], batch.streams[layout.keys]
+            valid = queries.valid
+            separator = torch.isin(keys.ids, separators.to(keys.ids.device)) & keys.valid
+            separator[:, 0] = False  # GPT-2's eos doubles as bos; the first token has its own summary
+            for layer, attn in enumerate(maps.layers(layout)):
+                record.attention.add_layer(layer, attn, valid, separator, keys.valid)
+            if record.hidden is not None:
+                states = getattr(out, str(layout.hidden_output))
+                pooled = torch.stack([pool(h.detach(), queries, pooling).to(device) for h in states])   # (L+1, B, d)
+                record.hidden[:, batch.rows] = pooled.to(torch.float16).cpu().numpy()
+        result = task.outputs(out.logits, batch, losses.detach().float().cpu().numpy())
+    return result.per_example, result.tokens

@@ -11,29 +11,21 @@ from typing import TypedDict
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from t3vis.errors import InvalidInputError
-from t3vis.models.batches import Labels, num_labels, unwrap
-from t3vis.models.structure import find_attention_layout
+from t3vis.models.batches import unwrap
+from t3vis.models.structure import AttentionLayout, find_stacks
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
-from t3vis.record.labels import resolve_labels
-from t3vis.record.observations import (
-    Observation,
-    as_integer_vector,
-    as_logits,
-    check_classes,
-    checkable_now,
-    checked_step,
-    whole_epoch,
-)
-from t3vis.record.probe import ProbeResult, probe, resolve_pooling, validate_probe_set
+from t3vis.record.model_weights import save_model_weights
+from t3vis.record.observations import Observation, as_integer_vector, checked_step, whole_epoch
+from t3vis.record.probe import ProbeResult, StackRecord, TokenArrays, default_stack, probe_examples
 from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
 from t3vis.store.writer import RunWriter, folder_bytes
+from t3vis.tasks import get_task
+from t3vis.tasks.base import Examples, Task, TrainingRow
 
 log = logging.getLogger("t3vis.record")
 
@@ -60,10 +52,13 @@ class SnapshotSummary:
 class Recorder:
     """Records a run: call `observe` in every training step and `snapshot` at checkpoints.
 
-    texts and labels are the probe set (labels as class indices). ids default to 0..N-1;
-    splits (e.g. "train" / "validation") tell held-out probes from training samples.
-    Under torch.distributed every rank constructs the Recorder and calls `snapshot`;
-    each probes its shard and rank 0 writes.
+    texts and labels are the probe set. task says what an example is (t3vis.tasks):
+    "classification" (the default): labels are class indices or names;
+    "causal-lm": texts are whole texts (labels None), or prompts with their completions as
+    labels (targets=); "seq2seq": texts are sources and labels (targets=) their target texts.
+    ids default to 0..N-1; splits (e.g. "train" / "validation") tell held-out probes from
+    training samples. Under torch.distributed every rank constructs the Recorder and calls
+    `snapshot`; each probes its shard and rank 0 writes.
 
     keep_weights: which checkpoints keep their model weights, "all", "none", "every:K" or
     "last:N" (see WeightsPolicy). The default, "last:2", bounds the disk a run takes for weights to
@@ -73,7 +68,8 @@ class Recorder:
     save_weights=False is the older spelling of keep_weights="none".
     """
 
-    def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels: Labels, *,
+    def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels=None, *,
+                 targets: Sequence[str] | None = None, task: str | Task | None = None,
                  ids: Sequence[int] | np.ndarray | None = None, splits: Sequence[str] | str = "probe",
                  label_names: Sequence[str] | None = None, pooling: str = "auto", batch_size: int = 32,
                  max_length: int = 128, thumbnail_size: int = 32, save_weights: bool = True,
@@ -81,25 +77,33 @@ class Recorder:
         self.run_dir = Path(run_dir)
         self.model = model
         self.tokenizer = tokenizer
+        self.task = get_task(task)
         inner = unwrap(model)
-        self.num_labels = num_labels(inner)
-        self.texts = list(texts)
-        # the same rules as `t3vis record`: indices, or names matched to the model's (or label_names)
-        self._id2label = getattr(inner.config, "id2label", None)
-        resolved = resolve_labels(labels, self._id2label, self.num_labels, label_names=label_names)
-        self.labels = validate_probe_set(self.texts, resolved.ids, self.num_labels)
+        self.task.check_model(inner)
+        if labels is not None and targets is not None:
+            raise InvalidInputError("give labels or targets, not both (targets is the generative tasks' name)")
+        # class labels resolve by `t3vis record`'s rules: indices, or names matched to the model's
+        self.examples = self.task.examples(inner, list(texts), targets if targets is not None else labels,
+                                           label_names=label_names)
+        self.texts = self.examples.texts
+        self.labels = self.examples.labels
         self.ids = np.arange(len(self.texts), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if len(self.ids) != len(self.texts) or len(np.unique(self.ids)) != len(self.ids):
             raise InvalidInputError("ids must give one unique integer per probe text")
         self.splits = [splits] * len(self.texts) if isinstance(splits, str) else list(splits)
         if len(self.splits) != len(self.texts):
             raise InvalidInputError(f"{len(self.splits)} splits for {len(self.texts)} texts: give one per text")
-        self.label_names = resolved.names
-        self.options = ProbeOptions(pooling=resolve_pooling(pooling, tokenizer), batch_size=batch_size,
+        self.label_names = self.examples.label_names
+        self.options = ProbeOptions(pooling=self.task.resolve_pooling(pooling, tokenizer), batch_size=batch_size,
                                     max_length=max_length, thumbnail_size=thumbnail_size)
+        self.truncated = int((self.task.token_lengths(tokenizer, self.examples) > max_length).sum())
+        if self.truncated:
+            log.warning("%d of %d probe examples are longer than max_length=%d tokens and are truncated",
+                        self.truncated, len(self.texts), max_length)
         self.keep_weights = weights_policy(keep_weights, save_weights)
         self.progress = progress
-        self.layout = find_attention_layout(inner)
+        self.stacks = find_stacks(inner)
+        self.default_stack = default_stack(self.stacks)
         self.writer = RunWriter(self.run_dir)
         self._pending: list[Observation] = []      # observed, still on the device
         self._unwritten: list[pd.DataFrame] = []     # drained, not yet written: kept until a flush succeeds
@@ -108,15 +112,27 @@ class Recorder:
         self._observe_calls = 0
         dist_utils.on_main(lambda: self._create_run(exist_ok))
 
+    @property
+    def layout(self) -> AttentionLayout:
+        """The default stack (a classifier's only one)."""
+        return next(s for s in self.stacks if s.stack == self.default_stack)
+
     def use_model(self, model) -> None:
         """Probe another model from now on (the next checkpoint of the same architecture)."""
         inner = unwrap(model)
-        if num_labels(inner) != self.num_labels:
-            raise InvalidInputError(f"the new model has {num_labels(inner)} classes, the run {self.num_labels}")
-        layout = find_attention_layout(inner)
-        if (layout.num_layers, layout.num_heads) != (self.layout.num_layers, self.layout.num_heads):
+        self.task.check_model(inner)
+        if self.task.examples(inner, self.texts[:1], self._targets_of([0])).label_names != self.label_names:
+            raise InvalidInputError("the new model has other classes than the run")
+        stacks = find_stacks(inner)
+        if [(s.stack, s.num_layers, s.num_heads) for s in stacks] != \
+                [(s.stack, s.num_layers, s.num_heads) for s in self.stacks]:
             raise InvalidInputError("the new model has another number of layers or heads than the run")
-        self.model, self.layout = model, layout
+        self.model, self.stacks = model, stacks
+
+    def _targets_of(self, rows) -> list | np.ndarray:
+        if self.examples.targets is not None:
+            return [self.examples.targets[i] for i in rows]
+        return self.labels[np.asarray(rows)] if self.label_names else None  # type: ignore[return-value]
 
     # -- run creation ------------------------------------------------------------------
 
@@ -140,31 +156,49 @@ class Recorder:
                 "model_type": getattr(inner.config, "model_type", None),
                 "num_parameters": int(sum(p.numel() for p in inner.parameters())),
             },
-            "task": "sequence-classification",
+            "task": self.task.name,
+            "stacks": [{"name": s.stack, "num_layers": s.num_layers, "num_heads": s.num_heads,
+                        "hidden_size": s.hidden_size, "hidden": s.hidden_output is not None} for s in self.stacks],
+            "default_stack": self.default_stack,
             "label_names": self.label_names,
             "label_map": {name: index for index, name in enumerate(self.label_names)},
             "num_layers": self.layout.num_layers,
             "num_heads": self.layout.num_heads,
             "hidden_size": self.layout.hidden_size,
             "num_probe": len(self.texts),
+            "truncated": self.truncated,
             **self.options,
         }
-        examples = pd.DataFrame({"id": self.ids, "split": self.splits, "text": self.texts,
-                                 "label": self.labels, "probe_row": np.arange(len(self.ids))})
-        RunWriter.create(self.run_dir, meta, examples)
+        RunWriter.create(self.run_dir, meta, self._examples_frame(self.ids, self.examples, self.splits,
+                                                                   np.arange(len(self.ids))))
 
-    def add_examples(self, ids: Sequence[int] | np.ndarray, texts: Sequence[str], labels: Labels,
-                     split: str = "train") -> None:
-        """Register training examples that are not probed, so the data map can show their text."""
-        if dist_utils.rank() != 0:
+    def _examples_frame(self, ids, examples: Examples, splits, probe_rows) -> pd.DataFrame:
+        columns = {"id": np.asarray(ids, np.int64), "split": splits, "text": examples.texts,
+                   "label": examples.labels, "probe_row": probe_rows}
+        if "target" in self.task.format.example_columns:   # "" where a whole text is the target
+            columns["target"] = examples.targets if examples.targets is not None else [""] * len(examples)
+        return pd.DataFrame(columns)
+
+    def add_examples(self, ids: Sequence[int] | np.ndarray, texts: Sequence[str], labels=None,
+                     split: str = "train", *, targets: Sequence[str] | None = None) -> None:
+        """Register training examples that are not probed, so the data map can show their text
+        (labels: their classes; targets: a generative task's target texts)."""
+        if dist_utils.rank() != 0 or not len(texts):
             return
-        classes = np.array([], np.int64) if not len(texts) else validate_probe_set(
-            list(texts), resolve_labels(labels, self._id2label, self.num_labels, label_names=self.label_names).ids,
-            self.num_labels)
-        run = open_run(self.run_dir)
-        known = run.examples
-        new = pd.DataFrame({"id": np.asarray(ids, np.int64), "split": split, "text": list(texts),
-                            "label": classes, "probe_row": -1})
+        examples = self.task.examples(unwrap(self.model), list(texts), targets if targets is not None else labels,
+                                      label_names=self.label_names or None, what="examples added")
+        self._write_examples(self._examples_frame(ids, examples, split, -1))
+
+    def register_examples(self, ids: Sequence[int], rows: Sequence[TrainingRow], split: str = "train") -> None:
+        """Register training rows read back from a tokenised dataset (the Trainer callback's), as they are."""
+        if dist_utils.rank() != 0 or not len(rows):
+            return
+        examples = Examples([r.text for r in rows], np.array([r.label for r in rows], np.int64),
+                            None if rows[0].target is None else [r.target or "" for r in rows])
+        self._write_examples(self._examples_frame(ids, examples, split, -1))
+
+    def _write_examples(self, new: pd.DataFrame) -> None:
+        known = open_run(self.run_dir).examples
         new = new[~new["id"].isin(known["id"])]
         if len(new):
             self.writer.write_examples(pd.concat([known, new], ignore_index=True))
@@ -174,9 +208,13 @@ class Recorder:
     def observe(self, ids, logits, labels, *, epoch: float | None = None, step: int | None = None) -> None:
         """Note the gold-label probability of each example in a training batch. No device sync.
 
-        ids: one integer id per batch row (-1 for a row that is no known example); logits:
-        (rows, num_labels); labels: one class index per row. Tensors (on any device), arrays
-        and lists are accepted. A call with arguments that do not fit raises InvalidInputError
+        ids: one integer id per batch row (-1 for a row that is no known example).
+        Classification: logits (rows, num_labels) and one class index per row; tensors (on any
+        device), arrays and lists are accepted. Generative tasks: the model's logits (rows,
+        tokens, vocabulary) and the batch's token labels (rows, tokens) with -100 where there is
+        no loss, as the model was trained on; what is kept per row is its mean target-token
+        probability and its token accuracy, at the cost of one log-sum-exp over the logits.
+        A call with arguments that do not fit raises InvalidInputError
         and records nothing. Labels on an accelerator are range-checked at the next flush
         (checking them here would wait for the device): a batch with a label outside the
         model's classes is then dropped, the others are written, and the flush raises.
@@ -193,24 +231,13 @@ class Recorder:
 
         step: the training step (default: the number of observe calls so far).
         """
-        with torch.no_grad():
-            logits_t = as_logits(logits, self.num_labels)
-            rows = logits_t.shape[0]
-            ids_t = as_integer_vector(ids, "ids", rows, "one id per batch row")
-            labels_t = as_integer_vector(labels, "labels", rows, "one class index per batch row")
-            if checkable_now(labels_t):
-                check_classes(labels_t, self.num_labels)
-            epoch_index = None if epoch is None else whole_epoch(epoch)
-            step_number = None if step is None else checked_step(step)
-            labels_t = labels_t.to(logits_t.device)
-            out_of_range = (labels_t < 0) | (labels_t >= self.num_labels)
-            safe = labels_t.clamp(0, self.num_labels - 1)   # an out-of-range gather would abort a CUDA context
-            probs = logits_t.detach().float().softmax(-1)
-            gold = probs.gather(1, safe.view(-1, 1)).squeeze(1)
-            correct = probs.argmax(-1) == safe
+        epoch_index = None if epoch is None else whole_epoch(epoch)
+        step_number = None if step is None else checked_step(step)
+        gold, correct, refused = self.task.observed(unwrap(self.model), logits, labels)
+        ids_t = as_integer_vector(ids, "ids", gold.shape[0], "one id per batch row")
         self._observe_calls += 1
-        self._pending.append(Observation(ids_t.detach(), gold, correct, out_of_range.any(), epoch_index,
-                                          self._observe_calls if step_number is None else step_number))
+        self._pending.append(Observation(ids_t.detach(), gold, correct, refused, epoch_index,
+                                         self._observe_calls if step_number is None else step_number))
 
     def _drain_observations(self) -> pd.DataFrame:
         """The observations not yet written, as one frame; they stay owed until a flush writes them."""
@@ -252,12 +279,12 @@ class Recorder:
         dist_utils.on_main(lambda: self._write_owed(refused_anywhere))
 
     def _write_owed(self, refused_steps: list[int]) -> None:
-        self.writer.append_dynamics(self._unwritten[0])
+        self.writer.append_dynamics(self._unwritten[0], fractional=self.task.format.correct_is_fraction)
         self._unwritten.clear()
         if refused_steps:
-            raise InvalidInputError(f"observe() got labels outside the model's classes 0..{self.num_labels - 1} "
+            raise InvalidInputError(f"observe() got labels outside {self.task.label_range(unwrap(self.model))} "
                                     f"at step(s) {refused_steps}: those batches were dropped, the others written; "
-                                    "pass class indices (map label names to 0..C-1 first)")
+                                    "pass class indices (map label names to 0..C-1 first), or token ids")
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -285,21 +312,31 @@ class Recorder:
         if where is not None:  # before the checkpoint appears, so the server never sees it unnamed
             self.writer.add_weights_root(where)
         with self.writer.checkpoint(step, epoch=epoch, metrics=metrics or {}, weights_location=where) as stage:
-            hidden = stage.hidden_array(self.layout.num_layers + 1, len(self.texts), self.layout.hidden_size)
+            hidden = {s.stack: stage.hidden_array(s.num_layers + 1, len(self.texts), s.hidden_size,
+                                                  self._file(schema.HIDDEN, s.stack))
+                      for s in self.stacks if s.hidden_output is not None}
             if gathered is None:
                 result = self._probe(np.arange(len(self.texts)), step, hidden_out=hidden)
             else:
                 result = _merge(gathered)
-                hidden[:] = result.hidden
-            _flush(hidden)
-            result.hidden = hidden  # the file holds them now; drop the ranks' in-memory copy
-            stage.metrics.update(self._probe_metrics(result), probe_seconds=time.perf_counter() - started)
-            stage.write_outputs(self._outputs_frame(result))
-            stage.write_heads(_heads_arrays(result))
-            stage.write_gate_grads(result.gate_grads)
+                for stack, array in hidden.items():
+                    array[:] = result.stacks[stack].hidden
+            for stack, array in hidden.items():
+                _flush(array)
+                result.stacks[stack].hidden = array  # the file holds them now; drop the ranks' in-memory copy
+            stage.metrics.update(self.task.metrics(result.outputs, np.asarray(self.splits)),
+                                 probe_seconds=time.perf_counter() - started)
+            stage.write_outputs(self._outputs_frame(result), self.task.format.output_columns)
+            for stack, record in result.stacks.items():
+                stage.write_heads(_heads_arrays(record), self._file(schema.HEADS, stack))
+                stage.write_gate_grads(record.gate_grads, self._file(schema.GATE_GRADS, stack))
+            if result.tokens is not None:
+                stage.write_tokens(result.tokens.arrays())
             if where is None and self._keeps_weights_of(step):
-                _save_pretrained(unwrap(self.model), stage.weights_dir)
-                self.tokenizer.save_pretrained(stage.weights_dir)
+                saved = save_model_weights(self.model, self.tokenizer, stage.weights_dir,
+                                           base_dir=self.run_dir / schema.BASE_MODEL_DIR)
+                if saved.base_referenced and saved.base_folder is not None:   # before the checkpoint appears
+                    self.writer.add_weights_root(saved.base_folder)
         self._drop_unkept_weights()
         summary_metrics = {**(metrics or {}), **stage.metrics}  # as meta.json has them
         summary = SnapshotSummary(int(step), epoch, summary_metrics,
@@ -329,39 +366,28 @@ class Recorder:
         """Bytes of all weights folders inside the run (referenced Trainer checkpoints not counted)."""
         return sum(folder_bytes(p) for p in (self.run_dir / schema.CHECKPOINTS_DIR).glob(f"*/{schema.WEIGHTS_DIR}"))
 
-    def _probe(self, rows: np.ndarray, step: int, hidden_out: np.ndarray | None = None) -> ProbeResult:
+    def _file(self, name: str, stack: str) -> str:
+        return schema.stack_file(name, stack, self.default_stack)
+
+    def _probe(self, rows: np.ndarray, step: int, hidden_out: dict[str, np.ndarray] | None = None) -> ProbeResult:
         bar = None
         if self.progress and dist_utils.rank() == 0:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(rows), desc=f"probe step {step}", unit="ex", leave=False)
         try:
-            return probe(self.model, self.tokenizer, [self.texts[i] for i in rows], self.labels[rows],
-                         layout=self.layout, hidden_out=hidden_out, progress=bar.update if bar else None,
-                         **self.options)
+            return probe_examples(self.model, self.tokenizer, self.examples.subset(rows), self.task,
+                                  stacks=self.stacks, hidden_out=hidden_out, progress=bar.update if bar else None,
+                                  **self.options)
         finally:
             if bar is not None:
                 bar.close()
 
     def _outputs_frame(self, r: ProbeResult) -> pd.DataFrame:
-        probs = r.probs
-        preds = np.where(r.nan, -1, np.nan_to_num(r.logits, nan=-np.inf).argmax(1))
-        gold = probs[np.arange(len(self.labels)), self.labels]
-        return pd.DataFrame({"id": self.ids, "pred": preds, "loss": r.loss, "gold_prob": gold,
-                             "correct": preds == self.labels, "nan": r.nan, "probs": list(probs)})
-
-    def _probe_metrics(self, r: ProbeResult) -> dict:
-        ok = ~r.nan
-        correct = (r.logits.argmax(1) == self.labels) & ok
-        splits = np.asarray(self.splits)
-        metrics = {"probe_accuracy": float(correct.mean()),
-                   "probe_loss": float(np.nanmean(r.loss)) if ok.any() else None,
-                   "nan_examples": int(r.nan.sum())}
-        for split in sorted(set(self.splits)):
-            where = splits == split
-            metrics[f"{split}_accuracy"] = float(correct[where].mean())
-            if ok[where].any():
-                metrics[f"{split}_loss"] = float(np.nanmean(r.loss[where]))
-        return metrics
+        columns: dict[str, object] = {"id": self.ids}
+        for name in self.task.format.output_columns[1:]:
+            values = r.outputs[name]
+            columns[name] = list(values) if values.ndim > 1 else values
+        return pd.DataFrame(columns)
 
     def close(self) -> None:
         self.flush()
@@ -373,27 +399,24 @@ def _flush(array: np.ndarray) -> None:
         array.flush()
 
 
-def _save_pretrained(model: nn.Module, folder: Path) -> None:
-    save = getattr(model, "save_pretrained", None)
-    if not callable(save):
-        raise InvalidInputError(f"{type(model).__name__} has no save_pretrained(), so its weights cannot be saved "
-                                "with the checkpoint: pass keep_weights='none', or weights_location to snapshot()")
-    save(folder, safe_serialization=True)
-
-
 def _merge(parts: list[ProbeResult]) -> ProbeResult:
+    """The ranks' results, in rank order (each rank probed a contiguous shard)."""
     if len(parts) == 1:
         return parts[0]
-    attention = AttentionStats(parts[0].attention.num_layers, parts[0].attention.num_heads,
-                               parts[0].attention.thumbnail_size)
-    for p in parts:
-        attention.merge(p.attention)
-    return ProbeResult(np.concatenate([p.hidden for p in parts], axis=1),
-                       np.concatenate([p.logits for p in parts]), np.concatenate([p.loss for p in parts]),
-                       np.concatenate([p.gate_grads for p in parts]), attention)
+    stacks = {}
+    for name, first in parts[0].stacks.items():
+        attention = AttentionStats(first.attention.num_layers, first.attention.num_heads,
+                                   first.attention.thumbnail_size, cross=first.attention.cross)
+        for p in parts:
+            attention.merge(p.stacks[name].attention)
+        hidden = None if first.hidden is None else np.concatenate([p.stacks[name].hidden for p in parts], axis=1)
+        stacks[name] = StackRecord(hidden, np.concatenate([p.stacks[name].gate_grads for p in parts]), attention)
+    outputs = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
+    tokens = None if parts[0].tokens is None else TokenArrays.concatenate([p.tokens for p in parts if p.tokens])
+    return ProbeResult(stacks, outputs, tokens, parts[0].default_stack)
 
 
-def _heads_arrays(r: ProbeResult) -> dict[str, np.ndarray]:
+def _heads_arrays(r: StackRecord) -> dict[str, np.ndarray]:
     raw = np.abs(r.gate_grads).sum(0)                                    # (L, H)
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     importance = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)

@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from t3vis.errors import CorruptRunError
+from t3vis.tasks.formats import CLASSIFICATION, TaskFormat
 
 RERECORD = "re-record the run, or restore the file from a backup"
 # run.json keys every reader needs, with their type check; other keys are checked when present
 RUN_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "format_version": ("an integer", lambda v: is_int(v)),
-    "label_names": ("a list of class names", lambda v: isinstance(v, list) and len(v) > 0
+    "label_names": ("a list of class names", lambda v: isinstance(v, list)
                     and all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in v)),
     "num_layers": ("a positive integer", lambda v: is_int(v) and v > 0),
     "num_heads": ("a positive integer", lambda v: is_int(v) and v > 0),
@@ -35,7 +36,17 @@ RUN_OPTIONAL: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "model": ("an object", lambda v: isinstance(v, dict)),
     "pooling": ("a string", lambda v: isinstance(v, str)),
     "weights_roots": ("a list of folder paths", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
+    "task": ("a task name", lambda v: isinstance(v, str)),
+    "stacks": ("a list of {name, num_layers, num_heads, hidden_size, hidden}", lambda v: isinstance(v, list)
+               and len(v) > 0 and all(_is_stack(s) for s in v)),
+    "default_stack": ("a stack name", lambda v: isinstance(v, str)),
+    "truncated": ("a non-negative integer", lambda v: is_int(v) and v >= 0),
 }
+
+
+def _is_stack(s) -> bool:
+    return (isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("hidden"), bool)
+            and all(is_int(s.get(k)) and s[k] > 0 for k in ("num_layers", "num_heads", "hidden_size")))
 CHECKPOINT_REQUIRED: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "step": ("a non-negative integer", lambda v: is_int(v) and v >= 0),
 }
@@ -54,10 +65,27 @@ _BOOL = ("a boolean", pa.types.is_boolean)
 _STRING = ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
 _PROBS = ("a fixed-size list of floats",
           lambda t: pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type))
-EXAMPLE_TYPES = {"id": _INTEGER, "split": _STRING, "text": _STRING, "label": _INTEGER, "probe_row": _INTEGER}
-OUTPUT_TYPES = {"id": _INTEGER, "pred": _INTEGER, "loss": _FLOAT, "gold_prob": _FLOAT, "correct": _BOOL,
-                "probs": _PROBS}
+_COLUMN_TYPES = {"id": _INTEGER, "split": _STRING, "text": _STRING, "label": _INTEGER, "probe_row": _INTEGER,
+                 "target": _STRING, "pred": _INTEGER, "loss": _FLOAT, "gold_prob": _FLOAT, "correct": _BOOL,
+                 "probs": _PROBS, "perplexity": _FLOAT, "mean_prob": _FLOAT, "token_accuracy": _FLOAT,
+                 "n_tokens": _INTEGER}
+EXAMPLE_TYPES = {c: _COLUMN_TYPES[c] for c in CLASSIFICATION.example_columns}
+OUTPUT_TYPES = {c: _COLUMN_TYPES[c] for c in CLASSIFICATION.output_columns if c != "nan"}
 DYNAMICS_TYPES = {"id": _INTEGER, "epoch": _INTEGER, "step": _INTEGER, "gold_prob": _FLOAT, "correct": _BOOL}
+
+
+def example_types(task: TaskFormat) -> dict:
+    return {c: _COLUMN_TYPES[c] for c in task.example_columns}
+
+
+def output_types(task: TaskFormat) -> dict:
+    """The required output columns (nan is optional: runs written before it lack it)."""
+    return {c: _COLUMN_TYPES[c] for c in task.output_columns if c != "nan"}
+
+
+def dynamics_types(task: TaskFormat) -> dict:
+    """A generative task's `correct` is a token accuracy, a float."""
+    return {**DYNAMICS_TYPES, "correct": _FLOAT} if task.correct_is_fraction else DYNAMICS_TYPES
 
 
 def is_int(value) -> bool:
@@ -94,13 +122,16 @@ def check_fields(meta: dict, required: dict, optional: dict, path: Path, what: s
 
 
 
-def check_shape(array: np.ndarray, expected: tuple, meaning: str, path: Path, what: str) -> None:
-    """array's shape against expected (None: any size there), and a numeric dtype."""
+def check_shape(array: np.ndarray, expected: tuple, meaning: str, path: Path, what: str,
+                kind: type = np.floating) -> None:
+    """array's shape against expected (None: any size there), and its dtype kind (floats unless
+    kind says np.integer)."""
     fits = array.ndim == len(expected) and all(e is None or s == e for s, e in zip(array.shape, expected))
-    if not fits or not np.issubdtype(array.dtype, np.floating):
+    if not fits or not np.issubdtype(array.dtype, kind):
         want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
+        kind_name = "integers" if kind is np.integer else "floats"
         raise CorruptRunError(f"{what} have shape {array.shape} and dtype {array.dtype}; run.json says "
-                              f"{meaning} = {want} of floats: {path} ({RERECORD})")
+                              f"{meaning} = {want} of {kind_name}: {path} ({RERECORD})")
 
 
 @contextmanager

@@ -8,6 +8,7 @@ what to do; nothing past the reader sees a KeyError or a library's own exception
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -20,17 +21,17 @@ from t3vis.store import schema
 from t3vis.store.checks import (
     CHECKPOINT_OPTIONAL,
     CHECKPOINT_REQUIRED,
-    DYNAMICS_TYPES,
-    EXAMPLE_TYPES,
-    OUTPUT_TYPES,
     RERECORD,
     RUN_OPTIONAL,
     RUN_REQUIRED,
     check_fields,
     check_parquet,
     check_shape,
+    dynamics_types,
+    example_types,
     is_int,
     load_npy,
+    output_types,
     read_json,
     read_parquet,
     read_parquet_table,
@@ -46,6 +47,35 @@ def open_run(path: str | Path) -> Run:
 
 
 
+@dataclass(frozen=True)
+class StackInfo:
+    """One attention stack of a run, as run.json records it."""
+
+    name: str            # "encoder", "decoder" or "cross"
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    hidden: bool         # it has hidden states of its own (cross-attention has not)
+
+
+@dataclass(frozen=True)
+class TokenOutputs:
+    """Per target token of a generative run, ragged: example i's tokens are offsets[i]:offsets[i+1]."""
+
+    offsets: np.ndarray     # (N+1,) int64
+    target: np.ndarray      # int32, the target token
+    nll: np.ndarray         # float16, its negative log-likelihood
+    prob: np.ndarray        # float16, its probability
+    top1: np.ndarray        # int32, the model's most likely token there
+
+    def example(self, row: int) -> dict[str, np.ndarray]:
+        """The arrays of probe row `row`."""
+        if not 0 <= int(row) < len(self.offsets) - 1:
+            raise NotFoundError(f"probe row {row} does not exist; rows are 0..{len(self.offsets) - 2}")
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        return {"target": self.target[a:b], "nll": self.nll[a:b], "prob": self.prob[a:b], "top1": self.top1[a:b]}
+
+
 class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
@@ -58,10 +88,18 @@ class Run:
         meta_path = self.path / schema.RUN_META
         self.meta = read_json(meta_path, "the run's metadata")
         version = self.meta.get("format_version")
-        if version != schema.FORMAT_VERSION and is_int(version):
-            raise CorruptRunError(f"{self.path} has run format {version!r}; this t3vis reads format "
-                                  f"{schema.FORMAT_VERSION} (install the t3vis version that wrote it)")
+        if version not in schema.READABLE_VERSIONS and is_int(version):
+            raise CorruptRunError(f"{self.path} has run format {version!r}; this t3vis reads formats "
+                                  f"{', '.join(map(str, schema.READABLE_VERSIONS))} (install the t3vis version "
+                                  "that wrote it)")
         check_fields(self.meta, RUN_REQUIRED, RUN_OPTIONAL, meta_path, "the run's metadata")
+        if self.task_format.has_classes and not self.meta["label_names"]:
+            raise CorruptRunError(f"{meta_path}: label_names is empty, but a {self.task_format.name} run needs its "
+                                  f"class names ({RERECORD})")
+        names = [s.name for s in self.stacks]
+        if self.default_stack not in names:
+            raise CorruptRunError(f"{meta_path}: default_stack {self.default_stack!r} is none of the stacks "
+                                  f"{names} ({RERECORD})")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, checkpoints={[c.step for c in self.checkpoints]})"
@@ -77,6 +115,35 @@ class Run:
             return task_format(self.meta.get("task"))
         except InvalidInputError as e:
             raise CorruptRunError(f"{self.path / schema.RUN_META}: {e} ({RERECORD})") from None
+
+    @property
+    def stacks(self) -> list[StackInfo]:
+        """The attention stacks, in the order they run (a v1 run: its one stack)."""
+        listed = self.meta.get("stacks")
+        if listed is None:
+            name = str(self.meta.get("default_stack") or "encoder")
+            return [StackInfo(name, self.num_layers, self.num_heads, self.hidden_size, True)]
+        return [StackInfo(s["name"], int(s["num_layers"]), int(s["num_heads"]), int(s["hidden_size"]), s["hidden"])
+                for s in listed]
+
+    @property
+    def default_stack(self) -> str:
+        """The stack whose files carry the plain names (hidden.npy...) and whose sizes run.json's
+        num_layers, num_heads and hidden_size give."""
+        return str(self.meta.get("default_stack") or self.stacks[0].name)
+
+    def stack(self, name: str | None = None) -> StackInfo:
+        """One stack by name (None: the default one); NotFoundError naming the stacks there are."""
+        name = self.default_stack if name is None else name
+        for s in self.stacks:
+            if s.name == name:
+                return s
+        raise NotFoundError(f"run {self.name!r} has no {name!r} stack; it has {[s.name for s in self.stacks]}")
+
+    @property
+    def truncated(self) -> int:
+        """Probe examples cut at max_length when recorded (0 in runs that do not say)."""
+        return int(self.meta.get("truncated") or 0)
 
     @property
     def label_names(self) -> list[str]:
@@ -103,11 +170,11 @@ class Run:
     @cached_property
     def examples(self) -> pd.DataFrame:
         """Every example the run knows: probed ones (probe_row >= 0) and training ones seen."""
-        return read_parquet(self.path / schema.EXAMPLES, "the examples table", EXAMPLE_TYPES)
+        return read_parquet(self.path / schema.EXAMPLES, "the examples table", example_types(self.task_format))
 
     def check_examples(self) -> Path:
         """The examples table's path, after checking its columns (reads the footer only)."""
-        return check_parquet(self.path / schema.EXAMPLES, "the examples table", EXAMPLE_TYPES)
+        return check_parquet(self.path / schema.EXAMPLES, "the examples table", example_types(self.task_format))
 
     @property
     def probe_examples(self) -> pd.DataFrame:
@@ -157,21 +224,27 @@ class Run:
     def dynamics_parts(self) -> list[Path]:
         """The training-dynamics Parquet parts, each checked for its columns (footer only)."""
         parts = sorted((self.path / schema.DYNAMICS_DIR).glob("part-*.parquet"))
-        return [check_parquet(p, "a training-dynamics part", DYNAMICS_TYPES) for p in parts]
+        return [check_parquet(p, "a training-dynamics part", dynamics_types(self.task_format)) for p in parts]
 
     def dynamics_observations(self) -> pd.DataFrame:
         """Raw observations from the training passes: id, epoch, step, gold_prob, correct."""
         parts = sorted((self.path / schema.DYNAMICS_DIR).glob("part-*.parquet"))
+        types = dynamics_types(self.task_format)
         if not parts:
+            correct = "float32" if self.task_format.correct_is_fraction else "bool"
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                 zip(schema.DYNAMICS_COLUMNS, ("int64", "int32", "int64", "float32", "bool"))})
-        frames = [read_parquet(p, "a training-dynamics part", DYNAMICS_TYPES)[list(DYNAMICS_TYPES)] for p in parts]
+                                 zip(schema.DYNAMICS_COLUMNS, ("int64", "int32", "int64", "float32", correct))})
+        frames = [read_parquet(p, "a training-dynamics part", types)[list(types)] for p in parts]
         return pd.concat(frames, ignore_index=True)
 
     def dynamics(self, **region_options) -> pd.DataFrame:
         """Per example: id, confidence, variability, correctness, epochs, region (the data map).
-        Regions split at 1/K confidence, K = len(label_names), unless region_options say otherwise."""
-        region_options.setdefault("num_classes", len(self.label_names))
+        Regions split at 1/K confidence, K = len(label_names), unless region_options say otherwise;
+        a generative run's confidence is the mean target-token probability, its correctness the
+        token accuracy, and its regions split at the task's threshold (TaskFormat)."""
+        region_options.setdefault("num_classes", max(len(self.label_names), 1))
+        if self.task_format.confidence_threshold is not None:
+            region_options.setdefault("confidence_threshold", self.task_format.confidence_threshold)
         return summarize_dynamics(self.dynamics_observations(), **region_options)
 
     def weights_roots(self) -> list[Path]:
@@ -196,6 +269,9 @@ class Checkpoint:
                       f"checkpoint metadata of {path.name}")
         self.step = int(self.meta["step"])
         self.epoch = self.meta.get("epoch")
+        self._hidden: dict[str, np.ndarray] = {}       # per stack, read once
+        self._heads: dict[str, dict[str, np.ndarray]] = {}
+        self._grads: dict[str, np.ndarray] = {}
 
     def __repr__(self) -> str:
         return f"Checkpoint(step={self.step}, epoch={self.epoch}, metrics={self.metrics})"
@@ -209,9 +285,12 @@ class Checkpoint:
 
     @cached_property
     def outputs(self) -> pd.DataFrame:
-        """id, pred, loss, gold_prob, correct, nan, probs; row i is probe row i."""
+        """The task's output columns, row i is probe row i: classification id, pred, loss, gold_prob,
+        correct, nan, probs; generative id, loss, perplexity, mean_prob, token_accuracy, n_tokens, nan."""
         path = self.path / schema.OUTPUTS
-        table = read_parquet_table(path, f"outputs of checkpoint {self.step}", OUTPUT_TYPES)
+        table = read_parquet_table(path, f"outputs of checkpoint {self.step}", output_types(self.run.task_format))
+        if "probs" not in table.column_names:
+            return table.to_pandas()
         df = table.drop(["probs"]).to_pandas()
         probs = table.column("probs").combine_chunks()
         width = probs.type.list_size
@@ -220,35 +299,59 @@ class Checkpoint:
 
     def check_outputs(self) -> Path:
         """The outputs table's path, after checking its columns (reads the footer only)."""
-        return check_parquet(self.path / schema.OUTPUTS, f"outputs of checkpoint {self.step}", OUTPUT_TYPES)
+        return check_parquet(self.path / schema.OUTPUTS, f"outputs of checkpoint {self.step}",
+                             output_types(self.run.task_format))
 
-    @cached_property
+    def _file(self, name: str, stack: str | None) -> Path:
+        info = self.run.stack(stack)
+        return self.path / schema.stack_file(name, info.name, self.run.default_stack)
+
+    @property
     def hidden_states(self) -> np.ndarray:
-        """float16 (layers+1, N, d), memory-mapped."""
-        path = self.path / schema.HIDDEN
-        states = load_npy(path, f"hidden states of checkpoint {self.step}")
-        run = self.run
-        check_shape(states, (run.num_layers + 1, self._expect_rows(), run.hidden_size),
-                     "(layers + 1, probe examples, hidden size)", path, f"hidden states of checkpoint {self.step}")
-        return states
+        """float16 (layers+1, N, d) of the default stack, memory-mapped."""
+        return self.stack_hidden_states(None)
 
-    def hidden(self, layer: int) -> np.ndarray:
-        """Pooled hidden states of one layer, (N, d); layer 0 is the embeddings."""
-        states = self.hidden_states
+    def stack_hidden_states(self, stack: str | None = None) -> np.ndarray:
+        """float16 (layers+1, N, d) of one stack (None: the default), memory-mapped."""
+        info = self.run.stack(stack)
+        if info.name not in self._hidden:
+            if not info.hidden:
+                raise NotFoundError(f"the {info.name} stack has no hidden states of its own (a cross-attention "
+                                    f"stack's are the decoder's); choose one of "
+                                    f"{[s.name for s in self.run.stacks if s.hidden]}")
+            path = self._file(schema.HIDDEN, info.name)
+            what = f"hidden states of checkpoint {self.step}" + ("" if stack is None else f" ({info.name})")
+            states = load_npy(path, what)
+            check_shape(states, (info.num_layers + 1, self._expect_rows(), info.hidden_size),
+                        "(layers + 1, probe examples, hidden size)", path, what)
+            self._hidden[info.name] = states
+        return self._hidden[info.name]
+
+    def hidden(self, layer: int, stack: str | None = None) -> np.ndarray:
+        """Pooled hidden states of one layer, (N, d); layer 0 is the embeddings. stack: None for
+        the default one, else "encoder" or "decoder" of an encoder-decoder."""
+        states = self.stack_hidden_states(stack)
         if not -states.shape[0] <= int(layer) < states.shape[0]:
             raise NotFoundError(f"layer {layer} does not exist; checkpoint {self.step} has layers "
                                 f"0..{states.shape[0] - 1} (0 = embeddings)")
         return states[int(layer)]
 
-    @cached_property
+    @property
     def heads(self) -> dict[str, np.ndarray]:
-        """Every array of heads.npz, each checked for its shape: importance, importance_raw and
-        the attention summaries (L, H), thumbnails (L, H, K, K)."""
-        path = self.path / schema.HEADS
-        what = f"head data of checkpoint {self.step}"
+        """Every array of the default stack's heads.npz, each checked for its shape: importance,
+        importance_raw and the attention summaries (L, H), thumbnails (L, H, K, K)."""
+        return self.stack_heads(None)
+
+    def stack_heads(self, stack: str | None = None) -> dict[str, np.ndarray]:
+        """heads.npz of one stack (None: the default)."""
+        info = self.run.stack(stack)
+        if info.name in self._heads:
+            return self._heads[info.name]
+        path = self._file(schema.HEADS, info.name)
+        what = f"head data of checkpoint {self.step}" + ("" if stack is None else f" ({info.name})")
         with reading(path, what), np.load(path) as npz:   # zipfile and zlib errors too, for a damaged archive
             arrays = {k: np.asarray(npz[k]) for k in npz.files}
-        grid = (self.run.num_layers, self.run.num_heads)
+        grid = (info.num_layers, info.num_heads)
         for key in ("importance", "importance_raw", "thumbnails"):
             if key not in arrays:
                 raise CorruptRunError(f"{what} lacks the array {key!r}: {path} ({RERECORD})")
@@ -256,12 +359,13 @@ class Checkpoint:
             if key in ("importance", "importance_raw") or key.startswith("attention_"):
                 check_shape(array, grid, "(layers, heads)", path, f"{what} ({key})")
         check_shape(arrays["thumbnails"], (*grid, None, None), "(layers, heads, K, K)", path,
-                     f"{what} (thumbnails)")
+                    f"{what} (thumbnails)")
+        self._heads[info.name] = arrays
         return arrays
 
     @property
     def head_importance(self) -> np.ndarray:
-        """(L, H), normalised per layer to unit L2 norm (Michel et al. 2019)."""
+        """(L, H) of the default stack, normalised per layer to unit L2 norm (Michel et al. 2019)."""
         return self.heads["importance"]
 
     @property
@@ -269,38 +373,73 @@ class Checkpoint:
         """(L, H), sum over the probe set of |d loss / d gate|."""
         return self.heads["importance_raw"]
 
-    def example_gate_gradients(self, rows=None) -> np.ndarray:
+    def stack_head_importance(self, stack: str | None = None, *, raw: bool = False) -> np.ndarray:
+        return self.stack_heads(stack)["importance_raw" if raw else "importance"]
+
+    def example_gate_gradients(self, rows=None, stack: str | None = None) -> np.ndarray:
         """Signed d loss / d gate per probe example, (n, L, H) float32; rows select probe rows.
         float32 files are used as stored; older float16 files are scaled back by meta.json's
         gate_grad_scale (never rounded through float16 again)."""
-        grads = self._gate_grads
+        grads = self._stack_gate_grads(stack)
         grads = grads if rows is None else grads[np.asarray(rows)]
         grads = np.asarray(grads, dtype=np.float32)
         scale = self.meta.get("gate_grad_scale")
         return grads * np.float32(scale) if scale is not None else grads
 
-    @cached_property
-    def _gate_grads(self) -> np.ndarray:
-        path = self.path / schema.GATE_GRADS
-        what = f"per-example gate gradients of checkpoint {self.step}"
-        grads = load_npy(path, what)
-        check_shape(grads, (self._expect_rows(), self.run.num_layers, self.run.num_heads),
-                     "(probe examples, layers, heads)", path, what)
-        return grads
+    def _stack_gate_grads(self, stack: str | None) -> np.ndarray:
+        info = self.run.stack(stack)
+        if info.name not in self._grads:
+            path = self._file(schema.GATE_GRADS, info.name)
+            what = f"per-example gate gradients of checkpoint {self.step}"
+            what += "" if stack is None else f" ({info.name})"
+            grads = load_npy(path, what)
+            check_shape(grads, (self._expect_rows(), info.num_layers, info.num_heads),
+                        "(probe examples, layers, heads)", path, what)
+            self._grads[info.name] = grads
+        return self._grads[info.name]
 
-    def attention_summary(self, name: str) -> np.ndarray:
-        if name not in schema.ATTENTION_SUMMARIES:
-            raise NotFoundError(f"no attention summary {name!r}; choose one of {schema.ATTENTION_SUMMARIES}")
+    def attention_summary(self, name: str, stack: str | None = None) -> np.ndarray:
+        if name not in schema.ATTENTION_SUMMARIES + schema.CROSS_ATTENTION_SUMMARIES:
+            raise NotFoundError(f"no attention summary {name!r}; choose one of "
+                                f"{schema.ATTENTION_SUMMARIES + schema.CROSS_ATTENTION_SUMMARIES}")
         key = f"attention_{name}"
-        if key not in self.heads:
+        heads = self.stack_heads(stack)
+        if key not in heads:
+            if name in schema.CROSS_ATTENTION_SUMMARIES:
+                raise NotFoundError(f"{name!r} is a cross-attention summary; the {self.run.stack(stack).name} stack "
+                                    "has none")
             raise CorruptRunError(f"head data of checkpoint {self.step} lacks the array {key!r}: "
-                                  f"{self.path / schema.HEADS} ({RERECORD})")
-        return self.heads[key]
+                                  f"{self._file(schema.HEADS, stack)} ({RERECORD})")
+        return heads[key]
 
     @property
     def attention_thumbnails(self) -> np.ndarray:
         """(L, H, K, K) mean attention over the probe set for the first K positions, padding excluded."""
         return self.heads["thumbnails"]
+
+    @cached_property
+    def token_outputs(self) -> TokenOutputs:
+        """Per target token of a generative run (ragged): see TokenOutputs."""
+        if not self.run.task_format.token_outputs:
+            raise NotFoundError(f"a {self.run.task_format.name} run has no per-token outputs")
+        path = self.path / schema.TOKENS
+        what = f"per-token outputs of checkpoint {self.step}"
+        with reading(path, what), np.load(path) as npz:
+            arrays = {k: np.asarray(npz[k]) for k in npz.files}
+        missing = [k for k in schema.TOKEN_ARRAYS if k not in arrays]
+        if missing:
+            raise CorruptRunError(f"{what} lacks the array(s) {missing}: {path} ({RERECORD})")
+        offsets = arrays["offsets"]
+        rows = self._expect_rows()
+        check_shape(offsets, (None if rows is None else rows + 1,), "(probe examples + 1,)", path, f"{what} (offsets)",
+                    np.integer)
+        total = int(offsets[-1]) if len(offsets) else 0
+        if len(offsets) == 0 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise CorruptRunError(f"{what}: offsets must start at 0 and never decrease: {path} ({RERECORD})")
+        for key in ("target", "nll", "prob", "top1"):
+            check_shape(arrays[key], (total,), "(target tokens,)", path, f"{what} ({key})",
+                        np.floating if key in ("nll", "prob") else np.integer)
+        return TokenOutputs(offsets, arrays["target"], arrays["nll"], arrays["prob"], arrays["top1"])
 
     @property
     def weights_path(self) -> Path | None:

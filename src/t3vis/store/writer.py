@@ -25,6 +25,7 @@ from t3vis.store.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from t3vis.tasks.formats import CLASSIFICATION
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -34,6 +35,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def examples_table(df: pd.DataFrame) -> pa.Table:
+    """The examples table; a generative run's `target` column travels as text."""
     missing = [c for c in schema.EXAMPLE_COLUMNS if c not in df.columns]
     if missing:
         raise InvalidInputError(f"examples table lacks column(s) {missing}")
@@ -46,6 +48,8 @@ def examples_table(df: pd.DataFrame) -> pa.Table:
     df["probe_row"] = df["probe_row"].astype("int64")
     df["split"] = df["split"].astype(str)
     df["text"] = df["text"].astype(str)
+    if "target" in df.columns:
+        df["target"] = df["target"].astype(str)
     return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
 
 
@@ -57,40 +61,38 @@ class CheckpointStage:
         self.meta_extra: dict = {}
         self.metrics: dict = {}   # merged into meta.json's metrics when the checkpoint completes
 
-    def hidden_array(self, num_layers_plus_one: int, num_examples: int, hidden_size: int) -> np.ndarray:
-        """A float16 memory-mapped array to fill in place (layer-major)."""
+    def hidden_array(self, num_layers_plus_one: int, num_examples: int, hidden_size: int,
+                     file: str = schema.HIDDEN) -> np.ndarray:
+        """A float16 memory-mapped array to fill in place (layer-major); file: schema.stack_file's name."""
         return np.lib.format.open_memmap(
-            self.path / schema.HIDDEN, mode="w+", dtype=np.float16,
+            self.path / file, mode="w+", dtype=np.float16,
             shape=(num_layers_plus_one, num_examples, hidden_size),
         )
 
-    def write_outputs(self, outputs: pd.DataFrame) -> None:
-        missing = [c for c in schema.OUTPUT_COLUMNS if c not in outputs.columns]
+    def write_outputs(self, outputs: pd.DataFrame, columns: tuple[str, ...] = CLASSIFICATION.output_columns) -> None:
+        """The task's output columns (TaskFormat.output_columns), each with its stored type."""
+        missing = [c for c in columns if c not in outputs.columns]
         if missing:
             raise InvalidInputError(f"checkpoint outputs lack column(s) {missing}")
-        probs = np.asarray(np.stack(outputs["probs"].to_numpy()), dtype=np.float32)
-        cols = {
-            "id": pa.array(outputs["id"].to_numpy(np.int64)),
-            "pred": pa.array(outputs["pred"].to_numpy(np.int32)),
-            "loss": pa.array(outputs["loss"].to_numpy(np.float32)),
-            "gold_prob": pa.array(outputs["gold_prob"].to_numpy(np.float32)),
-            "correct": pa.array(outputs["correct"].to_numpy(bool)),
-            "nan": pa.array(outputs["nan"].to_numpy(bool)),
-            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1]),
-        }
-        pq.write_table(pa.table(cols), self.path / schema.OUTPUTS, compression="zstd")
+        pq.write_table(pa.table({c: _output_column(c, outputs[c]) for c in columns}), self.path / schema.OUTPUTS,
+                       compression="zstd")
 
-    def write_heads(self, arrays: dict[str, np.ndarray]) -> None:
+    def write_heads(self, arrays: dict[str, np.ndarray], file: str = schema.HEADS) -> None:
         """An .npz of the named arrays (as np.savez writes it, but any name is allowed and no pickles)."""
-        with zipfile.ZipFile(self.path / schema.HEADS, mode="w", compression=zipfile.ZIP_STORED) as npz:
-            for name, array in arrays.items():
-                with npz.open(f"{name}.npy", mode="w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        _write_npz(self.path / file, arrays)
 
-    def write_gate_grads(self, grads: np.ndarray) -> None:
+    def write_gate_grads(self, grads: np.ndarray, file: str = schema.GATE_GRADS) -> None:
         """grads (N, L, H), stored float32: one example's gradients can be many orders of magnitude
         below the checkpoint's largest, which a float16 relative to that largest would flush to zero."""
-        np.save(self.path / schema.GATE_GRADS, np.asarray(grads, dtype=np.float32))
+        np.save(self.path / file, np.asarray(grads, dtype=np.float32))
+
+    def write_tokens(self, arrays: dict[str, np.ndarray]) -> None:
+        """Per-target-token arrays (schema.TOKEN_ARRAYS), ragged by offsets."""
+        missing = [k for k in schema.TOKEN_ARRAYS if k not in arrays]
+        if missing:
+            raise InvalidInputError(f"token arrays lack {missing}")
+        dtypes = {"offsets": np.int64, "target": np.int32, "nll": np.float16, "prob": np.float16, "top1": np.int32}
+        _write_npz(self.path / schema.TOKENS, {k: np.asarray(arrays[k], dtype=dtypes[k]) for k in schema.TOKEN_ARRAYS})
 
     @property
     def weights_dir(self) -> Path:
@@ -177,7 +179,8 @@ class RunWriter:
     def write_examples(self, examples: pd.DataFrame) -> None:
         write_bytes_atomic(self.run_dir / schema.EXAMPLES, _parquet_bytes(examples_table(examples)))
 
-    def append_dynamics(self, dynamics: pd.DataFrame) -> None:
+    def append_dynamics(self, dynamics: pd.DataFrame, *, fractional: bool = False) -> None:
+        """fractional: `correct` holds token accuracies (TaskFormat.correct_is_fraction)."""
         if dynamics.empty:
             return
         table = pa.table({
@@ -185,7 +188,8 @@ class RunWriter:
             "epoch": pa.array(dynamics["epoch"].to_numpy(np.int32)),
             "step": pa.array(dynamics["step"].to_numpy(np.int64)),
             "gold_prob": pa.array(dynamics["gold_prob"].to_numpy(np.float32)),
-            "correct": pa.array(dynamics["correct"].to_numpy(bool)),
+            # a bool, or a generative example's token accuracy (schema.DYNAMICS_COLUMNS)
+            "correct": pa.array(dynamics["correct"].to_numpy(np.float32 if fractional else bool)),
         })
         folder = self.run_dir / schema.DYNAMICS_DIR
         folder.mkdir(exist_ok=True)
@@ -214,6 +218,26 @@ class RunWriter:
                 **stage.meta_extra,
             }
             (staging / schema.CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED) as npz:
+        for name, array in arrays.items():
+            with npz.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+# the stored type of each output column any task has; probs is a fixed-size list per example
+_OUTPUT_TYPES = {"id": np.int64, "pred": np.int32, "loss": np.float32, "gold_prob": np.float32, "correct": bool,
+                 "nan": bool, "perplexity": np.float32, "mean_prob": np.float32, "token_accuracy": np.float32,
+                 "n_tokens": np.int32}
+
+
+def _output_column(name: str, values: pd.Series) -> pa.Array:
+    if name == "probs":
+        probs = np.asarray(np.stack(values.to_numpy()), dtype=np.float32)
+        return pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1])
+    return pa.array(values.to_numpy(_OUTPUT_TYPES[name]))
 
 
 def _readable_meta(path: Path) -> dict | None:

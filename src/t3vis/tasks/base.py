@@ -7,10 +7,10 @@ pooled into one state per layer (the `pooled` mask of each stream) and what an a
 explains by default (`default_saliency_target`). Record, analysis and the server ask the task;
 none of them branches on its name.
 
-A batch carries one or two token streams: "input" (input_ids: a classifier's text, a decoder's
-whole sequence, an encoder-decoder's source) and, for encoder-decoders, "decoder_input" (the
-target shifted right). Each attention stack reads its queries and keys from one of them
-(t3vis.models.structure.AttentionLayout.queries / .keys).
+A batch carries one or two token streams (names from t3vis.models.structure): "input"
+(input_ids: a classifier's text, a decoder's whole sequence, an encoder-decoder's source) and,
+for encoder-decoders, "decoder_input" (the target shifted right). Each attention stack reads its
+queries and keys from one of them (t3vis.models.structure.AttentionLayout.queries / .keys).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from torch import nn
 
 from t3vis.errors import InvalidInputError
 from t3vis.tasks.formats import TaskFormat
-
-INPUT, DECODER_INPUT = "input", "decoder_input"
 
 
 @dataclass
@@ -60,6 +58,15 @@ class TokenOutputs:
 class BatchOutputs:
     per_example: dict[str, np.ndarray]     # the task's output columns other than id, one value per example
     tokens: TokenOutputs | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """A training example as the callback reads it back from a tokenised dataset row."""
+
+    text: str
+    label: int = -1                 # its class; -1 where the task has none
+    target: str | None = None       # a generative task's target or completion ("" for a whole text)
 
 
 @dataclass
@@ -132,8 +139,17 @@ class Task(ABC):
         row had anything to score. InvalidInputError if the shapes do not fit."""
 
     @abstractmethod
+    def label_range(self, model: nn.Module) -> str:
+        """What a label may be, for messages: "the model's classes 0..2"."""
+
+    @abstractmethod
     def metrics(self, outputs: dict[str, np.ndarray], splits: np.ndarray) -> dict:
         """Checkpoint metrics (meta.json) from the probe set's per-example outputs."""
+
+    @abstractmethod
+    def training_row(self, tokenizer, input_ids: torch.Tensor, real: torch.Tensor, labels: torch.Tensor) -> TrainingRow:
+        """One tokenised training row back as text: input_ids (T,), real (T,) bool non-padding,
+        labels as the dataset holds them (a class, or (T',) token labels with -100)."""
 
     def lengths(self, examples: Examples) -> list[int]:
         """A cheap length per example, to sort batches by."""

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
-from t3vis.models.structure import is_encoder_decoder
-from t3vis.tasks.base import INPUT, Batch, Examples, Stream, check_texts
+from t3vis.models.structure import INPUT, is_encoder_decoder
+from t3vis.tasks.base import Batch, Examples, Stream, TrainingRow, check_texts
 from t3vis.tasks.formats import CAUSAL_LM
 from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, valid_mask
 
@@ -60,6 +60,16 @@ class CausalLM(GenerativeTask):
 
     def token_lengths(self, tokenizer, examples: Examples) -> np.ndarray:
         return np.array([len(ids) for ids, _ in self._sequences(tokenizer, examples, range(len(examples)))], np.int64)
+
+    def training_row(self, tokenizer, input_ids, real, labels) -> TrainingRow:
+        """The tokens without loss are the prompt, those with it the completion; a row whose every
+        token (but the first, never predicted) carries the loss is a whole text."""
+        scored = (labels != IGNORE) & real if labels.shape == input_ids.shape else real
+        if bool(scored[1:].all()):
+            return TrainingRow(tokenizer.decode(input_ids[real], skip_special_tokens=True), target="")
+        prompt, completion = input_ids[real & ~scored], input_ids[scored]
+        return TrainingRow(tokenizer.decode(prompt, skip_special_tokens=True),
+                           target=tokenizer.decode(completion, skip_special_tokens=True))
 
     def encode(self, model, tokenizer, examples: Examples, rows: np.ndarray, *, max_length: int,
                device: torch.device) -> Batch:

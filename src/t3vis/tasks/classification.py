@@ -10,9 +10,10 @@ from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.batches import num_labels, validate_examples
+from t3vis.models.structure import INPUT
 from t3vis.record.labels import resolve_labels
 from t3vis.record.observations import as_integer_vector, as_logits, check_classes, checkable_now
-from t3vis.tasks.base import INPUT, Batch, BatchOutputs, Examples, Stream, Task
+from t3vis.tasks.base import Batch, BatchOutputs, Examples, Stream, Task, TrainingRow
 from t3vis.tasks.formats import CLASSIFICATION
 from t3vis.tasks.generative import at_least_float32
 
@@ -67,7 +68,7 @@ class Classification(Task):
         probs = e / e.sum(axis=1, keepdims=True)
         preds = np.where(nan, -1, np.nan_to_num(logits_np, nan=-np.inf).argmax(1))
         return BatchOutputs({"pred": preds, "loss": losses, "gold_prob": probs[np.arange(len(labels)), labels],
-                             "correct": preds == labels, "nan": nan, "probs": probs})
+                             "correct": preds == labels, "nan": nan, "probs": probs, "logits": logits_np})
 
     def observed(self, model, logits, labels):
         classes = num_labels(model)
@@ -81,6 +82,12 @@ class Classification(Task):
         probs = logits_t.detach().float().softmax(-1)
         gold = probs.gather(1, safe.view(-1, 1)).squeeze(1)
         return gold, (probs.argmax(-1) == safe), out_of_range
+
+    def training_row(self, tokenizer, input_ids, real, labels) -> TrainingRow:
+        return TrainingRow(tokenizer.decode(input_ids[real], skip_special_tokens=True), label=int(labels))
+
+    def label_range(self, model: nn.Module) -> str:
+        return f"the model's classes 0..{num_labels(model) - 1}"
 
     def token_lengths(self, tokenizer, examples: Examples) -> np.ndarray:
         return np.array([len(ids) for ids in tokenizer(examples.texts)["input_ids"]], np.int64)

@@ -23,6 +23,7 @@ class TaskFormat:
     # a vocabulary is a useful bar, so it keeps the paper's 0.5.
     confidence_threshold: float | None
     auto_model: str                      # the transformers Auto class that loads a checkpoint's weights
+    has_classes: bool                    # examples carry a class label (run.json's label_names)
 
     def hard_to_learn_below(self, num_classes: int) -> float:
         return 1.0 / max(num_classes, 1) if self.confidence_threshold is None else self.confidence_threshold
@@ -33,7 +34,7 @@ CLASSIFICATION = TaskFormat(
     example_columns=("id", "split", "text", "label", "probe_row"),
     output_columns=("id", "pred", "loss", "gold_prob", "correct", "nan", "probs"),
     token_outputs=False, correct_is_fraction=False, confidence_threshold=None,
-    auto_model="AutoModelForSequenceClassification")
+    auto_model="AutoModelForSequenceClassification", has_classes=True)
 
 _GENERATIVE_OUTPUTS = ("id", "loss", "perplexity", "mean_prob", "token_accuracy", "n_tokens", "nan")
 
@@ -42,13 +43,13 @@ CAUSAL_LM = TaskFormat(
     # text: the whole text, or the prompt; target: the completion ("" where the whole text is the target)
     example_columns=("id", "split", "text", "target", "label", "probe_row"),
     output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5,
-    auto_model="AutoModelForCausalLM")
+    auto_model="AutoModelForCausalLM", has_classes=False)
 
 SEQ2SEQ = TaskFormat(
     name="seq2seq",
     example_columns=("id", "split", "text", "target", "label", "probe_row"),
     output_columns=_GENERATIVE_OUTPUTS, token_outputs=True, correct_is_fraction=True, confidence_threshold=0.5,
-    auto_model="AutoModelForSeq2SeqLM")
+    auto_model="AutoModelForSeq2SeqLM", has_classes=False)
 
 FORMATS = {f.name: f for f in (CLASSIFICATION, CAUSAL_LM, SEQ2SEQ)}
 # names older runs were written with

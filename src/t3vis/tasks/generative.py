@@ -113,6 +113,10 @@ class GenerativeTask(Task):
             accuracy = right.sum(1) / counts
         return confidence, accuracy, out_of_range
 
+    def label_range(self, model: nn.Module) -> str:
+        vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+        return f"the vocabulary 0..{vocab - 1} (or {IGNORE} where there is no loss)"
+
     def metrics(self, outputs: dict[str, np.ndarray], splits: np.ndarray) -> dict:
         ok = ~outputs["nan"]
         metrics = {**_summary("probe", outputs, ok), "nan_examples": int((~ok).sum())}

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
-from t3vis.models.structure import is_encoder_decoder
-from t3vis.tasks.base import DECODER_INPUT, INPUT, Batch, Examples, Stream, check_texts
+from t3vis.models.structure import DECODER_INPUT, INPUT, is_encoder_decoder
+from t3vis.tasks.base import Batch, Examples, Stream, TrainingRow, check_texts
 from t3vis.tasks.formats import SEQ2SEQ
 from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, valid_mask
 
@@ -58,6 +58,10 @@ class Seq2Seq(GenerativeTask):
     def token_lengths(self, tokenizer, examples: Examples) -> np.ndarray:
         sources, targets = self._tokens(tokenizer, examples, range(len(examples)))
         return np.array([max(len(s), len(t)) for s, t in zip(sources, targets)], np.int64)
+
+    def training_row(self, tokenizer, input_ids, real, labels) -> TrainingRow:
+        return TrainingRow(tokenizer.decode(input_ids[real], skip_special_tokens=True),
+                           target=tokenizer.decode(labels[labels != IGNORE], skip_special_tokens=True))
 
     def encode(self, model, tokenizer, examples: Examples, rows: np.ndarray, *, max_length: int,
                device: torch.device) -> Batch:
