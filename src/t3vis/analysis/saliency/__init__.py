@@ -1,7 +1,12 @@
 """Token saliency toward a chosen class: one module per method, one call for all of them.
 
-    t3vis.explain(model, tokenizer, texts, method, target=None, *, n_steps=50, batch_size=None,
-                  max_length=128, precision="float32") -> list[Attribution]
+    t3vis.explain(model, tokenizer, texts, method, target=None, *, targets=None, task=None, token=None,
+                  foil=None, n_steps=50, batch_size=None, max_length=128, precision="float32")
+        -> list[Attribution]            (classification: task=None or "classification")
+        -> list[SequenceAttribution]    (task="causal-lm" or "seq2seq": see generative.py)
+
+For a generative task each target token's log-probability (teacher forced) is attributed to
+every input token, a matrix per example; the rest of this docstring is about classifiers.
 
 What is explained is the target class's **logit** (pre-softmax), for every method, so that the
 scores of gradient x input, integrated gradients and LRP are in logit units and comparable.
@@ -52,7 +57,15 @@ from t3vis.models.structure import eval_mode
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "lrp", "attention_rollout")
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
-__all__ = ["METHODS", "Attribution", "explain"]
+__all__ = ["METHODS", "Attribution", "SequenceAttribution", "explain"]
+
+
+def __getattr__(name: str):
+    if name == "SequenceAttribution":        # lazily: the generative module imports the tasks
+        from t3vis.analysis.saliency.generative import SequenceAttribution
+
+        return SequenceAttribution
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,28 +125,52 @@ def _check(texts, method: str, n_steps: int, batch_size: int, max_length: int, p
 
 
 def explain(model, tokenizer, texts: Sequence[str] | str, method: str, target: int | Sequence[int] | None = None,
-            *, n_steps: int = 50, batch_size: int | None = None, max_length: int = 128,
-            precision: str = "float32") -> list[Attribution]:
-    """Saliency of every token of every text toward `target` (default: each text's predicted class).
+            *, targets: Sequence[str] | None = None, task=None, token: int | Sequence[int] | None = None,
+            foil=None, n_steps: int = 50, batch_size: int | None = None, max_length: int = 128,
+            precision: str = "float32") -> list:
+    """Saliency of every token of every text: toward `target` for a classifier, or of every target
+    token of a generative task (a matrix per text, see generative.py).
 
-    target: one class for all texts or one per text. n_steps: integrated-gradients steps
-    (ignored by the others). batch_size: sequences per forward pass (default 64 on a CPU, 512
-    on an accelerator); for integrated gradients a sequence is one (example, step) pair, and
-    one batch mixes the steps of many examples.
+    target: one class for all texts or one per text (classification; default each text's
+    predicted class). task: a task name or Task (t3vis.tasks.get_task); None means
+    classification. targets: a generative task's target texts (seq2seq: required; causal-lm:
+    completions of the texts as prompts, or None to score every token of the whole text).
+    token: the target tokens to explain, an index or a list (default all; cost scales with
+    the number asked). foil: a token id or token string, one for all asked tokens or one per
+    asked token: explain log p(target) - log p(foil) at each asked position.
+    n_steps: integrated-gradients steps (ignored by the others). batch_size: sequences per
+    forward pass (default 64 on a CPU, 512 on an accelerator); for integrated gradients a
+    sequence is one (example, step) pair, and one batch mixes the steps of many examples.
     precision: "float32" or "bfloat16" (see the module docstring).
     """
     from t3vis.analysis.saliency._common import encode, model_device
+    from t3vis.tasks import get_task
+    from t3vis.tasks.generative import GenerativeTask
 
     if batch_size is None:
         batch_size = default_batch_size(model_device(model))
     texts = _check(texts, method, n_steps, batch_size, max_length, precision)
-    num_labels = int(getattr(model.config, "num_labels", 0) or 0)
-    targets = _targets(target, len(texts), num_labels)
-    enc = encode(tokenizer, texts, max_length)
-    module = importlib.import_module(f"t3vis.analysis.saliency.{method}")
+    resolved = get_task(task)
     dtype = PRECISIONS[precision]
     autocast = torch.autocast(model_device(model).type, dtype=dtype, enabled=dtype is not None)
+    if isinstance(resolved, GenerativeTask):
+        from t3vis.analysis.saliency.generative import explain_sequences
+
+        if target is not None:
+            raise InvalidInputError(f"target= names a class; {resolved.name} has none: give the target texts as "
+                                    "targets=[...] and the target tokens to explain as token=")
+        with eval_mode(model), torch.enable_grad(), autocast:
+            return explain_sequences(model, tokenizer, resolved, texts, method, targets, token, foil,
+                                     n_steps=n_steps, batch_size=batch_size, max_length=max_length)
+    for name, value in (("targets", targets), ("token", token), ("foil", foil)):
+        if value is not None:
+            raise InvalidInputError(f"{name}= is for generative tasks (task='causal-lm' or 'seq2seq'); a classifier "
+                                    "explains one class per text: give it as target=")
+    num_labels = int(getattr(model.config, "num_labels", 0) or 0)
+    classes = _targets(target, len(texts), num_labels)
+    enc = encode(tokenizer, texts, max_length)
+    module = importlib.import_module(f"t3vis.analysis.saliency.{method}")
     with eval_mode(model), torch.enable_grad(), autocast:
-        results = module.attribute(model, enc, targets, n_steps=n_steps, batch_size=batch_size)
-    return [Attribution(tokens, scores, target, method, *_completeness(scores, gap))
-            for tokens, (scores, target, gap) in zip(enc.tokens, results)]
+        results = module.attribute(model, enc, classes, n_steps=n_steps, batch_size=batch_size)
+    return [Attribution(tokens, scores, chosen, method, *_completeness(scores, gap))
+            for tokens, (scores, chosen, gap) in zip(enc.tokens, results)]
