@@ -16,6 +16,7 @@ _LAZY = {
     "Attribution": ("t3vis.analysis.saliency", "Attribution"),
     "head_importance": ("t3vis.analysis.heads", "head_importance"),
     "evaluate": ("t3vis.analysis.heads", "evaluate"),
+    "generate": ("t3vis.analysis.generation", "generate"),
 }
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "evaluate",
     "explain",
+    "generate",
     "head_importance",
     "open_run",
 ]

@@ -6,13 +6,14 @@ projection's runs and applies gate row i on the i-th, and a pre-hook on the mode
 counts at every forward pass. Where one block serves every layer (ALBERT) that tells the layers
 apart; elsewhere every projection runs once. Each layer's gate row is put on the device of the
 projection it scales (models split across devices with a `device_map`). Gates live in a context
-manager and every hook comes off in `finally`.
+manager and every hook comes off in `finally`. `masked_stacks` gates the masked heads of every
+stack of a model at once (an encoder-decoder's encoder, decoder and cross-attention).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
@@ -81,3 +82,19 @@ def mask_to_gates(layout: AttentionLayout, masked_heads: Mapping[int, Sequence[i
     for layer, heads in (masked_heads or {}).items():
         gates[int(layer), list(heads)] = 0.0
     return gates
+
+
+@contextmanager
+def masked_stacks(layouts: Sequence[AttentionLayout], masked_heads: Mapping[str, Mapping[int, Sequence[int]]],
+                  device: torch.device | str | None = None) -> Iterator[None]:
+    """Every head in masked_heads ({stack name: {layer: heads}}) gated to zero inside the block.
+
+    A stack with nothing masked gets no hooks: a gate of 1 changes nothing, so it is left out.
+    Each stack counts its own projections' runs, restarted by every forward pass of the model.
+    """
+    with ExitStack() as stack:
+        for layout in layouts:
+            heads = masked_heads.get(layout.stack)
+            if heads:
+                stack.enter_context(gated_heads(layout, mask_to_gates(layout, heads, device)))
+        yield
