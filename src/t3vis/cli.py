@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from t3vis.errors import InvalidInputError, NotFoundError, T3VisError
+from t3vis.tasks import TASKS
 
 
 def _demo(args) -> int:
@@ -65,10 +66,14 @@ def _record(args) -> int:
     summaries = record_checkpoints([Path(c) for c in args.checkpoints], Path(args.data), out,
                                    text_column=args.text_column, label_column=args.label_column,
                                    id_column=args.id_column, split_column=args.split_column,
-                                   label_map=_label_map(args.label_map), batch_size=args.batch_size,
+                                   label_map=_label_map(args.label_map), task=args.task,
+                                   target_column=args.target_column, batch_size=args.batch_size,
                                    max_length=args.max_length, pooling=args.pooling, exist_ok=args.append)
     for s in summaries:
-        print(f"step {s.step}: probe accuracy {s.metrics['probe_accuracy']:.3f}")
+        shown = [f"{name.removeprefix('probe_').replace('_', ' ')} {s.metrics[name]:.3f}"
+                 for name in ("probe_accuracy", "probe_loss", "probe_perplexity", "probe_token_accuracy")
+                 if s.metrics.get(name) is not None]
+        print(f"step {s.step}: probe " + ", ".join(shown))
     print(f"run written to {out.resolve()}")
     return 0
 
@@ -99,8 +104,10 @@ def _info(args) -> int:
     from t3vis.store.reader import open_run
 
     run = open_run(args.run)
-    print(json.dumps({"run": str(run.path), "model": run.meta["model"], "labels": run.label_names,
-                      "layers": run.num_layers, "heads": run.num_heads, "probe_examples": run.meta["num_probe"],
+    print(json.dumps({"run": str(run.path), "model": run.meta["model"], "task": run.task_format.name,
+                      "labels": run.label_names, "layers": run.num_layers, "heads": run.num_heads,
+                      "stacks": {s.name: {"layers": s.num_layers, "heads": s.num_heads} for s in run.stacks},
+                      "probe_examples": run.meta["num_probe"], "truncated": run.truncated,
                       "checkpoints": [{"step": c.step, "epoch": c.epoch, **c.metrics} for c in run.checkpoints]},
                      indent=2))
     return 0
@@ -149,9 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--split-column", default=None, metavar="COLUMN",
                         help="column telling held-out from training examples (default: 'split' if the file "
                              "has one, else every example is 'probe')")
+    record.add_argument("--task", default="classification", choices=list(TASKS),
+                        help="what the checkpoints were trained to do (default classification)")
+    record.add_argument("--target-column", default=None, metavar="COLUMN",
+                        help="generative tasks: the column holding each text's target (seq2seq) or completion "
+                             "(causal-lm; without it every token of the text is scored)")
     record.add_argument("--batch-size", type=int, default=32)
     record.add_argument("--max-length", type=int, default=128)
-    record.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "last"])
+    record.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean", "last"],
+                        help="one state per layer: auto is cls/last for classifiers, the mean over target "
+                             "(decoder) or source (encoder) tokens for generative tasks")
     record.add_argument("--append", action="store_true",
                         help="add checkpoints to an existing run (same probe texts, labels and model shape)")
     record.set_defaults(handler=_record)

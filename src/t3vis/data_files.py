@@ -38,7 +38,8 @@ DEFAULT_SPLIT_COLUMN = "split"
 @dataclass(frozen=True)
 class LabelledTexts:
     texts: list[str]
-    labels: list                 # as the file holds them: class indices or names (see record/labels.py)
+    labels: list | None          # as the file holds them: class indices or names (see record/labels.py),
+                                 # or target texts; None where the task needs none (whole texts)
     ids: np.ndarray | None       # the file's integer ids, if it has an id column of unique integers
     source_ids: list[str] | None  # the file's ids when they are not integers (the run numbers rows instead)
     splits: list[str] | None
@@ -55,26 +56,33 @@ class LabelledTexts:
         return f"left out {sum(self.dropped.values())} of {self.total_rows} rows: {reasons}"
 
 
-def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_column: str = "label",
-                        id_column: str | None = None, split_column: str | None = None) -> LabelledTexts:
+def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_column: str | None = "label",
+                        id_column: str | None = None, split_column: str | None = None,
+                        label_role: str = "label") -> LabelledTexts:
     """id_column / split_column: None uses a column named "id" / "split" if the file has one; a
-    name given must be a column of the file."""
+    name given must be a column of the file. label_column None: texts only (a causal LM's whole
+    texts); label_role "target": the column holds target texts, and a blank one is missing."""
     path = Path(path)
     frame = _read_frame(path)
     _require_column(frame, text_column, "text", path)
-    _require_column(frame, label_column, "label", path)
+    if label_column is not None:
+        _require_column(frame, label_column, label_role, path)
     id_column = _optional_column(frame, id_column, DEFAULT_ID_COLUMN, "id", path)
     split_column = _optional_column(frame, split_column, DEFAULT_SPLIT_COLUMN, "split", path)
     total = len(frame)
-    frame, dropped = _drop_unusable_rows(frame, text_column, label_column)
+    frame, dropped = _drop_unusable_rows(frame, text_column, label_column, label_role)
     if frame.empty:
         reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "the file has no rows"
-        raise InvalidInputError(f"{path.name} has no rows with both a text ({text_column!r}) and a label "
-                                f"({label_column!r}): {reasons}")
+        wanted = f"a text ({text_column!r})" if label_column is None else \
+            f"both a text ({text_column!r}) and a {label_role} ({label_column!r})"
+        raise InvalidInputError(f"{path.name} has no rows with {wanted}: {reasons}")
     ids, source_ids = _read_ids(frame, id_column, path) if id_column else (None, None)
     splits = frame[split_column].astype(str).tolist() if split_column else None
-    return LabelledTexts(frame[text_column].astype(str).tolist(), frame[label_column].tolist(), ids, source_ids,
-                         splits, dropped, total, id_column, split_column)
+    labels = None if label_column is None else frame[label_column].tolist()
+    if labels is not None and label_role == "target":
+        labels = [str(v) for v in labels]
+    return LabelledTexts(frame[text_column].astype(str).tolist(), labels, ids, source_ids, splits, dropped, total,
+                         id_column, split_column)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -105,13 +113,21 @@ def _optional_column(frame: pd.DataFrame, column: str | None, default: str, role
     return column
 
 
-def _drop_unusable_rows(frame: pd.DataFrame, text_column: str, label_column: str):
-    """Rows without a text (missing, empty or blank) or without a label; how many of each."""
-    text = frame[text_column]
-    no_text = text.isna() | text.astype(str).str.strip().eq("")
-    no_label = frame[label_column].isna() & ~no_text
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | values.astype(str).str.strip().eq("")
+
+
+def _drop_unusable_rows(frame: pd.DataFrame, text_column: str, label_column: str | None, label_role: str):
+    """Rows without a text (missing, empty or blank) or without a label (a blank target); how many of each."""
+    no_text = _blank(frame[text_column])
+    if label_column is None:
+        no_label = pd.Series(False, index=frame.index)
+    else:
+        labels = frame[label_column]
+        no_label = (_blank(labels) if label_role == "target" else labels.isna()) & ~no_text
+    missing = "with an empty or missing target" if label_role == "target" else "with a missing label"
     dropped = {reason: int(mask.sum()) for reason, mask in
-               (("with an empty or missing text", no_text), ("with a missing label", no_label)) if mask.any()}
+               (("with an empty or missing text", no_text), (missing, no_label)) if mask.any()}
     return frame[~(no_text | no_label)].reset_index(drop=True), dropped
 
 

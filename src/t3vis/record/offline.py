@@ -13,13 +13,15 @@ import pandas as pd
 from t3vis.data_files import LabelledTexts, read_labelled_texts
 from t3vis.errors import InvalidInputError, NotFoundError
 from t3vis.models.batches import num_labels, unwrap
-from t3vis.models.loading import load_classifier
-from t3vis.models.structure import find_attention_layout
+from t3vis.models.loading import load_checkpoint_model, load_classifier
+from t3vis.models.structure import find_stacks
 from t3vis.record.labels import ResolvedLabels, format_mapping, is_placeholder, resolve_labels
 from t3vis.record.recorder import Recorder, SnapshotSummary
 from t3vis.store import schema
 from t3vis.store.reader import Run, open_run
 from t3vis.store.writer import RunWriter
+from t3vis.tasks import get_task
+from t3vis.tasks.base import Task
 
 _CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 
@@ -63,20 +65,27 @@ def model_name(checkpoints: Sequence[Path]) -> str:
 def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_column: str = "text",
                        label_column: str = "label", id_column: str | None = None, split_column: str | None = None,
                        label_names: Sequence[str] | None = None, label_map: Mapping[str, int] | None = None,
+                       task: str | None = None, target_column: str | None = None,
                        exist_ok: bool = False, log: Callable[[str], None] = print,
                        **options) -> list[SnapshotSummary]:
     """Record each checkpoint folder (in step order) on the probe examples in `data`.
 
-    label_names (index -> name) or label_map (name -> index) say which class a label name is; one is
-    needed when the labels are names and the model's are placeholders (LABEL_0, ...).
+    task: "classification" (default), "causal-lm" or "seq2seq". A classifier's labels come from
+    label_column; label_names (index -> name) or label_map (name -> index) say which class a label
+    name is, one being needed when the labels are names and the model's are placeholders
+    (LABEL_0, ...). A generative task's targets come from target_column (seq2seq: required;
+    causal-lm: the completions of texts as prompts, or none to score whole texts).
     log receives what the user should know: rows left out, the label mapping used.
     """
-    for folder in checkpoints:
-        check_checkpoint_folder(folder)
-    ordered = sorted(((folder, *checkpoint_position(folder)) for folder in checkpoints), key=lambda c: c[1])
-    steps = [step for _, step, _ in ordered]
-    if len(set(steps)) != len(steps):
-        raise InvalidInputError(f"two checkpoints have the same step among {steps}")
+    the_task = get_task(task)
+    if not the_task.format.has_classes:
+        return _record_generative(checkpoints, data, out, the_task, text_column=text_column,
+                                  target_column=target_column, id_column=id_column, split_column=split_column,
+                                  exist_ok=exist_ok, log=log, **options)
+    if target_column is not None:
+        raise InvalidInputError("--target-column is for generative tasks (--task causal-lm or seq2seq); a "
+                                "classifier's labels come from --label-column")
+    ordered = _ordered(checkpoints)
     table = read_labelled_texts(data, text_column=text_column, label_column=label_column,
                                 id_column=id_column, split_column=split_column)
     _log_table(table, log)
@@ -94,10 +103,49 @@ def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_c
                         progress=True, exist_ok=exist_ok, **options)
     if existing is None and table.source_ids is not None:
         _keep_source_ids(out, table.source_ids)
+    return _snapshots(recorder, ordered, load_classifier)
+
+
+def _record_generative(checkpoints: list[Path], data: Path, out: Path, task: Task, *, text_column: str,
+                       target_column: str | None, id_column: str | None, split_column: str | None, exist_ok: bool,
+                       log: Callable[[str], None], **options) -> list[SnapshotSummary]:
+    """record_checkpoints for a task without classes: texts (sources, prompts) and target texts."""
+    ordered = _ordered(checkpoints)
+    table = read_labelled_texts(data, text_column=text_column, label_column=target_column, id_column=id_column,
+                                split_column=split_column, label_role="target")
+    _log_table(table, log)
+
+    def load(folder: Path):
+        return load_checkpoint_model(folder, task.format.auto_model)
+
+    model, tokenizer = load(ordered[0][0])
+    if exist_ok and (out / schema.RUN_META).exists():
+        check_appendable(open_run(out), model, table, None)
+    model.config._name_or_path = model_name([folder for folder, _, _ in ordered])
+    recorder = Recorder(out, model, tokenizer, table.texts, targets=table.labels, task=task, ids=table.ids,
+                        splits=table.splits or "probe", save_weights=False, progress=True, exist_ok=exist_ok,
+                        **options)
+    if recorder.truncated:
+        log(f"{recorder.truncated} of {len(table.texts)} examples are longer than max_length and were truncated")
+    return _snapshots(recorder, ordered, load)
+
+
+def _ordered(checkpoints: list[Path]) -> list[tuple[Path, int, float | None]]:
+    """(folder, step, epoch) in step order, after checking each folder."""
+    for folder in checkpoints:
+        check_checkpoint_folder(folder)
+    ordered = sorted(((folder, *checkpoint_position(folder)) for folder in checkpoints), key=lambda c: c[1])
+    steps = [step for _, step, _ in ordered]
+    if len(set(steps)) != len(steps):
+        raise InvalidInputError(f"two checkpoints have the same step among {steps}")
+    return ordered
+
+
+def _snapshots(recorder: Recorder, ordered, load) -> list[SnapshotSummary]:
     summaries = []
     for index, (folder, step, epoch) in enumerate(ordered):
         if index > 0:
-            model, tokenizer = load_classifier(folder)
+            model, _ = load(folder)
             recorder.use_model(model)
         summaries.append(recorder.snapshot(step=step, epoch=epoch, weights_location=folder.resolve()))
     return summaries
@@ -121,30 +169,41 @@ def _resolve(table: LabelledTexts, model, label_names: Sequence[str] | None, lab
     classes = num_labels(inner)
     if existing is not None and label_names is None and label_map is None and is_placeholder(id2label, classes):
         label_names = existing.label_names   # appending: the mapping the run was recorded with
-    return resolve_labels(table.labels, id2label, classes, label_names=label_names, label_map=label_map)
+    return resolve_labels(table.labels or [], id2label, classes, label_names=label_names, label_map=label_map)
 
 
-def check_appendable(run: Run, model, table: LabelledTexts, resolved: ResolvedLabels) -> None:
-    """Refuse to add checkpoints whose model or probe set differs from the run's, naming what differs."""
-    layout = find_attention_layout(unwrap(model))
-    differences = [f"{what}: the run has {had}, this recording {has}" for what, had, has in (
-        ("layers", run.num_layers, layout.num_layers),
-        ("heads", run.num_heads, layout.num_heads),
-        ("hidden size", run.hidden_size, layout.hidden_size),
-        ("label names", run.label_names, resolved.names),
-    ) if had != has]
-    differences += _probe_set_differences(run.probe_examples, table, resolved.ids)
+def check_appendable(run: Run, model, table: LabelledTexts, resolved: ResolvedLabels | None) -> None:
+    """Refuse to add checkpoints whose model or probe set differs from the run's, naming what differs
+    (resolved: the class labels of a classifier's table; None for a generative task's)."""
+    stacks = find_stacks(unwrap(model))
+    default = next(s for s in stacks if s.stack == run.default_stack) if run.default_stack in \
+        [s.stack for s in stacks] else stacks[0]
+    compared = [
+        ("stacks", [s.name for s in run.stacks], [s.stack for s in stacks]),
+        ("layers", run.num_layers, default.num_layers),
+        ("heads", run.num_heads, default.num_heads),
+        ("hidden size", run.hidden_size, default.hidden_size),
+    ]
+    if resolved is not None:
+        compared.append(("label names", run.label_names, resolved.names))
+    differences = [f"{what}: the run has {had}, this recording {has}" for what, had, has in compared if had != has]
+    labels = resolved.ids if resolved is not None else None
+    differences += _probe_set_differences(run.probe_examples, table, labels)
     if differences:
         raise InvalidInputError(f"cannot add these checkpoints to {run.path}: " + "; ".join(differences)
                                 + ". Record them into a new folder, or use the run's data and model")
 
 
-def _probe_set_differences(probe: pd.DataFrame, table: LabelledTexts, labels: np.ndarray) -> list[str]:
+def _probe_set_differences(probe: pd.DataFrame, table: LabelledTexts, labels: np.ndarray | None) -> list[str]:
     if len(probe) != len(table.texts):
         return [f"probe examples: the run has {len(probe)}, the data file {len(table.texts)}"]
     out = []
-    for what, had, has in (("texts", probe["text"].tolist(), table.texts),
-                           ("labels", probe["label"].to_numpy(np.int64).tolist(), labels.tolist())):
+    compared = [("texts", probe["text"].tolist(), table.texts)]
+    if labels is not None:
+        compared.append(("labels", probe["label"].to_numpy(np.int64).tolist(), labels.tolist()))
+    elif "target" in probe.columns and table.labels is not None:
+        compared.append(("targets", probe["target"].tolist(), table.labels))
+    for what, had, has in compared:
         first = next((i for i, (a, b) in enumerate(zip(had, has)) if a != b), None)
         if first is not None:
             out.append(f"{what} differ from example {first} on ({had[first]!r} in the run, {has[first]!r} now)")
