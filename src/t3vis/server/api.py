@@ -4,6 +4,11 @@ thread pool, so a slow instance view never blocks a table page.
 
 torch is imported only inside the routes that use a model (and heads selections, whose
 arithmetic lives in t3vis.analysis.heads), so `t3vis serve` starts without it.
+
+Every task's runs are served: the data routes show the columns the run's task has
+(server/columns.py) and the head routes take a `stack`. The model routes (instance view,
+attention, pruning) explain and prune classifiers: on a run of a task without classes they
+answer 422 saying so, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
+from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError, UnsupportedModelError
 from t3vis.server import models as M
 from t3vis.server.lru import LRU
 from t3vis.server.model_cache import ModelCache
@@ -84,6 +89,9 @@ def get_context(request: Request) -> Context:
 
 RunName = typing.Annotated[str, Path(description="run name (GET /api/runs lists them)", max_length=255)]
 Step = typing.Annotated[int, Path(description="checkpoint step")]
+StackParam = typing.Annotated[str | None, Query(description="an attention stack of the run (GET /api/runs/{run} "
+                                                            "lists them); absent: the default stack",
+                                                min_length=1, max_length=64)]
 Ctx = typing.Annotated[Context, Depends(get_context)]
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -128,7 +136,8 @@ def _summary(h: RunHandle, checkpoints) -> dict:
                 num_parameters=int(params) if isinstance(params, int) else None,
                 num_examples=h.num_examples(), num_probe=h.run.num_probe or 0,
                 num_layers=h.run.num_layers, num_heads=h.run.num_heads, hidden_size=h.run.hidden_size,
-                label_names=[str(n) for n in h.run.label_names], num_checkpoints=len(checkpoints))
+                label_names=[str(n) for n in h.run.label_names], num_checkpoints=len(checkpoints),
+                task=h.run.task_format.name)
 
 
 @router.get("/runs", response_model=list[M.RunSummary | M.DamagedRun], summary="every run this server serves")
@@ -155,7 +164,10 @@ def run_info(run: RunName, ctx: Ctx):
                      has_dynamics=bool(h.dynamics_version().files), has_weights=any(i.has_weights for i in infos),
                      attention_summaries=list(schema.ATTENTION_SUMMARIES),
                      saliency_methods=list(typing.get_args(M.SaliencyMethod)),
-                     projection_methods=list(typing.get_args(M.ProjectionMethod)))
+                     projection_methods=list(typing.get_args(M.ProjectionMethod)),
+                     stacks=[M.StackSummary(name=s.name, num_layers=s.num_layers, num_heads=s.num_heads,
+                                            has_hidden=bool(s.hidden)) for s in h.run.stacks],
+                     default_stack=h.run.default_stack, point_columns=list(h.columns.wide))
 
 
 @router.get("/runs/{run}/curves", response_model=M.Curves, summary="checkpoint metrics and training curves")
@@ -236,18 +248,19 @@ def example(run: RunName, ctx: Ctx,
         forgetting = int(forgetting_from_dynamics(observations)["forgetting_events"].iloc[0])
     return M.ExampleDetail(id=ex["id"], text=ex["text"], split=ex["split"], label=ex["label"], probe_row=probe_row,
                            history=[M.HistoryEntry(**e) for e in history], dynamics=dynamics,
-                           forgetting_events=forgetting)
+                           forgetting_events=forgetting, target=ex.get("target"))
 
 
 # -- heads -----------------------------------------------------------------------------
 
 @router.post("/runs/{run}/checkpoints/{step}/heads", response_model=M.HeadsAnswer,
-             summary="head importance (L x H) for the probe set, a selection or one example")
+             summary="head importance (L x H) of one stack for the probe set, a selection or one example")
 def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
+    stack = h.run.stack(query.stack).name           # 404 naming the stacks there are
     if query.scope == "all":
-        importance, n, skipped = ck.head_importance, int(h.meta.get("num_probe", 0)), 0
+        importance, n, skipped = ck.stack_head_importance(stack), int(h.meta.get("num_probe", 0)), 0
     else:
         if not query.ids:
             raise InvalidInputError(f"scope {query.scope!r} needs ids: the examples to measure importance over")
@@ -257,21 +270,24 @@ def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
         chosen = ctx.tables.probe_rows(h, query.ids)
         from t3vis.analysis.heads import importance_from_gate_gradients
 
-        importance = importance_from_gate_gradients(ck.example_gate_gradients(chosen.rows), normalize=True)
+        importance = importance_from_gate_gradients(ck.example_gate_gradients(chosen.rows, stack=stack),
+                                                    normalize=True)
         n, skipped = len(chosen.rows), chosen.skipped
-    stored = ck.heads
-    summaries = {name: _matrix(stored[f"attention_{name}"]) for name in schema.ATTENTION_SUMMARIES
+    stored = ck.stack_heads(stack)
+    summaries = {name: _matrix(stored[f"attention_{name}"])
+                 for name in schema.ATTENTION_SUMMARIES + schema.CROSS_ATTENTION_SUMMARIES
                  if f"attention_{name}" in stored}
-    return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, skipped=skipped, summaries=summaries)
+    return M.HeadsAnswer(importance=_matrix(importance), scope=query.scope, n=n, skipped=skipped, summaries=summaries,
+                         stack=stack)
 
 
 @router.get("/runs/{run}/checkpoints/{step}/heads/thumbnails", response_class=OctetResponse,
             responses=_binary("uint8 (L, H, K, K), each thumbnail scaled to 0..255 by its own max", OCTET,
                               {"X-T3vis-Shape": _header("L,H,K,K")}),
-            summary="per-head mean attention thumbnails (binary)")
-def thumbnails(run: RunName, step: Step, ctx: Ctx):
+            summary="per-head mean attention thumbnails of one stack (binary)")
+def thumbnails(run: RunName, step: Step, ctx: Ctx, stack: StackParam = None):
     ck = ctx.run(run).checkpoint(step)
-    t = np.asarray(ck.attention_thumbnails, dtype=np.float64)              # (L, H, K, K)
+    t = np.asarray(ck.stack_heads(stack)["thumbnails"], dtype=np.float64)              # (L, H, K, K)
     t = np.where(np.isfinite(t), t, 0.0)
     peak = t.max(axis=(2, 3), keepdims=True)
     scaled = np.divide(t, peak, out=np.zeros_like(t), where=peak > 0)
@@ -280,23 +296,24 @@ def thumbnails(run: RunName, step: Step, ctx: Ctx):
 
 
 @router.get("/runs/{run}/heads/history", response_model=M.HeadsHistory,
-            summary="head importance at every checkpoint (C, L, H)")
-def heads_history(run: RunName, ctx: Ctx):
+            summary="head importance of one stack at every checkpoint (C, L, H)")
+def heads_history(run: RunName, ctx: Ctx, stack: StackParam = None):
     from t3vis.analysis.checkpoints import stack_importance
 
     h = ctx.run(run)
-    cks = [ck for ck in h.checkpoints() if _heads_readable(h, ck)]
+    name = h.run.stack(stack).name                  # 404 naming the stacks there are
+    cks = [ck for ck in h.checkpoints() if _heads_readable(h, ck, name)]
     if not cks:
         return M.HeadsHistory(steps=[], importance=[])
-    stack = stack_importance([ck.head_importance for ck in cks])
-    return M.HeadsHistory(steps=[ck.step for ck in cks], importance=[_matrix(m) for m in stack])
+    series = stack_importance([ck.stack_head_importance(name) for ck in cks])
+    return M.HeadsHistory(steps=[ck.step for ck in cks], importance=[_matrix(m) for m in series])
 
 
-def _heads_readable(h: RunHandle, ck: Checkpoint) -> bool:
-    """Whether the checkpoint's head data reads; a damaged one is left out of the history (its
-    own routes answer why) rather than taking the other checkpoints down with it."""
+def _heads_readable(h: RunHandle, ck: Checkpoint, stack: str) -> bool:
+    """Whether the checkpoint's head data of `stack` reads; a damaged one is left out of the history
+    (its own routes answer why) rather than taking the other checkpoints down with it."""
     try:
-        _ = ck.heads                        # reads and checks heads.npz (cached on the checkpoint)
+        _ = ck.stack_heads(stack)           # reads and checks heads.npz (cached on the checkpoint)
     except CorruptRunError as e:
         log.warning("leaving checkpoint %s of run %s out of the head history: %s", ck.step, h.name, e)
         return False
@@ -315,6 +332,16 @@ def _loaded(ctx: Context, h: RunHandle, ck):
     return ctx.models.get((h.name, ck.step, str(ck.path)), load)
 
 
+def _classifier_view(h: RunHandle, view: str) -> None:
+    """The model routes evaluate, explain and prune a classifier (probabilities over classes, flips of
+    the predicted class); a run of a task without classes is answered 422, before a model is loaded."""
+    task = h.run.task_format
+    if not task.has_classes:
+        raise UnsupportedModelError(f"the {view} does not support {task.name} runs yet (it explains and prunes "
+                                    f"classifiers); the table, points, data map and head importance of run "
+                                    f"{h.name!r} are served as usual")
+
+
 def _max_length(h: RunHandle) -> int:
     value = h.meta.get("max_length")
     return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_LENGTH
@@ -331,6 +358,7 @@ def _remember_text(ctx: Context, text: str) -> str:
 def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
+    _classifier_view(h, "instance view")
     if (query.id is None) == (query.text is None):
         raise InvalidInputError("give exactly one of id (an example of the run) and text (any sentence)")
     if query.id is not None:
@@ -373,6 +401,7 @@ def instance_attention(run: RunName, step: Step, ctx: Ctx,
                                                max_length=64)):
     h = ctx.run(run)
     ck = h.checkpoint(step)
+    _classifier_view(h, "instance attention view")
     if sum(x is not None for x in (id, text, key)) != 1:
         raise InvalidInputError("give exactly one of id, text and key")
     if id is not None:
@@ -397,6 +426,7 @@ def instance_attention(run: RunName, step: Step, ctx: Ctx,
 def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
+    _classifier_view(h, "pruning view")
     if query.ids is not None:
         if not query.ids:
             raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")

@@ -12,7 +12,9 @@ MAX_TEXT = 20_000            # characters of a free text sent to the instance vi
 MAX_SEARCH = 1_000           # characters of a table search string
 MAX_MASKED = 4_096           # (layer, head) pairs in one pruning request
 
-SortKey = Literal["id", "loss", "gold_prob", "confidence", "variability", "label", "pred"]
+# a run sorts by the columns its task has (a generative run: no gold_prob, label or pred; 422 otherwise)
+SortKey = Literal["id", "loss", "gold_prob", "confidence", "variability", "label", "pred", "correct", "perplexity",
+                  "mean_prob", "token_accuracy", "n_tokens"]
 SaliencyMethod = Literal["integrated_gradients", "gradient", "grad_x_input", "lrp", "attention_rollout"]
 ProjectionMethod = Literal["pca", "umap", "tsne"]
 Region = Literal["easy-to-learn", "ambiguous", "hard-to-learn"]
@@ -52,12 +54,21 @@ class RunSummary(BaseModel):
     hidden_size: int
     label_names: list[str]
     num_checkpoints: int
+    task: str | None = Field(None, description="classification, causal-lm or seq2seq")
 
 
 class DamagedRun(BaseModel):
     """A served run whose run.json or examples cannot be read: listed so the viewer can say why."""
     name: str
     error: str
+
+
+class StackSummary(BaseModel):
+    """One attention stack of a run ("encoder", "decoder" or "cross")."""
+    name: str
+    num_layers: int
+    num_heads: int
+    has_hidden: bool = Field(description="it has hidden states of its own (a cross-attention stack has not)")
 
 
 class RunInfo(RunSummary):
@@ -69,6 +80,11 @@ class RunInfo(RunSummary):
     attention_summaries: list[str]
     saliency_methods: list[str]
     projection_methods: list[str]
+    stacks: list[StackSummary] | None = Field(None, description="the attention stacks, in the order they run")
+    default_stack: str | None = Field(None, description="the stack that num_layers, num_heads, the projections "
+                                                        "and head routes without a stack describe")
+    point_columns: list[str] | None = Field(None, description="the per-point columns of the points and the table: "
+                                                              "id, split, [label], the task's outputs, the data map")
 
 
 class CurvePoint(BaseModel):
@@ -132,6 +148,11 @@ class TableRow(BaseModel):
     confidence: float | None
     variability: float | None
     region: str | None
+    target: str | None = Field(None, description="generative runs: the target (completion) text")
+    perplexity: float | None = None
+    mean_prob: float | None = Field(None, description="generative runs: mean target-token probability")
+    token_accuracy: float | None = Field(None, description="generative runs: share of target tokens predicted top-1")
+    n_tokens: int | None = Field(None, description="generative runs: target tokens")
 
 
 class TablePage(BaseModel):
@@ -165,6 +186,11 @@ class HistoryEntry(BaseModel):
     loss: float | None
     gold_prob: float | None
     probs: list[float | None]
+    correct: bool | None = None
+    perplexity: float | None = None
+    mean_prob: float | None = None
+    token_accuracy: float | None = None
+    n_tokens: int | None = None
 
 
 class ExampleDynamics(BaseModel):
@@ -183,13 +209,19 @@ class ExampleDetail(BaseModel):
     history: list[HistoryEntry]
     dynamics: ExampleDynamics | None
     forgetting_events: int | None
+    target: str | None = Field(None, description="generative runs: the target (completion) text")
 
 
 # -- heads ---------------------------------------------------------------------------
 
+StackName = Annotated[str, Field(min_length=1, max_length=64, description="an attention stack of the run "
+                                                                         "(GET /api/runs/{run} lists them)")]
+
+
 class HeadsQuery(_Strict):
     scope: Literal["all", "selection", "example"] = "all"
     ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    stack: StackName | None = Field(None, description="null: the run's default stack")
 
 
 class HeadsAnswer(BaseModel):
@@ -198,6 +230,7 @@ class HeadsAnswer(BaseModel):
     n: int
     skipped: int = Field(0, description="ids left out of a selection: seen in training only, never probed")
     summaries: dict[str, list[list[float | None]]]
+    stack: str | None = Field(None, description="the stack these heads belong to")
 
 
 class HeadsHistory(BaseModel):

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from t3vis.cartography import RegionRule, region_rule
 from t3vis.errors import CorruptRunError, NotFoundError
+from t3vis.server.columns import Columns, columns_of
 from t3vis.store import schema
 from t3vis.store.reader import Checkpoint, Run, open_run
 
@@ -72,6 +73,11 @@ class RunHandle:
     @property
     def meta(self) -> dict:
         return self.run.meta
+
+    @property
+    def columns(self) -> Columns:
+        """The per-example columns the run's task has (its table, points and history)."""
+        return columns_of(self.run.task_format)
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints, sorted by step (re-listed at most once a second)."""
@@ -172,7 +178,8 @@ class RunHandle:
         return version, frame
 
     def region_rule(self) -> RegionRule:
-        """The thresholds the data map's regions were drawn with (1/K confidence, K the run's classes)."""
+        """The thresholds the data map's regions were drawn with (1/K confidence, K the run's classes, or
+        the task's threshold: TaskFormat.confidence_threshold)."""
         return self._datamap_and_rule()[2]
 
     def _datamap_and_rule(self) -> tuple[DynamicsVersion, pd.DataFrame, RegionRule]:
@@ -180,9 +187,12 @@ class RunHandle:
         with self._lock:
             if self._datamap is not None and self._datamap[0] == version:
                 return self._datamap
+        # the reader's data map (t3vis.cartography), and the same rule with its numbers: confidence splits at
+        # 1/K for K classes, at the task's own threshold where it has one (a generative run has no classes)
+        frame = self.run.dynamics()
         classes = len(self.run.label_names)
-        frame = self.run.dynamics(num_classes=classes)      # t3vis.cartography, through the reader
-        rule = region_rule(frame["variability"].to_numpy(), num_classes=classes)     # the same rule, its numbers
+        rule = region_rule(frame["variability"].to_numpy(), num_classes=max(classes, 1),
+                           confidence_threshold=self.run.task_format.hard_to_learn_below(classes))
         with self._lock:
             self._datamap = (version, frame, rule)
             return self._datamap

@@ -1,11 +1,16 @@
 """DuckDB over a run's Parquet files: the example table, per-point columns, one example, curves.
 
 SQL here is parametrised: user input only ever travels as a bound parameter. The only
-identifiers formatted into SQL are the server's own (a derived table's name, a sort column
-picked from a fixed dict). One in-memory DuckDB database per app (opened on first use, closed
-when the app stops); every query runs on its own cursor, so requests on different threads
-never share one. Every Parquet file is checked by the reader (columns and types) before DuckDB
-reads it, so a damaged file is a CorruptRunError naming it, not a DuckDB error.
+identifiers formatted into SQL are the server's own (a derived table's name, the column names
+of server/columns.py; a sort key is one of those, checked before it is used). One in-memory
+DuckDB database per app (opened on first use, closed when the app stops); every query runs on
+its own cursor, so requests on different threads never share one. Every Parquet file is
+checked by the reader (columns and types) before DuckDB reads it, so a damaged file is a
+CorruptRunError naming it, not a DuckDB error.
+
+Which columns a run's table, points and history have comes from its task (server/columns.py):
+a classification run's pred, correct, gold_prob; a generative run's perplexity, mean_prob,
+token_accuracy, n_tokens and target text. A filter or sort on a column the run lacks is a 422.
 
 The data map (confidence, variability, region per example) is computed by
 `t3vis.cartography` through the reader and materialised once per run and version of its
@@ -28,6 +33,7 @@ import pyarrow as pa
 
 from t3vis.cartography import RegionRule
 from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
+from t3vis.server.columns import Columns
 from t3vis.server.models import SelectionSummary, TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
 
@@ -37,28 +43,22 @@ log = logging.getLogger("t3vis.server")
 _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderException,
                 duckdb.ConversionException)
 
-SORTS = {key: key for key in ("id", "loss", "gold_prob", "confidence", "variability", "label", "pred")}
-# TableQuery field -> its condition on the wide table (w), the value bound as $field
+# TableQuery field -> (the wide table's column it reads, its condition on the wide table (w), the value
+# bound as $field)
 FILTERS = (
-    ("labels", "w.label IN (SELECT unnest($labels::BIGINT[]))"),
-    ("preds", "w.pred IN (SELECT unnest($preds::BIGINT[]))"),
-    ("correct", "w.correct = $correct"),
-    ("loss_min", "w.loss >= $loss_min"),
-    ("loss_max", "w.loss <= $loss_max"),
-    ("conf_min", "w.confidence >= $conf_min"),
-    ("conf_max", "w.confidence <= $conf_max"),
-    ("regions", "w.region IN (SELECT unnest($regions::VARCHAR[]))"),
-    ("ids", "w.id IN (SELECT unnest($ids::BIGINT[]))"),
-    ("split", "w.split = $split"),
+    ("labels", "label", "w.label IN (SELECT unnest($labels::BIGINT[]))"),
+    ("preds", "pred", "w.pred IN (SELECT unnest($preds::BIGINT[]))"),
+    ("correct", "correct", "w.correct = $correct"),
+    ("loss_min", "loss", "w.loss >= $loss_min"),
+    ("loss_max", "loss", "w.loss <= $loss_max"),
+    ("conf_min", "confidence", "w.confidence >= $conf_min"),
+    ("conf_max", "confidence", "w.confidence <= $conf_max"),
+    ("regions", "region", "w.region IN (SELECT unnest($regions::VARCHAR[]))"),
+    ("ids", "id", "w.id IN (SELECT unnest($ids::BIGINT[]))"),
+    ("split", "split", "w.split = $split"),
 )
+UNSORTABLE = ("split", "region")     # wide columns a table is not sorted by (TableQuery.sort lists the others)
 MAX_TABLES = 6               # materialised tables kept (wide per checkpoint, texts per run)
-
-_NO_OUTPUTS = ("(SELECT NULL::BIGINT AS id, NULL::BIGINT AS pred, NULL::BOOLEAN AS correct, NULL::DOUBLE AS loss, "
-               "NULL::DOUBLE AS gold_prob WHERE false)")
-
-POINTS_SCHEMA = pa.schema([("id", pa.int64()), ("split", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
-                           ("correct", pa.bool_()), ("loss", pa.float32()), ("gold_prob", pa.float32()),
-                           ("confidence", pa.float32()), ("variability", pa.float32()), ("region", pa.string())])
 REGION_RULE_KEY = b"t3vis.region_rule"    # the data map's schema metadata: its RegionRule, as JSON
 DATAMAP_SCHEMA = pa.schema([("id", pa.int64()), ("confidence", pa.float32()), ("variability", pa.float32()),
                             ("correctness", pa.float32()), ("region", pa.string()), ("probe_row", pa.int32())])
@@ -219,36 +219,44 @@ class Tables:
         scan of memory, not a decode and join of Parquet files."""
         dm = self.datamap_table(handle)
         params = {"examples": handle.checked_examples_path()}
-        outputs = _NO_OUTPUTS
+        outputs = handle.columns.no_outputs_sql()
         if ck is not None:
             outputs = "read_parquet($outputs)"
             params["outputs"] = handle.checked_outputs_path(ck)
         version = (dm, _stamp(handle.examples_path), _stamp(handle.outputs_path(ck)) if ck is not None else None)
-        sql = ("SELECT e.id, e.split, e.label, o.pred, o.correct, o.loss, o.gold_prob, d.confidence, d.variability, "
-               f"d.region FROM read_parquet($examples) e LEFT JOIN {outputs} o ON o.id = e.id "
+        sql = (f"SELECT {_select(handle.columns, cast=False)} FROM read_parquet($examples) e "
+               f"LEFT JOIN {outputs} o ON o.id = e.id "
                f"LEFT JOIN {dm} d ON d.id = e.id")
         return self._materialised(("wide", handle.index, None if ck is None else ck.step), version, sql, params,
                                   handle, "the example table")
 
     def _text_table(self, handle: RunHandle) -> str:
-        return self._materialised(("texts", handle.index), _stamp(handle.examples_path),
-                                  "SELECT id, probe_row, text, lower(text) AS lowered FROM read_parquet($examples)",
+        """id, probe_row and the texts (text; a generative run's target too), each also lower-cased
+        (lower_text...) for the search, materialised once per version of the examples table."""
+        texts = handle.columns.texts
+        sql = (f"SELECT id, probe_row, {', '.join(texts)}, {', '.join(f'lower({c}) AS lower_{c}' for c in texts)} "
+               "FROM read_parquet($examples)")
+        return self._materialised(("texts", handle.index), _stamp(handle.examples_path), sql,
                                   {"examples": handle.checked_examples_path()}, handle, "the examples table")
 
     def page(self, handle: RunHandle, q: TableQuery) -> TablePage:
         ck = handle.checkpoint(q.step) if (q.step is not None or handle.checkpoints()) else None
+        columns = handle.columns
+        _check_columns(handle, q, columns)
         wide = self._wide_table(handle, ck)
         texts = self._text_table(handle)
         # every filter the query sets, as SQL with its value bound to the parameter of the field's name
-        where = [sql for field, sql in FILTERS if getattr(q, field) is not None]
-        params: dict = {field: _bindable(getattr(q, field)) for field, _ in FILTERS if getattr(q, field) is not None}
+        where = [sql for field, _, sql in FILTERS if getattr(q, field) is not None]
+        params: dict = {field: _bindable(getattr(q, field)) for field, _, _ in FILTERS
+                        if getattr(q, field) is not None}
         if q.search:
-            # a literal substring of the lower-cased text (no pattern characters), kept lowered in memory
-            where.append(f"w.id IN (SELECT id FROM {texts} WHERE contains(lowered, lower($search)))")
+            # a literal substring of a lower-cased text (no pattern characters), kept lowered in memory
+            found_in = " OR ".join(f"contains(lower_{c}, lower($search))" for c in columns.texts)
+            where.append(f"w.id IN (SELECT id FROM {texts} WHERE {found_in})")
             params["search"] = q.search
         where_sql = (" WHERE " + " AND ".join(where)) if where else ""
         direction = "DESC" if q.descending else "ASC"
-        sort = SORTS[q.sort]                                         # a column name from our own dict
+        sort = q.sort                          # a column of the wide table (checked above), not free text
         order = f"{sort} {direction} NULLS LAST, id {direction}"
         # Two phases: sort only (id, key) of the matching rows to find the page's ids, then read
         # those rows whole. A text search counts in the same pass (count(*) OVER ()), so the
@@ -267,30 +275,27 @@ class Tables:
                                 "the example table").fetchone()[0]
         if not found:
             return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=[])
-        rows_sql = ("SELECT w.id, w.split, t.text, w.label, w.pred, w.correct, w.loss, w.gold_prob, w.confidence, "
-                    "w.variability, w.region FROM (SELECT unnest($page::BIGINT[]) AS id, "
-                    "generate_subscripts($page::BIGINT[], 1) AS k) u "
+        names = (*columns.wide, *columns.texts)
+        rows_sql = (f"SELECT {', '.join(f'w.{c}' for c in columns.wide)}, {', '.join(f't.{c}' for c in columns.texts)} "
+                    "FROM (SELECT unnest($page::BIGINT[]) AS id, generate_subscripts($page::BIGINT[], 1) AS k) u "
                     f"JOIN {wide} w ON w.id = u.id LEFT JOIN {texts} t ON t.id = u.id ORDER BY u.k")
         found = self._query(handle, rows_sql, {"page": [r[0] for r in found]}, "the example table").fetchall()
-        rows = [TableRow(id=r[0], split=r[1], text=r[2], label=r[3], pred=r[4], correct=r[5], loss=_finite(r[6]),
-                         gold_prob=_finite(r[7]), confidence=_finite(r[8]), variability=_finite(r[9]), region=r[10])
-                for r in found]
+        rows = [TableRow(**{**_ABSENT, **{c: _json_value(v) for c, v in zip(names, r)}}) for r in found]
         return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=rows)
 
     # -- per-point columns and the data map, as Arrow ------------------------------------
 
     def points(self, handle: RunHandle, ck) -> pa.Table:
+        """One row per probe row, in probe order: id, split, [label], the task's outputs, the data map."""
         dm = self.datamap_table(handle)
-        sql = ("SELECT e.id::BIGINT AS id, e.split::VARCHAR AS split, e.label::INTEGER AS label, "
-               "o.pred::INTEGER AS pred, o.correct::BOOLEAN AS correct, o.loss::FLOAT AS loss, "
-               "o.gold_prob::FLOAT AS gold_prob, d.confidence::FLOAT AS confidence, "
-               "d.variability::FLOAT AS variability, d.region::VARCHAR AS region "
-               f"FROM read_parquet($examples) e LEFT JOIN read_parquet($outputs) o ON o.id = e.id "
+        columns = handle.columns
+        sql = (f"SELECT {_select(columns)} FROM read_parquet($examples) e "
+               f"LEFT JOIN read_parquet($outputs) o ON o.id = e.id "
                f"LEFT JOIN {dm} d ON d.id = e.id WHERE e.probe_row >= 0 ORDER BY e.probe_row")
         result = self._query(handle, sql, {"examples": handle.checked_examples_path(),
                                            "outputs": handle.checked_outputs_path(ck)}, "the per-point columns",
                              arrow=True)
-        return _dictionary_encoded(result.cast(POINTS_SCHEMA), ("split", "region"))
+        return _dictionary_encoded(result.cast(columns.points_schema()), ("split", "region"))
 
     def datamap(self, handle: RunHandle) -> pa.Table:
         dm = self.datamap_table(handle)
@@ -326,14 +331,18 @@ class Tables:
     # -- examples --------------------------------------------------------------------------
 
     def example(self, handle: RunHandle, example_id: int) -> dict:
-        """id, split, text, label, probe_row of one example; NotFoundError if the run has none such."""
-        row = self._query(handle, "SELECT id, split, text, label, probe_row FROM read_parquet($examples) "
-                                  "WHERE id = $id LIMIT 1",
+        """id, split, label, probe_row and the texts (text; a generative run's target too) of one example;
+        NotFoundError if the run has none such. label is None in a task without classes."""
+        names = ("id", "split", "label", "probe_row", *handle.columns.texts)
+        row = self._query(handle, f"SELECT {', '.join(names)} FROM read_parquet($examples) WHERE id = $id LIMIT 1",
                           {"examples": handle.checked_examples_path(), "id": example_id},
                           "the examples table").fetchone()
         if row is None:
             raise NotFoundError(f"run {handle.name!r} has no example with id {example_id}")
-        return dict(zip(("id", "split", "text", "label", "probe_row"), row))
+        found = dict(zip(names, row))
+        if not handle.columns.label:
+            found["label"] = None           # a placeholder in examples.parquet, not a class
+        return found
 
     def probe_rows(self, handle: RunHandle, ids: list[int]) -> ProbeSelection:
         """The probe rows, labels and texts of the given ids, in their order. An id seen in training
@@ -377,23 +386,26 @@ class Tables:
                 [r[2] for r in rows])
 
     def history(self, handle: RunHandle, checkpoints, example_id: int) -> list[dict]:
-        """pred, loss, gold_prob, probs of one example at every checkpoint (in order); a checkpoint
-        whose outputs are damaged is left out (its own routes answer why)."""
+        """The task's outputs of one example at every checkpoint (in order): classification pred, correct,
+        loss, gold_prob, probs; generative loss, perplexity, mean_prob, token_accuracy, n_tokens. A
+        checkpoint whose outputs are damaged is left out (its own routes answer why)."""
         checkpoints = [ck for ck in checkpoints if _outputs_readable(handle, ck)]
         if not checkpoints:
             return []
         files = [handle.checked_outputs_path(ck) for ck in checkpoints]
-        rows = self._query(handle, "SELECT filename, pred, loss, gold_prob, probs FROM "
-                                   "read_parquet($files, filename=true) WHERE id = $id",
+        names = handle.columns.history
+        rows = self._query(handle, f"SELECT filename, {', '.join(names)} FROM read_parquet($files, filename=true) "
+                                   "WHERE id = $id",
                            {"files": files, "id": example_id}, "the checkpoint outputs").fetchall()
-        by_file = {Path(r[0]).resolve(): r for r in rows}
+        by_file = {Path(r[0]).resolve(): dict(zip(names, r[1:])) for r in rows}
         out = []
         for ck, f in zip(checkpoints, files):
             r = by_file.get(Path(f).resolve())
             if r is None:
                 continue
-            out.append({"step": ck.step, "epoch": _finite(ck.epoch), "pred": r[1], "loss": _finite(r[2]),
-                        "gold_prob": _finite(r[3]), "probs": [_finite(p) for p in (r[4] or [])]})
+            entry = {"pred": None, "gold_prob": None, **{c: _json_value(v) for c, v in r.items()}}
+            entry["probs"] = [_finite(p) for p in (r.get("probs") or [])]
+            out.append({"step": ck.step, "epoch": _finite(ck.epoch), **entry})
         return out
 
     def observations(self, handle: RunHandle, example_id: int | None = None):
@@ -419,6 +431,39 @@ class Tables:
                            {"files": files}, "the training dynamics").fetchall()
         return [{"step": int(r[0]), "epoch": _finite(r[1]), "accuracy": _finite(r[2]), "gold_prob": _finite(r[3]),
                  "n": int(r[4])} for r in rows]
+
+
+# TableRow's fields a task may lack (a generative run has no pred, correct, gold_prob or label)
+_ABSENT = {"label": None, "pred": None, "correct": None, "gold_prob": None}
+
+
+def _select(columns: Columns, *, cast: bool = True) -> str:
+    """The wide columns from examples (e), outputs (o) and the data map (d); cast: each as its wire
+    type (the points' Arrow), else as stored (the example table keeps the data map's float64)."""
+    sources = {"id": "e", "split": "e", "label": "e", **{c: "o" for c in columns.outputs},
+               "confidence": "d", "variability": "d", "region": "d"}
+    return ", ".join(f"{sources[c]}.{c}::{columns.sql_type(c)} AS {c}" if cast else f"{sources[c]}.{c}"
+                     for c in columns.wide)
+
+
+def _json_value(value):
+    """A DuckDB value as JSON holds it: floats finite or None, the rest as they are."""
+    return _finite(value) if isinstance(value, float) else value
+
+
+def _check_columns(handle: RunHandle, q: TableQuery, columns: Columns) -> None:
+    """A filter or sort on a column this run's task does not have is the caller's mistake (422)."""
+    wide = columns.wide
+    sortable = [c for c in wide if c not in UNSORTABLE]
+    if q.sort not in sortable:
+        raise InvalidInputError(f"run {handle.name!r} ({handle.run.task_format.name}) has no column {q.sort!r} to "
+                                f"sort by; sort by one of {sortable}")
+    lacking = [field for field, column, _ in FILTERS if getattr(q, field) is not None and column not in wide]
+    if lacking:
+        raise InvalidInputError(f"run {handle.name!r} ({handle.run.task_format.name}) cannot filter on "
+                                f"{', '.join(lacking)}: it has no column "
+                                f"{', '.join(sorted({c for f, c, _ in FILTERS if f in lacking}))}; "
+                                f"its columns are {list(wide)}")
 
 
 def _rule_json(rule: RegionRule) -> bytes:
