@@ -3,10 +3,13 @@
 The Hugging Face Trainer drops every column the model does not take, example ids included,
 so the callback identifies each row of a training batch by a fingerprint of its non-padding
 tokens (independent of padding side) and its label, and looks it up in a sorted table on the
-device. Rows that share a fingerprint (the same text with the same label, twice in the
-training set) cannot be told apart by what the model sees, so the table hands out their ids
-in turn: over any run of k sightings of a fingerprint that k rows share, each of the k ids
-comes once, which is once per epoch for each row.
+device. A generative row's label is its token labels: the tokens that carry the loss, in
+order (a seq2seq target; a completion, which tells where a prompt ends), -100 elsewhere.
+
+Rows that share a fingerprint (the same text with the same label, twice in the training
+set) cannot be told apart by what the model sees, so the table hands out their ids in turn:
+over any run of k sightings of a fingerprint that k rows share, each of the k ids comes once,
+which is once per epoch for each row.
 """
 
 from __future__ import annotations
@@ -16,29 +19,38 @@ import functools
 import torch
 
 _MAX_POSITIONS = 1 << 16
+_IGNORE = -100      # a token label without loss (Hugging Face's ignore index): not part of the fingerprint
 
 
 @functools.lru_cache(maxsize=8)
 def _position_weights(device: torch.device) -> torch.Tensor:
-    """One random weight per token position, and one more (the last) for the label."""
+    """One random weight per token position, as many per token-label position, and one more
+    (the last) for a class label."""
     generator = torch.Generator().manual_seed(0x7E3)
-    weights = torch.randint(1, 2**62, (_MAX_POSITIONS + 1,), generator=generator, dtype=torch.int64)
+    weights = torch.randint(1, 2**62, (2 * _MAX_POSITIONS + 1,), generator=generator, dtype=torch.int64)
     return weights.to(device)
 
 
 def fingerprints(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T) token ids [and (B,) labels] -> (B,) int64; equal tokens and labels give equal fingerprints."""
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    mask = attention_mask.to(torch.int64)
-    positions = (mask.cumsum(1) - 1).clamp_min(0)          # index among the real tokens
+    """(B, T) token ids [and labels: (B,) classes, or (B, T') token labels with -100 where no loss]
+    -> (B,) int64; equal tokens and labels give equal fingerprints, whatever the padding."""
     weights = _position_weights(input_ids.device)
+    keys = _sequence_keys(input_ids, attention_mask, weights[:_MAX_POSITIONS])
+    if labels is None:
+        return keys
+    labels = labels.to(device=keys.device, dtype=torch.int64)
+    if labels.dim() == 1:
+        return keys + (labels + 1) * weights[-1]
+    return keys + _sequence_keys(labels, labels != _IGNORE, weights[_MAX_POSITIONS:-1])
+
+
+def _sequence_keys(tokens: torch.Tensor, kept: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
+    """A hash of each row's kept tokens in order, independent of where the others are."""
+    mask = torch.ones_like(tokens) if kept is None else kept.to(torch.int64)
+    positions = (mask.cumsum(1) - 1).clamp_min(0)          # index among the kept tokens
     # int64 arithmetic wraps around: a hash, deterministic on every device
-    keys = ((input_ids.to(torch.int64) + 1) * weights[positions] * mask).sum(1)
-    if labels is not None:
-        keys = keys + (labels.to(device=keys.device, dtype=torch.int64).view(-1) + 1) * weights[_MAX_POSITIONS]
-    return keys
+    return ((tokens.to(torch.int64) + 1) * weights[positions] * mask).sum(1)
 
 
 class FingerprintTable:

@@ -6,13 +6,22 @@ Each observation's epoch is floor(state.epoch) at the start of its step and its 
 global step it is part of, from the Trainer's own state, so a run resumed with
 `resume_from_checkpoint` (same run folder) continues the epochs instead of starting over.
 Training rows are recognised by their tokens and label (integrations/fingerprint.py); a
-generative task's rows by their tokens alone (their token labels follow from them).
+generative task's rows by their tokens and token labels, or by their tokens alone where the
+dataset has no labels and the collator makes them (DataCollatorForLanguageModeling).
 
 For a generative task (task="causal-lm" or "seq2seq") the forward hook reads the batch's token
-labels (-100 where no loss), so any Trainer subclass that calls the model with `labels`
-(TRL's SFTTrainer among them) feeds the data map. A training row is linked to a probe example
-when its tokens are those the task encodes for it; rows encoded otherwise (another template,
-no end-of-sequence token) are still observed, under ids of their own.
+labels (-100 where no loss), so any Trainer subclass that calls the model with `labels` feeds
+the data map. TRL's SFTTrainer does, but its fused LM head returns per-token log-probabilities
+of the labels (`log_probs`, `is_top1`, `label_mask`) instead of logits; the hook reads those, the
+same mean target-token probability and token accuracy. A training row is linked to a probe
+example when its tokens and token labels are those the task encodes for it (TRL's
+prompt-completion rows are); rows encoded otherwise (another template, no end-of-sequence token,
+the end-of-sequence token masked as padding) are still observed, under ids of their own.
+
+A PEFT (LoRA) model's snapshots keep their own copy of the adapter (a few MB) under keep_weights
+instead of referencing the Trainer's checkpoint folder: that folder holds the adapter without
+the reference to its base model a run's adapter folder has (record/model_weights.py), so it
+would not load back.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from t3vis.record import distributed as dist_utils
 from t3vis.record.recorder import Recorder
 from t3vis.tasks import get_task
 from t3vis.tasks.base import Task
+from t3vis.tasks.generative import at_least_float32
 
 _WHEN = ("evaluate", "epoch", "both")
 
@@ -43,7 +53,7 @@ class T3VisCallback(TrainerCallback):
     `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, keep_weights, ...).
     A snapshot at a step where the Trainer saves checkpoint-<step> references that folder and
     copies nothing; keep_weights applies to the snapshots it does not save (step 0, or steps
-    between saves).
+    between saves), and to every snapshot of a PEFT model (see the module docstring).
 
     Every training row gets an id of its own: the probe id of the probe example with the same
     tokens and label (the first such row), else probe ids' max + 1 + its row index. Rows with
@@ -68,6 +78,7 @@ class T3VisCallback(TrainerCallback):
         self.recorder_options = recorder_options
         self.recorder: Recorder | None = None
         self._table: FingerprintTable | None = None
+        self._labels_in_key = True    # whether the training rows' labels are part of their fingerprints
         self._hook = None
         self._state = None            # the Trainer's TrainerState: epoch and step of each observation
         self._last_step: int | None = None
@@ -107,8 +118,8 @@ class T3VisCallback(TrainerCallback):
             return  # "both" at an epoch end that is also an evaluation: one snapshot
         self._last_step = state.global_step
         numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-        self.recorder.snapshot(step=state.global_step, epoch=state.epoch, metrics=numbers,
-                               weights_location=self._trainer_checkpoint(args, state, control))
+        where = None if _saves_adapter_only(self.recorder.model) else self._trainer_checkpoint(args, state, control)
+        self.recorder.snapshot(step=state.global_step, epoch=state.epoch, metrics=numbers, weights_location=where)
 
     @staticmethod
     def _trainer_checkpoint(args, state, control) -> str | None:
@@ -127,11 +138,18 @@ class T3VisCallback(TrainerCallback):
         if not module.training or recorder is None or table is None:
             return
         input_ids, labels = kwargs.get("input_ids"), kwargs.get("labels")
-        logits = getattr(output, "logits", None)
-        if input_ids is None or labels is None or logits is None or labels.dim() not in (1, 2):
+        # a class per row, or token labels per row: anything else is no batch this task can score
+        if input_ids is None or labels is None or labels.dim() != (1 if self.task.format.has_classes else 2):
             return
-        ids = table.lookup(fingerprints(input_ids, kwargs.get("attention_mask"), _class_labels(labels)))
-        recorder.observe(ids, logits, labels, **self._progress())
+        keys = fingerprints(input_ids, kwargs.get("attention_mask"), labels if self._labels_in_key else None)
+        ids = table.lookup(keys)
+        logits = getattr(output, "logits", None)
+        if logits is not None:
+            recorder.observe(ids, logits, labels, **self._progress())
+            return
+        scores = _fused_scores(output)
+        if scores is not None:
+            recorder.observe_scores(ids, *scores, **self._progress())
 
     def _progress(self) -> dict:
         """This forward pass's epoch and step: state.epoch is the progress at the start of the step
@@ -143,10 +161,12 @@ class T3VisCallback(TrainerCallback):
         return {"epoch": float(state.epoch or 0.0), "step": int(state.global_step) + 1}
 
     def _register_training_examples(self, rec: Recorder, dataset) -> FingerprintTable:
-        """Give every training row its own id: the probe id when its tokens (and class label) equal a
-        probe example's as the task encodes it (the first such row only), else a fresh id after the
-        probe ids, by row. Register its decoded text (and label or target) with the run."""
-        probe_keys = _fingerprint_probes(rec)
+        """Give every training row its own id: the probe id when its tokens and labels equal a probe
+        example's as the task encodes it (the first such row only), else a fresh id after the probe
+        ids, by row. Register its decoded text (and label or target) with the run. Rows without
+        labels (the collator makes them from the tokens) are told apart by their tokens alone."""
+        self._labels_in_key = len(dataset) == 0 or _row_labels(dataset[0]) is not None
+        probe_keys = _fingerprint_probes(rec, self._labels_in_key)
         probe_ids = dict(zip(probe_keys.tolist(), rec.ids.tolist()))
         next_id = int(rec.ids.max()) + 1
         keys, ids, new_ids, new_rows = [], [], [], []
@@ -154,10 +174,12 @@ class T3VisCallback(TrainerCallback):
             item = dataset[row]
             tokens = torch.as_tensor(item["input_ids"]).view(1, -1)
             mask = torch.as_tensor(item["attention_mask"]).view(1, -1) if "attention_mask" in item else None
-            label = item.get("labels", item.get("label"))
+            label = _row_labels(item)
             label_t = None if label is None else torch.as_tensor(label)
-            class_label = label_t.view(1) if label_t is not None and label_t.dim() == 0 else None
-            key = int(fingerprints(tokens, mask, class_label)[0])
+            # the labels of one row as the batch holds them: (1,) a class, or (1, T') token labels
+            batched = None if label_t is None or not self._labels_in_key else \
+                label_t.view(1) if self.task.format.has_classes else label_t.view(1, -1)
+            key = int(fingerprints(tokens, mask, batched)[0])
             example_id = probe_ids.pop(key, None)   # a duplicate of this row gets an id of its own
             if example_id is None:
                 example_id = next_id + row
@@ -174,18 +196,41 @@ class T3VisCallback(TrainerCallback):
                                 start=dist_utils.rank()).to(device)
 
 
-def _class_labels(labels: torch.Tensor) -> torch.Tensor | None:
-    """A row's class label is part of its fingerprint; token labels (B, T) follow from its tokens."""
-    return labels if labels.dim() == 1 else None
+def _row_labels(item):
+    return item.get("labels", item.get("label"))
 
 
-def _fingerprint_probes(rec: Recorder) -> np.ndarray:
-    """The probe examples' fingerprints, from the inputs the task encodes for them."""
+def _fingerprint_probes(rec: Recorder, with_labels: bool) -> np.ndarray:
+    """The probe examples' fingerprints, from the inputs (and labels) the task encodes for them."""
     keys = []
     for start in range(0, len(rec.examples), 256):
         rows = np.arange(start, min(start + 256, len(rec.examples)))
         batch = rec.task.encode(unwrap(rec.model), rec.tokenizer, rec.examples, rows,
                                 max_length=rec.options["max_length"], device=torch.device("cpu"))
         keys.append(fingerprints(batch.inputs["input_ids"], batch.inputs.get("attention_mask"),
-                                 _class_labels(batch.labels)).numpy())
+                                 batch.labels if with_labels else None).numpy())
     return np.concatenate(keys) if keys else np.array([], np.int64)
+
+
+def _fused_scores(output) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean target-token probability, token accuracy) per row from a fused LM head's output (TRL's
+    SFTTrainer: the log-probability of each next-token label, whether it was the top-1 token, and
+    which labels carry the loss, all (B, T - 1)); None for an output without them."""
+    log_probs, top1, scored = (getattr(output, name, None) for name in ("log_probs", "is_top1", "label_mask"))
+    if log_probs is None or top1 is None or scored is None:
+        return None
+    with torch.no_grad():
+        scored = scored.bool()
+        counts = scored.sum(1)
+        confidence = (at_least_float32(log_probs.detach()).exp() * scored).sum(1) / counts  # NaN: no target
+        accuracy = (top1.bool() & scored).sum(1) / counts
+    return confidence, accuracy
+
+
+def _saves_adapter_only(model) -> bool:
+    """Whether the model is a PEFT model, whose saved checkpoints hold its adapter alone."""
+    try:
+        from peft import PeftModel
+    except ImportError:             # without peft installed no model is a PeftModel
+        return False
+    return isinstance(unwrap(model), PeftModel)

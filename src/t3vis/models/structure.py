@@ -176,13 +176,16 @@ def _dummy_inputs(model: nn.Module) -> dict:
 
 def attention_weights_in(output) -> torch.Tensor | None:
     """The (batch, heads, query, key) attention weights among a module's outputs, if any: the
-    4-D tensor whose rows are distributions (T5 also returns a position bias of the same shape)."""
+    4-D tensor whose rows are distributions (T5 also returns a position bias of the same shape).
+    A row sums to one up to the rounding of its dtype: each weight is rounded by at most eps/2 of
+    itself, so (summed in float32) a row is off by at most eps/2 (bfloat16: 0.004)."""
     outs = output if isinstance(output, tuple) else (output,)
     for t in outs:
         if torch.is_tensor(t) and t.dim() == 4 and t.is_floating_point() and t.shape[-1] > 0:
+            tolerance = max(1e-3, torch.finfo(t.dtype).eps)
             with torch.no_grad():
                 rows = t.detach().float().sum(-1)
-                if bool(((rows - 1).abs() < 1e-3).all()) and bool((t >= 0).all()):
+                if bool(((rows - 1).abs() < tolerance).all()) and bool((t >= 0).all()):
                     return t
     return None
 

@@ -23,6 +23,15 @@ def shard(n: int) -> np.ndarray:
     return np.array_split(np.arange(n), world_size())[rank()]
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's value (the value itself in a single process)."""
+    if not is_distributed():
+        return value
+    values: list = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return max(int(v) for v in values)
+
+
 def gather_to_main(obj):
     """On rank 0: [obj of rank 0, obj of rank 1, ...]; elsewhere None. Single process: [obj]."""
     if not is_distributed():

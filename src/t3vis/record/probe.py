@@ -166,8 +166,13 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                    batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
                    stacks: Sequence[AttentionLayout] | None = None,
                    hidden_out: np.ndarray | Mapping[str, np.ndarray] | None = None,
-                   progress: Callable[[int], None] | None = None) -> ProbeResult:
-    """probe() for examples the task has already checked (the Recorder's)."""
+                   progress: Callable[[int], None] | None = None, lockstep: int = 0,
+                   filler: Examples | None = None) -> ProbeResult:
+    """probe() for examples the task has already checked (the Recorder's).
+
+    lockstep: run at least this many batches, repeating a batch of `filler` (results discarded)
+    after the real ones. Under FSDP every forward and backward is a collective: ranks whose
+    shards make fewer batches than others' would leave those waiting forever."""
     model = unwrap(model)
     layouts = tuple(stacks or find_stacks(model))
     default = default_stack(layouts)
@@ -197,6 +202,14 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                 token_order.append(batch.rows)
             if progress is not None:
                 progress(len(batch.rows))
+        done = -(-n // batch_size)
+        if lockstep > done:
+            spare = filler if filler is not None else examples
+            extra = task.encode(model, tokenizer, spare, np.arange(min(len(spare), batch_size)),
+                                max_length=max_length, device=device)
+            scratch = {layout.stack: _empty_record(layout, len(spare), thumbnail_size, None) for layout in layouts}
+            for _ in range(lockstep - done):
+                _probe_batch(model, layouts, task, extra, pooling, scratch, separators)
     return ProbeResult(records, outputs, _in_order(token_rows, token_order, n), default)
 
 

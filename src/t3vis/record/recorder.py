@@ -11,6 +11,7 @@ from typing import TypedDict
 
 import numpy as np
 import pandas as pd
+import torch
 
 from t3vis.errors import InvalidInputError
 from t3vis.models.batches import unwrap
@@ -234,10 +235,28 @@ class Recorder:
         epoch_index = None if epoch is None else whole_epoch(epoch)
         step_number = None if step is None else checked_step(step)
         gold, correct, refused = self.task.observed(unwrap(self.model), logits, labels)
+        self._queue(ids, gold, correct, refused, epoch_index, step_number)
+
+    def observe_scores(self, ids, confidence: torch.Tensor, correct: torch.Tensor, *, epoch: float | None = None,
+                       step: int | None = None) -> None:
+        """observe() for a training step whose model gives no logits but per-row scores already (a
+        fused language-modelling head, e.g. TRL's): each row's gold-label probability, or mean
+        target-token probability (NaN for a row with nothing scored), and whether it was right, or its
+        token accuracy. Tensors on any device; no device sync."""
+        epoch_index = None if epoch is None else whole_epoch(epoch)
+        step_number = None if step is None else checked_step(step)
+        if not torch.is_tensor(confidence) or not torch.is_tensor(correct) or confidence.dim() != 1 \
+                or correct.shape != confidence.shape:
+            raise InvalidInputError("confidence and correct must be tensors of one value per batch row")
+        refused = torch.zeros((), dtype=torch.bool, device=confidence.device)
+        self._queue(ids, confidence.detach(), correct.detach(), refused, epoch_index, step_number)
+
+    def _queue(self, ids, gold: torch.Tensor, correct: torch.Tensor, refused: torch.Tensor, epoch: int | None,
+               step: int | None) -> None:
         ids_t = as_integer_vector(ids, "ids", gold.shape[0], "one id per batch row")
         self._observe_calls += 1
-        self._pending.append(Observation(ids_t.detach(), gold, correct, refused, epoch_index,
-                                         self._observe_calls if step_number is None else step_number))
+        self._pending.append(Observation(ids_t.detach(), gold, correct, refused, epoch,
+                                         self._observe_calls if step is None else step))
 
     def _drain_observations(self) -> pd.DataFrame:
         """The observations not yet written, as one frame; they stay owed until a flush writes them."""
@@ -374,10 +393,13 @@ class Recorder:
         if self.progress and dist_utils.rank() == 0:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(rows), desc=f"probe step {step}", unit="ex", leave=False)
+        batch_size = self.options["batch_size"]
+        # every rank runs as many batches as the rank with the most (FSDP's passes are collectives)
+        lockstep = dist_utils.max_over_ranks(-(-len(rows) // batch_size))
         try:
             return probe_examples(self.model, self.tokenizer, self.examples.subset(rows), self.task,
                                   stacks=self.stacks, hidden_out=hidden_out, progress=bar.update if bar else None,
-                                  **self.options)
+                                  lockstep=lockstep, filler=self.examples.subset([0]), **self.options)
         finally:
             if bar is not None:
                 bar.close()

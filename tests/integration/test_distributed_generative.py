@@ -1,0 +1,111 @@
+"""Generative snapshots under torch.distributed (two CPU ranks, gloo): the model wrapped in DDP,
+or sharded with FSDP (fully_shard), records what a single process records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_generative_model, make_pairs
+
+import t3vis
+
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
+WORLD = 2
+F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
+
+RANK = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    import torch.distributed as dist
+    from conftest import make_generative_model, make_pairs
+    import t3vis
+
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
+    try:
+        torch.set_num_threads(1)
+        model, tokenizer = make_generative_model({kind!r})
+        if {wrap!r} == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+            for block in model.transformer.h:
+                fully_shard(block)
+            fully_shard(model)
+        else:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        sources, targets = make_pairs({n})
+        rec = t3vis.Recorder({run_dir!r}, model, tokenizer, sources, targets=targets, task={task!r}, batch_size=2,
+                             save_weights=False)
+        rec.snapshot(step=1)
+        # training goes on after the snapshot: one step on this rank's rows
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        batch = tokenizer(sources[rank::2][:2], return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        rec.snapshot(step=2)
+        print("RESULT " + json.dumps({{"rank": rank, "loss": loss.item()}}), flush=True)
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+""")
+
+
+def run_ranks(tmp_path: Path, run_dir: Path, **settings) -> list[dict]:
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", WORLD_SIZE=str(WORLD),
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, run_dir=str(run_dir),
+                       **settings)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=150)
+            assert proc.returncode == 0, f"rank failed:\n{err[-4000:]}"
+            results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+# 9 examples: rank 0 probes 5 (3 batches of 2), rank 1 probes 4 (2 batches): FSDP's passes are
+# collectives, so the ranks must run as many batches each (the recorder pads with a spare one)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("wrap, kind, task, n", [("fsdp", "gpt2", "causal-lm", 9), ("ddp", "t5", "seq2seq", 9)])
+def test_a_distributed_generative_snapshot_equals_a_single_process_one(tmp_path, wrap, kind, task, n):
+    run_ranks(tmp_path, tmp_path / "distributed", wrap=wrap, kind=kind, task=task, n=n)
+    model, tokenizer = make_generative_model(kind)
+    sources, targets = make_pairs(n)
+    t3vis.Recorder(tmp_path / "single", model, tokenizer, sources, targets=targets, task=task, batch_size=2,
+                   save_weights=False).snapshot(step=1)
+    d, s = t3vis.open_run(tmp_path / "distributed"), t3vis.open_run(tmp_path / "single")
+    assert [c.step for c in d.checkpoints] == [1, 2]
+    dc, sc = d.checkpoint(1), s.checkpoint(1)
+    np.testing.assert_allclose(dc.outputs["loss"], sc.outputs["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(dc.outputs["n_tokens"], sc.outputs["n_tokens"])
+    for name in ("offsets", "target", "top1"):
+        np.testing.assert_array_equal(getattr(dc.token_outputs, name), getattr(sc.token_outputs, name))
+    np.testing.assert_allclose(dc.token_outputs.nll.astype(np.float32), sc.token_outputs.nll.astype(np.float32), **F16)
+    for stack in s.stacks:
+        grads = sc.example_gate_gradients(stack=stack.name)
+        np.testing.assert_allclose(dc.example_gate_gradients(stack=stack.name), grads, rtol=1e-3,
+                                   atol=1e-3 * np.abs(grads).max())
+        np.testing.assert_allclose(dc.stack_heads(stack.name)["thumbnails"].astype(np.float32),
+                                   sc.stack_heads(stack.name)["thumbnails"].astype(np.float32), equal_nan=True, **F16)
+        if stack.hidden:
+            np.testing.assert_allclose(dc.hidden(stack.num_layers, stack.name).astype(np.float32),
+                                       sc.hidden(stack.num_layers, stack.name).astype(np.float32), **F16)
+    # the training step after the first snapshot changed what the second one saw
+    assert not np.allclose(d.checkpoint(2).outputs["loss"], dc.outputs["loss"])
