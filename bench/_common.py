@@ -151,6 +151,25 @@ def load_model(device: str):
     return model.to(device), tokenizer
 
 
+def generative_model(device: str):
+    """(model, tokenizer): a random GPT-2-shaped causal LM (4 layers, 256 dimensions, 4 heads) over
+    the demo model's tokenizer, eager attention. No generative model's weights ship in a package
+    on the registries (the next issue looks for one), so its size, not its training, is what the
+    generative benchmarks measure."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    from t3vis.defaults import demo_model_path
+
+    hf_logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=256, n_layer=4, n_head=4, n_positions=128,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config).to(device).eval(), tokenizer
+
+
 def machine_info() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
     try:

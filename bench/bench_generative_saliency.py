@@ -34,22 +34,6 @@ MAX_WORDS = 10                  # words per sentence kept: the bench stays under
 TARGETS = {"cpu": 1.0, "cuda": 2.0}
 
 
-def make_model(device: str):
-    """(model, tokenizer): a random GPT-2-shaped causal LM over the demo tokenizer, eager attention."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-    from transformers.utils import logging as hf_logging
-
-    from t3vis.defaults import demo_model_path
-
-    hf_logging.set_verbosity_error()
-    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=256, n_layer=4, n_head=4, n_positions=128,
-                        pad_token_id=tokenizer.pad_token_id)
-    return GPT2LMHeadModel(config).to(device).eval(), tokenizer
-
-
 def split(texts: list[str]) -> tuple[list[str], list[str]]:
     words = [t.split()[:MAX_WORDS] for t in texts]
     return [" ".join(w[:len(w) // 2]) for w in words], [" ".join(w[len(w) // 2:]) for w in words]
@@ -79,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import t3vis
 
     device = C.resolve_device(args.device)
-    model, tokenizer = make_model(device)
+    model, tokenizer = C.generative_model(device)
     prompts, completions = split(C.demo_texts(args.n)[0])
     outputs: dict = {}
 
