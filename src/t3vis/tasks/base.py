@@ -42,6 +42,7 @@ class Batch:
     inputs: dict[str, torch.Tensor]        # model(**inputs)
     labels: torch.Tensor                   # (B,) classes, or (B, T) token ids with -100 where no loss
     streams: dict[str, Stream]
+    cache: dict = field(default_factory=dict)   # what the task's losses() keeps for its outputs() of the same logits
 
 
 @dataclass

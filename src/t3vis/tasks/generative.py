@@ -51,24 +51,36 @@ class GenerativeTask(Task):
             return logits[:, :-1], labels[:, 1:]
         return logits, labels
 
-    def _scored(self, logits: torch.Tensor, labels: torch.Tensor):
-        """The logits at target tokens, (n, V) float, their labels (n,) and example index (n,), row-major."""
-        logits, labels = self.aligned(logits, labels.to(logits.device))
-        mask = labels != IGNORE
-        return at_least_float32(logits[mask]), labels[mask], mask.nonzero()[:, 0], mask.sum(1)
+    def predicted(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, T) the label each position's logits predict (-100: none), so that the logits are used
+        whole: slicing them for the shift would copy (B, T, V), and again in the backward pass."""
+        if self.shift:
+            return nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
+        return labels
+
+    def token_nll(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, T) negative log-likelihood of the label each position predicts; 0 where there is none."""
+        predicted = self.predicted(batch.labels.to(logits.device))
+        B, T, V = logits.shape
+        nll = nn.functional.cross_entropy(at_least_float32(logits).reshape(B * T, V), predicted.reshape(B * T),
+                                          ignore_index=IGNORE, reduction="none")
+        return nll.view(B, T)
 
     def losses(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        scored, labels, example, counts = self._scored(logits, batch.labels)
-        nll = nn.functional.cross_entropy(scored, labels, reduction="none")
-        total = torch.zeros(logits.shape[0], device=nll.device, dtype=nll.dtype).index_add(0, example, nll)
-        return total / counts.to(total.dtype)   # NaN for an example without target tokens (never encoded)
+        nll = self.token_nll(logits, batch)
+        batch.cache["token_nll"] = (logits, nll.detach())   # outputs() of these logits reuses it
+        counts = (self.predicted(batch.labels.to(logits.device)) != IGNORE).sum(1)
+        return nll.sum(1) / counts.to(nll.dtype)       # NaN for an example without target tokens (never encoded)
 
     @torch.no_grad()
     def outputs(self, logits: torch.Tensor, batch: Batch, losses: np.ndarray) -> BatchOutputs:
-        scored, labels, _example, counts = self._scored(logits.detach(), batch.labels)
-        log_probs = scored.log_softmax(-1)
-        nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
-        top1 = scored.argmax(-1)
+        cached_logits, nll_all = batch.cache.get("token_nll", (None, None))
+        if cached_logits is not logits or nll_all is None:
+            nll_all = self.token_nll(logits.detach(), batch)
+        predicted = self.predicted(batch.labels.to(logits.device))
+        mask = predicted != IGNORE
+        counts = mask.sum(1)
+        nll, top1, labels = nll_all[mask], logits.detach().argmax(-1)[mask], predicted[mask]     # row-major
         split = counts.cpu().tolist()
         nll_rows = [a.numpy() for a in nll.cpu().split(split)]
         prob_rows = [np.exp(-a) for a in nll_rows]
