@@ -118,6 +118,25 @@ def timed(fn: Callable[[], object], device: str = "cpu") -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: str,
+                label: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall, cpu) seconds of each run per round: each warmed up once, then `repeats` rounds in an
+    order rotated every round, so that drift on a shared machine hits every run alike."""
+    names = list(runs)
+    for name in names:                                   # warm-up, not counted
+        timed(runs[name], device)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            w, c = timed(runs[name], device)
+            wall[name].append(w)
+            cpu[name].append(c)
+        print(f"[{label}] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()), flush=True)
+    return wall, cpu
+
+
 def loadavg() -> float | None:
     try:
         return os.getloadavg()[0]

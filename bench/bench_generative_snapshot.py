@@ -99,19 +99,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                             max_length=MAX_LENGTH, stacks=recorder.stacks),
             "snapshot": lambda: recorder.snapshot(step=next(step)),
         }
-        names = list(runs)
-        for name in names:                                   # warm-up, not counted
-            C.timed(runs[name], device)
-        wall: dict[str, list[float]] = {name: [] for name in names}
-        cpu: dict[str, list[float]] = {name: [] for name in names}
         load_before = C.loadavg()
-        for r in range(args.repeats):
-            for name in names[r % 3:] + names[:r % 3]:       # rotate the order each round
-                w, c = C.timed(runs[name], device)
-                wall[name].append(w)
-                cpu[name].append(c)
-            print(f"[generative snapshot] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()),
-                  flush=True)
+        wall, cpu = C.interleaved(runs, args.repeats, device, "generative snapshot")
         run = t3vis.open_run(Path(tmp) / "run")
         ck = run.checkpoints[-1]
         on_disk = sum(p.stat().st_size for p in ck.path.iterdir() if p.is_file())

@@ -92,18 +92,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                    layout=recorder.layout),
             "snapshot": run_snapshot,
         }
-        names = list(runs)
-        for name in names:                                   # warm-up, not counted
-            C.timed(runs[name], device)
-        wall = {name: [] for name in names}
-        cpu = {name: [] for name in names}
         load_before = C.loadavg()
-        for r in range(args.repeats):
-            for name in names[r % 3:] + names[:r % 3]:       # rotate the order each round
-                w, c = C.timed(runs[name], device)
-                wall[name].append(w)
-                cpu[name].append(c)
-            print(f"[snapshot] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in wall.items()), flush=True)
+        wall, cpu = C.interleaved(runs, args.repeats, device, "snapshot")
         write_overhead = [w - p for w, p in zip(wall["snapshot"], probe_seconds[1:])]
 
     base = wall["baseline"]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import ranks
+from ranks import TESTS_DIR
 
 import t3vis
 from t3vis.store import schema
 
-TESTS_DIR = str(Path(__file__).resolve().parents[1])
 N_TEXTS = 20
 WORLD = 2
 F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
@@ -58,31 +55,13 @@ RANK = textwrap.dedent("""
 
 def start_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[tuple[int, str, str]]:
     """(returncode, stdout, stderr) of each rank; extra: code each rank runs before its snapshot."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", WORLD_SIZE=str(WORLD),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, n=N_TEXTS,
                        run_dir=str(run_dir), extra=textwrap.indent(textwrap.dedent(extra), " " * 4).strip())
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
-    finished = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            finished.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return finished
+    return ranks.start_ranks(code, WORLD, port=29531)
 
 
 def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
-    results = []
-    for code, out, err in start_ranks(tmp_path, run_dir):
-        assert code == 0, f"rank failed:\n{err[-4000:]}"
-        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
-    return results
+    return ranks.results(start_ranks(tmp_path, run_dir))
 
 
 @pytest.mark.timeout(240)

@@ -3,20 +3,17 @@ or sharded with FSDP (fully_shard), records what a single process records."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ranks
 from conftest import make_generative_model, make_pairs
+from ranks import TESTS_DIR
 
 import t3vis
 
-TESTS_DIR = str(Path(__file__).resolve().parents[1])
 WORLD = 2
 F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
 
@@ -60,24 +57,9 @@ RANK = textwrap.dedent("""
 
 
 def run_ranks(tmp_path: Path, run_dir: Path, **settings) -> list[dict]:
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", WORLD_SIZE=str(WORLD),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, run_dir=str(run_dir),
                        **settings)
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=150)
-            assert proc.returncode == 0, f"rank failed:\n{err[-4000:]}"
-            results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return results
+    return ranks.results(ranks.start_ranks(code, WORLD, port=29533, timeout=150))
 
 
 # 9 examples: rank 0 probes 5 (3 batches of 2), rank 1 probes 4 (2 batches): FSDP's passes are

@@ -20,7 +20,7 @@ from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.structure import INPUT, is_encoder_decoder
 from t3vis.tasks.base import Batch, Examples, Stream, TrainingRow, check_texts
 from t3vis.tasks.formats import CAUSAL_LM
-from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, valid_mask
+from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, text_examples, valid_mask
 
 
 class CausalLM(GenerativeTask):
@@ -38,15 +38,8 @@ class CausalLM(GenerativeTask):
             empty = [i for i, t in enumerate(texts) if not t.strip()]
             if empty:
                 raise InvalidInputError(f"text {empty[0]} of the {what} is empty: it has no tokens to score")
-            return Examples(texts, np.full(len(texts), -1, np.int64), None)
-        completions = check_texts(targets, what, "completion")
-        if len(completions) != len(texts):
-            raise InvalidInputError(f"{len(texts)} prompts but {len(completions)} completions: give one per prompt")
-        empty = [i for i, t in enumerate(completions) if not t.strip()]
-        if empty:
-            raise InvalidInputError(f"the completion of example {empty[0]} of the {what} is empty: the loss is on "
-                                    "the completion, so each needs at least one token")
-        return Examples(texts, np.full(len(texts), -1, np.int64), completions)
+        return text_examples(texts, targets, what=what, text="prompt", target="completion",
+                             why="the loss is on the completion, so each needs at least one token")
 
     def _sequences(self, tokenizer, examples: Examples, rows) -> list[tuple[list[int], int]]:
         """(token ids, where the loss starts) per example, before truncation."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.record.observations import as_integer_vector, checkable_now
-from t3vis.tasks.base import Batch, BatchOutputs, Task, TokenOutputs
+from t3vis.tasks.base import Batch, BatchOutputs, Examples, Task, TokenOutputs, check_texts
 
 IGNORE = -100     # the label of a position without loss, as in Hugging Face's losses
 
@@ -146,6 +146,19 @@ def _summary(prefix: str, outputs: dict[str, np.ndarray], rows: np.ndarray) -> d
     accuracy = float((outputs["token_accuracy"][rows] * tokens).sum() / tokens.sum())
     return {f"{prefix}_loss": loss, f"{prefix}_perplexity": float(np.exp(min(loss, 700.0))),
             f"{prefix}_token_accuracy": accuracy}
+
+
+def text_examples(texts: list[str], targets, *, what: str, text: str, target: str, why: str) -> Examples:
+    """Examples of texts paired with target texts, one non-blank target per text; targets None: texts alone."""
+    if targets is None:
+        return Examples(texts, np.full(len(texts), -1, np.int64), None)
+    targets = check_texts(targets, what, target)
+    if len(targets) != len(texts):
+        raise InvalidInputError(f"{len(texts)} {text}s but {len(targets)} {target}s: give one {target} per {text}")
+    empty = [i for i, t in enumerate(targets) if not t.strip()]
+    if empty:
+        raise InvalidInputError(f"the {target} of example {empty[0]} of the {what} is empty: {why}")
+    return Examples(texts, np.full(len(texts), -1, np.int64), targets)
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:

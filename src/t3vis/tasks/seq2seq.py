@@ -18,7 +18,7 @@ from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.structure import DECODER_INPUT, INPUT, is_encoder_decoder
 from t3vis.tasks.base import Batch, Examples, Stream, TrainingRow, check_texts
 from t3vis.tasks.formats import SEQ2SEQ
-from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, valid_mask
+from t3vis.tasks.generative import IGNORE, GenerativeTask, pad_id, right_pad, text_examples, valid_mask
 
 
 class Seq2Seq(GenerativeTask):
@@ -39,14 +39,8 @@ class Seq2Seq(GenerativeTask):
         if targets is None:
             raise InvalidInputError(f"seq2seq needs a target text for every source of the {what} "
                                     "(targets=..., or --target-column)")
-        targets = check_texts(targets, what, "target")
-        if len(targets) != len(sources):
-            raise InvalidInputError(f"{len(sources)} sources but {len(targets)} targets: give one target per source")
-        empty = [i for i, t in enumerate(targets) if not t.strip()]
-        if empty:
-            raise InvalidInputError(f"the target of example {empty[0]} of the {what} is empty: each needs at least "
-                                    "one token")
-        return Examples(sources, np.full(len(sources), -1, np.int64), targets)
+        return text_examples(sources, targets, what=what, text="source", target="target",
+                             why="each needs at least one token")
 
     def _tokens(self, tokenizer, examples: Examples, rows) -> tuple[list[list[int]], list[list[int]]]:
         if examples.targets is None:
