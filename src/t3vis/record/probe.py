@@ -226,16 +226,12 @@ def _in_order(rows: list[TokenOutputs], order: list[np.ndarray], n: int) -> Toke
     """The batches' ragged token outputs, put back into example order."""
     if not rows:
         return None
-    by_example: list[int] = [0] * n
-    flat = TokenOutputs([], [], [], [])
+    per_example: list[tuple] = [()] * n          # (nll, prob, top1, target) of each example
     for batch_rows, batch in zip(order, rows):
         for i, row in enumerate(batch_rows):
-            by_example[int(row)] = len(flat.nll)
-            for name in ("nll", "prob", "top1", "target"):
-                getattr(flat, name).append(getattr(batch, name)[i])
-    ordered = TokenOutputs(*([getattr(flat, name)[by_example[i]] for i in range(n)]
-                             for name in ("nll", "prob", "top1", "target")))
-    return TokenArrays.from_rows(ordered)
+            per_example[int(row)] = (batch.nll[i], batch.prob[i], batch.top1[i], batch.target[i])
+    nll, prob, top1, target = (list(column) for column in zip(*per_example))
+    return TokenArrays.from_rows(TokenOutputs(nll, prob, top1, target))
 
 
 def _probe_batch(model, layouts, task: Task, batch: Batch, pooling: str, records: dict[str, StackRecord],

@@ -433,8 +433,10 @@ def _merge(parts: list[ProbeResult]) -> ProbeResult:
             attention.merge(p.stacks[name].attention)
         hidden = None if first.hidden is None else np.concatenate([p.stacks[name].hidden for p in parts], axis=1)
         stacks[name] = StackRecord(hidden, np.concatenate([p.stacks[name].gate_grads for p in parts]), attention)
-    outputs = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
-    tokens = None if parts[0].tokens is None else TokenArrays.concatenate([p.tokens for p in parts if p.tokens])
+    probed = [p for p in parts if p.outputs]          # a rank whose shard was empty has no outputs
+    outputs = {k: np.concatenate([p.outputs[k] for p in probed]) for k in probed[0].outputs}
+    token_parts = [p.tokens for p in probed if p.tokens is not None]
+    tokens = TokenArrays.concatenate(token_parts) if token_parts else None
     return ProbeResult(stacks, outputs, tokens, parts[0].default_stack)
 
 
