@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from t3vis.errors import InvalidInputError
-from t3vis.models.batches import unwrap
+from t3vis.models.batches import num_labels, unwrap
 from t3vis.models.structure import AttentionLayout, find_stacks
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
@@ -122,18 +122,13 @@ class Recorder:
         """Probe another model from now on (the next checkpoint of the same architecture)."""
         inner = unwrap(model)
         self.task.check_model(inner)
-        if self.task.examples(inner, self.texts[:1], self._targets_of([0])).label_names != self.label_names:
-            raise InvalidInputError("the new model has other classes than the run")
+        if self.task.format.has_classes and num_labels(inner) != len(self.label_names):
+            raise InvalidInputError(f"the new model has {num_labels(inner)} classes, the run {len(self.label_names)}")
         stacks = find_stacks(inner)
         if [(s.stack, s.num_layers, s.num_heads) for s in stacks] != \
                 [(s.stack, s.num_layers, s.num_heads) for s in self.stacks]:
             raise InvalidInputError("the new model has another number of layers or heads than the run")
         self.model, self.stacks = model, stacks
-
-    def _targets_of(self, rows) -> list | np.ndarray:
-        if self.examples.targets is not None:
-            return [self.examples.targets[i] for i in rows]
-        return self.labels[np.asarray(rows)] if self.label_names else None  # type: ignore[return-value]
 
     # -- run creation ------------------------------------------------------------------
 
