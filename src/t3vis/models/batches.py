@@ -1,17 +1,15 @@
-"""Examples in, batches out: validation and the length-sorted batching every model pass shares.
+"""What every model pass needs of a classifier's examples and of a wrapped model.
 
-Record (the probe pass) and analysis (head importance, pruning evaluation) walk a set of
-texts the same way, so that their numbers agree: sorted by length so that each batch pads
-little, padded on the right, results scattered back to the caller's order.
+The batching that record and analysis share (sorted by length, padded on the right, results
+scattered back to the caller's order) is the task's: t3vis.tasks.base.Task.batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import numpy as np
-import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
@@ -58,17 +56,3 @@ def validate_examples(texts: Sequence[str], labels: Labels, num_labels: int, *,
     if not_text:
         raise InvalidInputError(f"example {not_text[0]} is {type(texts[not_text[0]]).__name__}, not text")
     return classes
-
-
-def length_sorted_batches(tokenizer, texts: Sequence[str], labels: np.ndarray, *, batch_size: int, max_length: int,
-                          device: torch.device) -> Iterator[tuple[np.ndarray, dict, torch.Tensor]]:
-    """(rows, encoded batch, gold labels) per batch; rows index into texts, shortest texts first."""
-    if batch_size < 1 or max_length < 1:
-        raise InvalidInputError(f"batch_size ({batch_size}) and max_length ({max_length}) must be at least 1")
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        rows = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt", padding_side="right")
-        enc = {k: v.to(device) for k, v in enc.items()}
-        yield rows, enc, torch.as_tensor(labels[rows], device=device)

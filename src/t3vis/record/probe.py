@@ -120,10 +120,6 @@ def default_stack(layouts: Sequence[AttentionLayout]) -> str:
     return [layout.stack for layout in layouts if layout.hidden_output is not None][-1]
 
 
-def resolve_pooling(pooling: str, tokenizer, task: str | Task | None = None) -> str:
-    return get_task(task).resolve_pooling(pooling, tokenizer)
-
-
 def pool(hidden: torch.Tensor, stream: Stream, pooling: str) -> torch.Tensor:
     """hidden (B, T, d) of one stream -> (B, d): its first token, its last real token, or the mean
     over the positions the task pools (a classifier's every token, a decoder's target tokens)."""
