@@ -50,6 +50,7 @@ REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
     ("post", "/api/runs/{run}/checkpoints/{step}/instance"): (None, {"id": 7, "method": "gradient"}),
     ("get", "/api/runs/{run}/checkpoints/{step}/instance/attention"): ({"id": 3}, None),
     ("post", "/api/runs/{run}/checkpoints/{step}/prune"): (None, {"masked_heads": [[0, 1]], "ids": [1, 2, 3]}),
+    ("post", "/api/runs/{run}/checkpoints/{step}/generate"): (None, {"id": 3}),
     ("get", "/api/runs/{run}/datamap"): (None, None),
     ("post", "/api/runs/{run}/selection"): (None, {"ids": [1, 2, 9, 1001]}),
 }
@@ -63,9 +64,11 @@ NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/curves"
          "/api/runs/{run}/heads/history": "history", "/api/runs/{run}/checkpoints/{step}/instance": "instance",
          "/api/runs/{run}/checkpoints/{step}/instance/attention": "attention",
          "/api/runs/{run}/checkpoints/{step}/prune": "prune", "/api/runs/{run}/datamap": "datamap",
-         "/api/runs/{run}/selection": "selection"}
-PER_STEP = {"points", "projection", "table", "heads", "thumbnails", "instance", "attention", "prune"}
+         "/api/runs/{run}/selection": "selection", "/api/runs/{run}/checkpoints/{step}/generate": "generate"}
+PER_STEP = {"points", "projection", "table", "heads", "thumbnails", "instance", "attention", "prune", "generate"}
 RUN_WIDE = {"runs", "run", "curves", "example", "history", "datamap", "selection"}
+# What an undamaged route answers where it is not 200: the tiny run is a classifier, which does not generate
+UNDAMAGED = {"generate": 422}
 
 
 def on(*names: str, steps=STEPS) -> set:
@@ -234,7 +237,7 @@ def test_the_undamaged_run_answers_200_everywhere(recorded, tmp_path):
         for (method, template), (query, body) in REQUESTS.items():
             for step in STEPS if NAMES[template] in PER_STEP else (None,):
                 r = _call(client, method, template, step, query, body)
-                assert r.status_code == 200, (template, step, r.text)
+                assert r.status_code == UNDAMAGED.get(NAMES[template], 200), (template, step, r.text)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{'' if c.step is None else f'step{c.step}/'}{c.file}-{c.kind}"
@@ -261,7 +264,7 @@ def test_a_damaged_file_gives_409_naming_it_and_nothing_else_breaks(recorded, tm
                     assert r.status_code == 409, where
                     assert target.name in r.json()["detail"], where
                 else:
-                    assert r.status_code == 200, where
+                    assert r.status_code == UNDAMAGED.get(name, 200), where
 
 
 def _check_run_list(r, case: Case, target: Path, where: str) -> None:

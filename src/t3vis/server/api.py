@@ -7,13 +7,15 @@ arithmetic lives in t3vis.analysis.heads), so `t3vis serve` starts without it.
 
 Every task's runs are served: the data routes show the columns the run's task has
 (server/columns.py) and the head routes take a `stack`. The model routes (instance view,
-attention, pruning) explain and prune classifiers: on a run of a task without classes they
-answer 422 saying so, before any model is loaded.
+attention, pruning) explain and prune a classifier's classes, or a language model's target
+tokens (server/generative.py: per-token scores and attention of one example); generation is
+for language models only (a classification run: 422, before any model is loaded).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import typing
@@ -71,7 +73,7 @@ class Context:
     tables: Tables
     projections: Projections
     models: ModelCache
-    attention_texts: LRU[str]                 # free texts of recent instance views, by key
+    attention_texts: LRU[tuple[str, str | None]]   # free (text, target) of recent instance views, by key
     baselines: LRU                            # unmasked evaluations, by (run, step, weights, ids)
 
     def run(self, name: str) -> RunHandle:
@@ -332,33 +334,79 @@ def _loaded(ctx: Context, h: RunHandle, ck):
     return ctx.models.get((h.name, ck.step, str(ck.path)), load)
 
 
-def _classifier_view(h: RunHandle, view: str) -> None:
-    """The model routes evaluate, explain and prune a classifier (probabilities over classes, flips of
-    the predicted class); a run of a task without classes is answered 422, before a model is loaded."""
-    task = h.run.task_format
-    if not task.has_classes:
-        raise UnsupportedModelError(f"the {view} does not support {task.name} runs yet (it explains and prunes "
-                                    f"classifiers); the table, points, data map and head importance of run "
-                                    f"{h.name!r} are served as usual")
-
-
 def _max_length(h: RunHandle) -> int:
     value = h.meta.get("max_length")
     return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_LENGTH
 
 
-def _remember_text(ctx: Context, text: str) -> str:
-    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    ctx.attention_texts.put(key, text)
+def _task(h: RunHandle):
+    """The run's Task (t3vis.tasks), which encodes, scores and explains its examples."""
+    from t3vis.tasks import get_task
+
+    return get_task(h.run.task_format.name)
+
+
+def _language_model_view(h: RunHandle, view: str) -> None:
+    """Generation continues texts with a language model: a run of a task with classes is answered
+    422, before a model is loaded."""
+    task = h.run.task_format
+    if task.has_classes:
+        raise UnsupportedModelError(f"the {view} is for language models (causal-lm and seq2seq runs); run "
+                                    f"{h.name!r} is a {task.name} run: its instance view explains its classes")
+
+
+def _no_generative_fields(query, fields: tuple[str, ...], h: RunHandle) -> None:
+    given = [f for f in fields if getattr(query, f) is not None and getattr(query, f) is not False]
+    if given:
+        raise InvalidInputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for generative runs "
+                                f"(causal-lm, seq2seq); run {h.name!r} is a {h.run.task_format.name} run")
+
+
+def _remember_text(ctx: Context, text: str, target: str | None = None) -> str:
+    """A key for the attention request of a free text (and its target)."""
+    data = text if target is None else f"{text}\x00{target}"
+    key = hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    ctx.attention_texts.put(key, (text, target))
     return key
 
 
-@router.post("/runs/{run}/checkpoints/{step}/instance", response_model=M.InstanceAnswer,
+def _target(target) -> str | None:
+    """A stored or given target; None where there is none ("" in a causal-lm run: the whole text is scored)."""
+    return target if isinstance(target, str) and target.strip() else None
+
+
+def _sequence_example(ctx: Context, h: RunHandle, example_id: int | None, text: str | None,
+                      target_text: str | None) -> tuple[str, str | None, str]:
+    """(text, target, attention_id) of a generative run's example by id, or of a free text and its target."""
+    if (example_id is None) == (text is None):
+        raise InvalidInputError("give exactly one of id (an example of the run) and text (any text)")
+    if example_id is not None:
+        if target_text is not None:
+            raise InvalidInputError("target_text goes with a free text; an example by id has its own target")
+        ex = ctx.tables.example(h, example_id)
+        text, target, attention_id = ex["text"], _target(ex.get("target")), f"id={example_id}"
+    else:
+        target = target_text
+        attention_id = ""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("the text is empty; give a text with at least one word")
+    if example_id is None:
+        attention_id = f"key={_remember_text(ctx, text, target)}"
+    return text, target, attention_id
+
+
+@router.post("/runs/{run}/checkpoints/{step}/instance", response_model=M.InstanceAnswer | M.SequenceInstanceAnswer,
              summary="tokens, probabilities and saliency of one example or text")
 def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
-    _classifier_view(h, "instance view")
+    if h.run.task_format.has_classes:
+        return _class_instance(ctx, h, ck, query)
+    return _sequence_instance(ctx, h, ck, query)
+
+
+def _class_instance(ctx: Context, h: RunHandle, ck: Checkpoint, query: M.InstanceQuery) -> M.InstanceAnswer:
+    _no_generative_fields(query, ("target_text", "token", "foil", "matrix"), h)
     if (query.id is None) == (query.text is None):
         raise InvalidInputError("give exactly one of id (an example of the run) and text (any sentence)")
     if query.id is not None:
@@ -390,27 +438,102 @@ def instance(run: RunName, step: Step, query: M.InstanceQuery, ctx: Ctx):
                             attention_id=attention_id)
 
 
+def _sequence_instance(ctx: Context, h: RunHandle, ck: Checkpoint,
+                       query: M.InstanceQuery) -> M.SequenceInstanceAnswer:
+    """A generative example: its target tokens scored teacher-forced, and on request one target token's
+    saliency row (and the whole matrix), each equal to t3vis.explain's."""
+    task_name = h.run.task_format.name
+    if query.target is not None:
+        raise InvalidInputError(f"target names a class; a {task_name} run has none: ask for a target token's "
+                                "saliency with token= (its index among the target tokens)")
+    if query.foil is not None and query.token is None and not query.matrix:
+        raise InvalidInputError("foil= contrasts a target token with another: give the target token as token= "
+                                "(or ask for the matrix)")
+    text, target, attention_id = _sequence_example(ctx, h, query.id, query.text, query.target_text)
+    entry = _loaded(ctx, h, ck)
+    task = _task(h)
+    import t3vis
+    from t3vis.server.generative import encode, score
+
+    max_length = _max_length(h)
+    with entry.lock:
+        encoded = encode(entry.model, entry.tokenizer, task, text, target, max_length)
+        n = len(encoded.target_ids)
+        if query.token is not None and query.token >= n:
+            raise InvalidInputError(f"target token {query.token} is out of range: the example has {n} target "
+                                    f"tokens (0..{n - 1})")
+        scores = score(entry.model, task, encoded)
+        attribution = None
+        if query.matrix or query.token is not None:
+            attribution = t3vis.explain(entry.model, entry.tokenizer, [text], query.method, task=task,
+                                        targets=None if target is None else [target],
+                                        token=None if query.matrix else [query.token], foil=query.foil,
+                                        max_length=max_length)[0]
+    tokenizer = entry.tokenizer
+    answer = M.SequenceInstanceAnswer(
+        task=task_name, input_tokens=encoded.input_tokens, stream_lengths=encoded.stream_lengths,
+        target_tokens=tokenizer.convert_ids_to_tokens(encoded.target_ids.tolist()),
+        target_ids=encoded.target_ids.tolist(), predicted_at=encoded.predicted_at.tolist(),
+        target_probs=[_finite(v) for v in scores.prob], target_nll=[_finite(v) for v in scores.nll],
+        top1_ids=scores.top1.tolist(), top1_tokens=tokenizer.convert_ids_to_tokens(scores.top1.tolist()),
+        loss=_finite(scores.loss), perplexity=_finite(scores.perplexity), mean_prob=_finite(scores.mean_prob),
+        token_accuracy=_finite(scores.token_accuracy), method=query.method, token=query.token,
+        attention_id=attention_id)
+    if attribution is None:
+        return answer
+    row = int(np.flatnonzero(attribution.rows == query.token)[0]) if query.token is not None else None
+    delta, relative = attribution.delta, attribution.delta_relative
+    updates: dict = {"foil": int(attribution.foil_ids[0]) if attribution.foil_ids is not None else None}
+    if row is not None:
+        updates.update(scores=[_finite(v) for v in attribution.scores[row]],
+                       delta=_finite(delta[row]) if delta is not None else None,
+                       delta_relative=_finite(relative[row]) if relative is not None else None)
+    if query.matrix:
+        updates.update(matrix=_matrix(attribution.scores),
+                       matrix_delta=[_finite(v) for v in delta] if delta is not None else None)
+    return answer.model_copy(update=updates)
+
+
 @router.get("/runs/{run}/checkpoints/{step}/instance/attention", response_class=OctetResponse,
-            responses=_binary("uint8 (L, H, T, T): attention of every head, each query row scaled by 255", OCTET,
-                              {"X-T3vis-Shape": _header("L,H,T,T")}),
-            summary="attention of every head for one example or text (binary)")
+            responses=_binary("uint8 (L, H, Tq, Tk): attention of every head of one stack, each query row scaled "
+                              "by 255", OCTET,
+                              {"X-T3vis-Shape": _header("L,H,Tq,Tk"),
+                               "X-T3vis-Stack": _header("generative runs: the stack shown"),
+                               "X-T3vis-Query-Tokens": _header("generative runs: the query tokens, a JSON list "
+                                                               "(ASCII, \\u-escaped)"),
+                               "X-T3vis-Key-Tokens": _header("generative runs: the key tokens, a JSON list")}),
+            summary="attention of every head of a stack for one example or text (binary)")
 def instance_attention(run: RunName, step: Step, ctx: Ctx,
                        id: int | None = Query(None, description="an example id", ge=-(2**63), le=2**63 - 1),
-                       text: str | None = Query(None, description="any sentence", min_length=1, max_length=M.MAX_TEXT),
+                       text: str | None = Query(None, description="any text", min_length=1, max_length=M.MAX_TEXT),
                        key: str | None = Query(None, description="attention_id key of an instance answer",
-                                               max_length=64)):
+                                               max_length=64),
+                       target_text: str | None = Query(None, description="generative runs, with text: its target "
+                                                       "(seq2seq) or completion (causal-lm)", min_length=1,
+                                                       max_length=M.MAX_TEXT),
+                       stack: StackParam = None):
     h = ctx.run(run)
     ck = h.checkpoint(step)
-    _classifier_view(h, "instance attention view")
+    stack_name = h.run.stack(stack).name            # 404 naming the stacks there are
     if sum(x is not None for x in (id, text, key)) != 1:
         raise InvalidInputError("give exactly one of id, text and key")
-    if id is not None:
-        text = ctx.tables.example(h, id)["text"]
-    elif key is not None:
-        text = ctx.attention_texts.get(key)
-        if text is None:
+    target: str | None = None
+    if key is not None:
+        if target_text is not None:
+            raise InvalidInputError("target_text goes with text; a key names a text and its target already")
+        remembered = ctx.attention_texts.get(key)
+        if remembered is None:
             raise NotFoundError(f"no text under attention key {key!r} (keys last for the latest "
                                 f"{ATTENTION_KEYS} texts); post the instance request again")
+        text, target = remembered
+    if not h.run.task_format.has_classes:
+        if key is None:
+            text, target, _ = _sequence_example(ctx, h, id, text, target_text)
+        return _sequence_attention(ctx, h, ck, stack_name, text, target)
+    if target_text is not None:
+        raise InvalidInputError(f"target_text is for generative runs; run {h.name!r} is a classification run")
+    if id is not None:
+        text = ctx.tables.example(h, id)["text"]
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError("the text is empty; give a sentence with at least one word")
     entry = _loaded(ctx, h, ck)
@@ -421,28 +544,108 @@ def instance_attention(run: RunName, step: Step, ctx: Ctx,
     return OctetResponse(data.tobytes(), headers={"X-T3vis-Shape": ",".join(map(str, data.shape))})
 
 
-@router.post("/runs/{run}/checkpoints/{step}/prune", response_model=M.PruneAnswer,
-             summary="accuracy and loss with heads masked, and the examples whose prediction flips")
+def _sequence_attention(ctx: Context, h: RunHandle, ck: Checkpoint, stack: str, text, target) -> OctetResponse:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("the text is empty; give a text with at least one word")
+    entry = _loaded(ctx, h, ck)
+    from t3vis.server.generative import encode, stack_attention
+    from t3vis.server.instance import as_u8
+
+    with entry.lock:
+        encoded = encode(entry.model, entry.tokenizer, _task(h), text, target, _max_length(h))
+        att, queries, keys = stack_attention(entry.model, entry.stacks, stack, encoded)
+    data = as_u8(att)
+    return OctetResponse(data.tobytes(), headers={"X-T3vis-Shape": ",".join(map(str, data.shape)),
+                                                  "X-T3vis-Stack": stack,
+                                                  "X-T3vis-Query-Tokens": json.dumps(queries, ensure_ascii=True),
+                                                  "X-T3vis-Key-Tokens": json.dumps(keys, ensure_ascii=True)})
+
+
+# -- generation ------------------------------------------------------------------------
+
+@router.post("/runs/{run}/checkpoints/{step}/generate", response_model=M.GenerateAnswer,
+             summary="greedy generation of a generative run's model for one example or text")
+def generate(run: RunName, step: Step, query: M.GenerateQuery, ctx: Ctx):
+    h = ctx.run(run)
+    ck = h.checkpoint(step)
+    _language_model_view(h, "generation")
+    text, target, _ = _sequence_example(ctx, h, query.id, query.text, query.target_text)
+    entry = _loaded(ctx, h, ck)
+    task = _task(h)
+    import t3vis
+    from t3vis.server.generative import check_positions
+
+    check_positions(entry.model, entry.tokenizer, [text], query.max_new_tokens, _max_length(h))
+    with entry.lock:
+        out = t3vis.generate(entry.model, entry.tokenizer, [text], query.max_new_tokens, task=task,
+                             max_length=_max_length(h))[0]
+        reference = _reference(entry, task, text, target, _max_length(h))
+    ids = out.token_ids.tolist()
+    return M.GenerateAnswer(prompt=text, tokens=list(out.tokens), token_ids=ids, probs=[_finite(p) for p in out.probs],
+                            text=out.text, finished=out.finished,
+                            reference_tokens=entry.tokenizer.convert_ids_to_tokens(reference),
+                            reference_ids=reference,
+                            matches=[i < len(reference) and t == reference[i] for i, t in enumerate(ids)])
+
+
+def _reference(entry, task, text: str, target: str | None, max_length: int) -> list[int]:
+    """The target token ids as the task scores them; none where the example has no target or completion.
+    The caller holds the model's lock."""
+    if target is None:
+        return []
+    from t3vis.server.generative import encode
+
+    return encode(entry.model, entry.tokenizer, task, text, target, max_length).target_ids.tolist()
+
+
+# -- pruning -----------------------------------------------------------------------------
+
+@router.post("/runs/{run}/checkpoints/{step}/prune", response_model=M.PruneAnswer | M.GenerativePruneAnswer,
+             summary="measures with heads masked: a classifier's accuracy and flips, a language model's loss, "
+                     "perplexity, token accuracy and generations")
 def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
-    _classifier_view(h, "pruning view")
+    masks = _stack_masks(h, query.masked_heads)
     if query.ids is not None:
         if not query.ids:
             raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")
         chosen = ctx.tables.probe_rows(h, query.ids)
-        ids, labels, texts, skipped = chosen.ids, chosen.labels, chosen.texts, chosen.skipped
     else:
-        (ids, labels, texts), skipped = ctx.tables.probe_set(h), 0
-        if not len(ids):
+        chosen = ctx.tables.probe_set(h)
+        if not len(chosen.ids):
             raise InvalidInputError(f"run {h.name!r} has no probe examples to evaluate")
-    masked: dict[int, list[int]] = {}
-    for layer, head in query.masked_heads:
-        masked.setdefault(layer, []).append(head)
     entry = _loaded(ctx, h, ck)
+    baseline_key = (h.name, ck.step, str(ck.path), hashlib.sha256(chosen.ids.tobytes()).hexdigest())
+    if h.run.task_format.has_classes:
+        return _prune_classifier(ctx, h, entry, chosen, _model_masks(entry, masks), baseline_key)
+    return _prune_language_model(ctx, h, entry, chosen, masks, query.max_new_tokens, baseline_key)
+
+
+def _stack_masks(h: RunHandle, masked_heads) -> dict[str, dict[int, list[int]]]:
+    """{stack: {layer: heads}} from [[layer, head]] (the default stack) or {stack: [[layer, head]]};
+    an unknown stack is a 404 naming the run's (layer and head ranges are checked by evaluate)."""
+    by_stack = {h.run.default_stack: masked_heads} if isinstance(masked_heads, list) else masked_heads
+    masks: dict[str, dict[int, list[int]]] = {}
+    for name, pairs in by_stack.items():
+        heads = masks.setdefault(h.run.stack(name).name, {})
+        for layer, head in pairs:
+            heads.setdefault(layer, []).append(head)
+    return masks
+
+
+def _model_masks(entry, masks: dict[str, dict[int, list[int]]]) -> dict:
+    """The masks as t3vis.evaluate takes them: {layer: heads} for a single-stack model, else per stack."""
+    if len(entry.stacks) == 1:
+        return next(iter(masks.values()), {})
+    return masks
+
+
+def _prune_classifier(ctx: Context, h: RunHandle, entry, chosen, masked: dict, baseline_key: tuple
+                      ) -> M.PruneAnswer:
     import t3vis
 
-    baseline_key = (h.name, ck.step, str(ck.path), hashlib.sha256(ids.tobytes()).hexdigest())
+    ids, labels, texts = chosen.ids, chosen.labels, chosen.texts
     with entry.lock:
         after = t3vis.evaluate(entry.model, entry.tokenizer, texts, labels, masked_heads=masked,
                                max_length=_max_length(h), layout=entry.layout)
@@ -454,9 +657,82 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     changed = np.flatnonzero(before.predictions != after.predictions)
     flips = [M.Flip(id=int(ids[i]), before=int(before.predictions[i]), after=int(after.predictions[i]),
                     label=int(labels[i])) for i in changed]
-    return M.PruneAnswer(n=len(ids), skipped=skipped,
+    return M.PruneAnswer(n=len(ids), skipped=chosen.skipped,
                          before=M.Score(accuracy=_finite(before.accuracy), loss=_finite(before.loss)),
                          after=M.Score(accuracy=_finite(after.accuracy), loss=_finite(after.loss)), flips=flips)
+
+
+def _targets_of(h: RunHandle, chosen) -> list[str] | None:
+    """The examples' targets for t3vis.evaluate: None where every one is a whole text scored (causal-lm)."""
+    targets = [_target(t) for t in (chosen.targets or [None] * len(chosen.ids))]
+    if all(t is None for t in targets):
+        return None
+    if any(t is None for t in targets):
+        raise InvalidInputError(f"the selection of run {h.name!r} mixes examples with a completion and whole texts; "
+                                "evaluate them apart")
+    return typing.cast(list[str], targets)
+
+
+def _prune_language_model(ctx: Context, h: RunHandle, entry, chosen, masks: dict, max_new_tokens: int,
+                          baseline_key: tuple) -> M.GenerativePruneAnswer:
+    import t3vis
+
+    task, max_length = _task(h), _max_length(h)
+    targets = _targets_of(h, chosen)
+    masked = _model_masks(entry, masks)
+    single = entry.layout                 # evaluate finds an encoder-decoder's stacks itself
+    generations = None
+    if len(chosen.ids) <= M.MAX_GENERATIONS:
+        from t3vis.server.generative import check_positions
+
+        check_positions(entry.model, entry.tokenizer, chosen.texts, max_new_tokens, max_length)
+    with entry.lock:
+        after = t3vis.evaluate(entry.model, entry.tokenizer, chosen.texts, masked_heads=masked, task=task,
+                               targets=targets, max_length=max_length, layout=single)
+        before = ctx.baselines.get(baseline_key)
+        if before is None:
+            before = t3vis.evaluate(entry.model, entry.tokenizer, chosen.texts, task=task, targets=targets,
+                                    max_length=max_length, layout=single)
+            ctx.baselines.put(baseline_key, before)
+        if len(chosen.ids) <= M.MAX_GENERATIONS:
+            generations = _generation_pairs(ctx, h, entry, chosen, targets, masked, max_new_tokens, baseline_key)
+    return M.GenerativePruneAnswer(
+        n=len(chosen.ids), skipped=chosen.skipped, before=_generative_score(before), after=_generative_score(after),
+        masked_heads={stack: [(layer, head) for layer in sorted(heads) for head in sorted(set(heads[layer]))]
+                      for stack, heads in masks.items()},
+        generations=generations)
+
+
+def _generative_score(result) -> M.GenerativeScore:
+    return M.GenerativeScore(loss=_finite(result.loss), perplexity=_finite(result.perplexity),
+                             token_accuracy=_finite(result.token_accuracy))
+
+
+def _generation_pairs(ctx: Context, h: RunHandle, entry, chosen, targets, masked: dict, max_new_tokens: int,
+                      baseline_key: tuple) -> list[M.GenerationPair]:
+    """Greedy generations of each example before and after masking. The caller holds the model's lock."""
+    import t3vis
+
+    task, max_length = _task(h), _max_length(h)
+    after = t3vis.generate(entry.model, entry.tokenizer, chosen.texts, max_new_tokens, task=task,
+                           masked_heads=masked, max_length=max_length)
+    key = (*baseline_key, "generate", max_new_tokens)
+    before = ctx.baselines.get(key)
+    if before is None:
+        before = t3vis.generate(entry.model, entry.tokenizer, chosen.texts, max_new_tokens, task=task,
+                                max_length=max_length)
+        ctx.baselines.put(key, before)
+    pairs = []
+    for i, (b, a) in enumerate(zip(before, after)):
+        old, new = b.token_ids.tolist(), a.token_ids.tolist()
+        reference = _reference(entry, task, chosen.texts[i], None if targets is None else targets[i], max_length)
+        pairs.append(M.GenerationPair(
+            id=int(chosen.ids[i]), before=list(b.tokens), after=list(a.tokens),
+            before_probs=[_finite(p) for p in b.probs], after_probs=[_finite(p) for p in a.probs],
+            before_text=b.text, after_text=a.text,
+            changed=[k >= len(old) or t != old[k] for k, t in enumerate(new)],
+            reference=entry.tokenizer.convert_ids_to_tokens(reference)))
+    return pairs
 
 
 # -- data map --------------------------------------------------------------------------

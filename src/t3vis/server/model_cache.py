@@ -21,7 +21,8 @@ class LoadedModel:
     model: object
     tokenizer: object
     lock: threading.Lock = field(default_factory=threading.Lock)
-    layout: object = None           # t3vis.models.structure.AttentionLayout, found once
+    layout: object = None           # the one AttentionLayout of a single-stack model, found once; else None
+    stacks: tuple = ()              # every stack's AttentionLayout (t3vis.models.structure.find_stacks)
 
 
 class ModelCache:
@@ -59,9 +60,10 @@ class ModelCache:
                 self._entries.move_to_end(key)
                 return hit
         model, tokenizer = load()
-        from t3vis.models.structure import find_attention_layout
+        from t3vis.models.structure import find_stacks
 
-        entry = LoadedModel(model.eval(), tokenizer, layout=find_attention_layout(model))
+        stacks = find_stacks(model)
+        entry = LoadedModel(model.eval(), tokenizer, layout=stacks[0] if len(stacks) == 1 else None, stacks=stacks)
         with self._lock:
             self.loads += 1
             self._entries[key] = entry

@@ -11,6 +11,8 @@ MAX_PAGE = 1_000             # page limit
 MAX_TEXT = 20_000            # characters of a free text sent to the instance view
 MAX_SEARCH = 1_000           # characters of a table search string
 MAX_MASKED = 4_096           # (layer, head) pairs in one pruning request
+MAX_NEW_TOKENS = 128         # tokens one generation request may ask for (each is one forward pass)
+MAX_GENERATIONS = 20         # a pruning selection up to this size also gets its greedy generations
 
 # a run sorts by the columns its task has (a generative run: no gold_prob, label or pred; 422 otherwise)
 SortKey = Literal["id", "loss", "gold_prob", "confidence", "variability", "label", "pred", "correct", "perplexity",
@@ -244,7 +246,17 @@ class InstanceQuery(_Strict):
     id: I64 | None = None
     text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
     method: SaliencyMethod = "integrated_gradients"
-    target: int | None = Field(default=None, ge=0, le=100_000, description="class to explain; null: the prediction")
+    target: int | None = Field(default=None, ge=0, le=100_000, description="classification: the class to "
+                                                                           "explain; null: the prediction")
+    target_text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT,
+                                    description="generative runs, with text: its target (seq2seq, required) or "
+                                                "completion (causal-lm; null: the whole text is scored)")
+    token: int | None = Field(default=None, ge=0, le=100_000,
+                              description="generative runs: the target token whose saliency row to compute")
+    foil: Annotated[str, Field(min_length=1, max_length=200)] | Annotated[int, Field(ge=0, le=2**31 - 1)] | None = (
+        Field(default=None, description="generative runs: a token (as the tokenizer writes it) or token id; "
+                                        "explain log p(target) - log p(foil)"))
+    matrix: bool = Field(False, description="generative runs: also the whole target x input saliency matrix")
 
 
 class InstanceAnswer(BaseModel):
@@ -264,12 +276,73 @@ class InstanceAnswer(BaseModel):
                                           "attention, e.g. 'id=12' or 'key=...'")
 
 
+class SequenceInstanceAnswer(BaseModel):
+    """A generative run's instance view: the example's tokens, its target tokens as the model scores them
+    (teacher forced), and on request one target token's saliency row and the whole matrix."""
+    task: str
+    input_tokens: list[str] = Field(description="every input token: causal-lm the whole sequence; seq2seq the "
+                                                "source tokens, then the decoder input tokens")
+    stream_lengths: dict[str, int] = Field(description="tokens per stream, in the order of input_tokens "
+                                                       "('input', then 'decoder_input' for seq2seq)")
+    target_tokens: list[str]
+    target_ids: list[int]
+    predicted_at: list[int] = Field(description="per target token, the input_tokens column whose output predicts it")
+    target_probs: list[float | None] = Field(description="per target token, its probability")
+    target_nll: list[float | None] = Field(description="per target token, its negative log-likelihood")
+    top1_ids: list[int] = Field(description="per target token, the model's most likely token there")
+    top1_tokens: list[str]
+    loss: float | None = Field(description="mean target-token NLL")
+    perplexity: float | None
+    mean_prob: float | None
+    token_accuracy: float | None
+    method: str
+    token: int | None = Field(description="the target token explained by scores (null: none asked)")
+    foil: int | None = Field(default=None, description="the foil's token id (contrastive saliency), or null")
+    scores: list[float | None] | None = Field(default=None, description="the asked token's saliency over input_tokens")
+    delta: float | None = Field(default=None, description="integrated gradients: |sum(scores) - (f(x) - f(baseline))|")
+    delta_relative: float | None = None
+    matrix: list[list[float | None]] | None = Field(default=None, description="matrix: true: one row per target token")
+    matrix_delta: list[float | None] | None = Field(default=None, description="integrated gradients: each row's delta")
+    attention_id: str
+
+
+# -- generation ----------------------------------------------------------------------
+
+class GenerateQuery(_Strict):
+    id: I64 | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT,
+                             description="a prompt (causal-lm) or source (seq2seq)")
+    target_text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT,
+                                    description="with text: the reference to show next to the generation")
+    max_new_tokens: int = Field(20, ge=1, le=MAX_NEW_TOKENS)
+
+
+class GenerateAnswer(BaseModel):
+    prompt: str
+    tokens: list[str] = Field(description="the generated tokens, end-of-sequence included if reached")
+    token_ids: list[int]
+    probs: list[float | None] = Field(description="the probability the model gave each token when it chose it")
+    text: str
+    finished: bool = Field(description="stopped at the end-of-sequence token (false: ran out of max_new_tokens)")
+    reference_tokens: list[str] = Field(description="the target tokens as the task scores them (a causal-lm "
+                                                    "example without a completion: none)")
+    reference_ids: list[int]
+    matches: list[bool] = Field(description="per generated token: it is the reference token at that position")
+
+
 # -- pruning -------------------------------------------------------------------------
 
+HeadPairs = Annotated[list[tuple[int, int]], Field(max_length=MAX_MASKED)]
+
+
 class PruneQuery(_Strict):
-    masked_heads: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_MASKED,
-                                                description="[layer, head] pairs; layer is the block index 0..L-1")
+    masked_heads: HeadPairs | Annotated[dict[StackName, HeadPairs], Field(max_length=8)] = Field(
+        default_factory=list, description="[layer, head] pairs of the default stack, or {stack: [[layer, head]]}; "
+                                          "layer is the block index 0..L-1")
     ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    max_new_tokens: int = Field(20, ge=1, le=MAX_NEW_TOKENS,
+                                description=f"generative runs, a selection of at most {MAX_GENERATIONS}: tokens "
+                                            "to generate before and after")
 
 
 class Score(BaseModel):
@@ -290,3 +363,33 @@ class PruneAnswer(BaseModel):
     before: Score
     after: Score
     flips: list[Flip]
+
+
+class GenerativeScore(BaseModel):
+    loss: float | None = Field(description="mean NLL over all target tokens (token-weighted)")
+    perplexity: float | None
+    token_accuracy: float | None
+
+
+class GenerationPair(BaseModel):
+    """One example's greedy generation before and after masking, side by side."""
+    id: int
+    before: list[str]
+    after: list[str]
+    before_probs: list[float | None]
+    after_probs: list[float | None]
+    before_text: str
+    after_text: str
+    changed: list[bool] = Field(description="per token of after: it differs from before's token there (or before "
+                                            "has none)")
+    reference: list[str] = Field(description="the target tokens")
+
+
+class GenerativePruneAnswer(BaseModel):
+    n: int
+    skipped: int = Field(0, description="ids left out: seen in training only, never probed")
+    before: GenerativeScore
+    after: GenerativeScore
+    masked_heads: dict[str, list[tuple[int, int]]] = Field(description="the masked heads per stack")
+    generations: list[GenerationPair] | None = Field(
+        description=f"a selection of at most {MAX_GENERATIONS} examples: greedy generations before and after")

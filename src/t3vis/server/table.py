@@ -71,6 +71,7 @@ class ProbeSelection:
     labels: np.ndarray       # (n,)
     texts: list[str]
     skipped: int             # ids left out: seen in training only, never probed
+    targets: list[str] | None = None     # a generative run's targets ("" where the whole text is the target)
 
 
 def _dictionary_encoded(table: pa.Table, columns) -> pa.Table:
@@ -349,7 +350,8 @@ class Tables:
         only (probe_row -1, or known only to the data map) is left out and counted in `skipped`: a
         data-map selection mixes both kinds. An id the run does not know at all is a 404; a
         selection with no probed id is a 422."""
-        sql = ("SELECT u.id, e.probe_row, e.label, e.text FROM (SELECT unnest($ids::BIGINT[]) AS id, "
+        target = ", e.target" if "target" in handle.columns.texts else ""
+        sql = (f"SELECT u.id, e.probe_row, e.label, e.text{target} FROM (SELECT unnest($ids::BIGINT[]) AS id, "
                "generate_subscripts($ids::BIGINT[], 1) AS k) u LEFT JOIN read_parquet($examples) e ON e.id = u.id "
                "ORDER BY u.k")
         rows = self._query(handle, sql, {"ids": ids, "examples": handle.checked_examples_path()},
@@ -363,10 +365,7 @@ class Tables:
         if not probed:
             raise InvalidInputError(f"none of the {len(rows)} ids is in the probe set of run {handle.name!r} "
                                     "(they were seen in training only, so no checkpoint recorded them)")
-        return ProbeSelection(ids=np.array([r[0] for r in probed], dtype=np.int64),
-                              rows=np.array([r[1] for r in probed], dtype=np.int64),
-                              labels=np.array([r[2] for r in probed], dtype=np.int64),
-                              texts=[r[3] for r in probed], skipped=len(rows) - len(probed))
+        return _selection(probed, skipped=len(rows) - len(probed), with_target=bool(target))
 
     def _datamap_ids(self, handle: RunHandle, ids: list[int]) -> set[int]:
         """Which of ids the data map knows (training examples observed but not in examples.parquet)."""
@@ -377,13 +376,13 @@ class Tables:
                            {"ids": ids}, "the data map").fetchall()
         return {int(r[0]) for r in rows}
 
-    def probe_set(self, handle: RunHandle) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(ids, labels, texts) of every probe example, in probe order."""
-        rows = self._query(handle, "SELECT id, label, text FROM read_parquet($examples) WHERE probe_row >= 0 "
-                                   "ORDER BY probe_row", {"examples": handle.checked_examples_path()},
+    def probe_set(self, handle: RunHandle) -> ProbeSelection:
+        """Every probe example, in probe order."""
+        target = ", target" if "target" in handle.columns.texts else ""
+        sql = f"SELECT id, probe_row, label, text{target} FROM read_parquet($examples) WHERE probe_row >= 0 "
+        rows = self._query(handle, sql + "ORDER BY probe_row", {"examples": handle.checked_examples_path()},
                            "the examples table").fetchall()
-        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
-                [r[2] for r in rows])
+        return _selection(rows, skipped=0, with_target=bool(target))
 
     def history(self, handle: RunHandle, checkpoints, example_id: int) -> list[dict]:
         """The task's outputs of one example at every checkpoint (in order): classification pred, correct,
@@ -431,6 +430,15 @@ class Tables:
                            {"files": files}, "the training dynamics").fetchall()
         return [{"step": int(r[0]), "epoch": _finite(r[1]), "accuracy": _finite(r[2]), "gold_prob": _finite(r[3]),
                  "n": int(r[4])} for r in rows]
+
+
+def _selection(rows: list[tuple], *, skipped: int, with_target: bool) -> ProbeSelection:
+    """A ProbeSelection of (id, probe_row, label, text[, target]) rows."""
+    return ProbeSelection(ids=np.array([r[0] for r in rows], dtype=np.int64),
+                          rows=np.array([r[1] for r in rows], dtype=np.int64),
+                          labels=np.array([r[2] for r in rows], dtype=np.int64),
+                          texts=[r[3] for r in rows], skipped=skipped,
+                          targets=[r[4] for r in rows] if with_target else None)
 
 
 # TableRow's fields a task may lack (a generative run has no pred, correct, gold_prob or label)
