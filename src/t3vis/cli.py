@@ -13,18 +13,44 @@ from t3vis.tasks import TASKS
 
 
 def _demo(args) -> int:
-    from t3vis.demo import DemoConfig, run_demo
+    if args.task == "seq2seq":
+        from t3vis.demo_generative import HeadlineDemoConfig, run_headline_demo
 
-    config = DemoConfig(out=Path(args.out), train_size=args.train_size, heldout_size=args.heldout_size,
-                        probe_train_size=min(args.probe_train_size, args.train_size), epochs=args.epochs,
-                        snapshots_per_epoch=args.snapshots_per_epoch, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed)
-    run_dir = run_demo(config)
+        run_dir = run_headline_demo(_demo_config(HeadlineDemoConfig(), args))
+    else:
+        from t3vis.demo import DemoConfig, run_demo
+
+        run_dir = run_demo(_demo_config(DemoConfig(), args))
     print(f"run written to {run_dir.resolve()}")
     if args.no_serve:
         print(f"view it with `t3vis serve {run_dir}`")
         return 0
     return _serve_runs([run_dir], args)
+
+
+_DEMO_SIZES = ("train_size", "heldout_size", "probe_train_size", "epochs", "snapshots_per_epoch", "batch_size",
+               "max_length", "seed")
+
+
+def _demo_config(defaults, args):
+    """The demo's config: its task's defaults, overridden by the flags given."""
+    from dataclasses import replace
+
+    given = {name: getattr(args, name) for name in _DEMO_SIZES if getattr(args, name) is not None}
+    if args.out is not None:
+        given["out"] = Path(args.out)
+    config = replace(defaults, **given)
+    return replace(config, probe_train_size=min(config.probe_train_size, config.train_size))
+
+
+def _demo_default(name: str) -> str:
+    """'default X; Y with --task seq2seq' for a demo flag, from the two demos' configs."""
+    from t3vis.demo import DemoConfig
+    from t3vis.demo_generative import HeadlineDemoConfig
+
+    classification, seq2seq = getattr(DemoConfig(), name), getattr(HeadlineDemoConfig(), name)
+    return f"default {classification}" if classification == seq2seq else \
+        f"default {classification}; {seq2seq} with --task seq2seq"
 
 
 def _serve_runs(runs, args) -> int:
@@ -117,17 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="t3vis", description="Visual analytics for training Transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="fine-tune the bundled model on the bundled data, record it, serve it")
-    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    demo.add_argument("--train-size", type=int, default=4000)
-    demo.add_argument("--heldout-size", type=int, default=1000)
-    demo.add_argument("--probe-train-size", type=int, default=1000,
-                      help="training sentences probed as well as held-out ones")
-    demo.add_argument("--epochs", type=int, default=2)
-    demo.add_argument("--snapshots-per-epoch", type=int, default=2)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--max-length", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="fine-tune the bundled model on the bundled data, record it, serve it",
+                          description="classification (default): all-MiniLM-L6-v2 learns the polarity of Rotten "
+                                      "Tomatoes sentences. seq2seq: an encoder-decoder warm-started from two copies "
+                                      "of all-MiniLM-L6-v2 learns to write BBC News headlines from the articles' "
+                                      "first sentences, trained with the Hugging Face Trainer.")
+    demo.add_argument("--task", default="classification", choices=["classification", "seq2seq"],
+                      help="what the demo fine-tunes the model to do (default classification)")
+    demo.add_argument("--out", default=None, help=f"run folder ({_demo_default('out')})")
+    demo.add_argument("--train-size", type=int, default=None, help=_demo_default("train_size"))
+    demo.add_argument("--heldout-size", type=int, default=None, help=_demo_default("heldout_size"))
+    demo.add_argument("--probe-train-size", type=int, default=None,
+                      help=f"training examples probed as well as held-out ones ({_demo_default('probe_train_size')})")
+    demo.add_argument("--epochs", type=int, default=None, help=_demo_default("epochs"))
+    demo.add_argument("--snapshots-per-epoch", type=int, default=None, help=_demo_default("snapshots_per_epoch"))
+    demo.add_argument("--batch-size", type=int, default=None, help=_demo_default("batch_size"))
+    demo.add_argument("--max-length", type=int, default=None, help=_demo_default("max_length"))
+    demo.add_argument("--seed", type=int, default=None, help=_demo_default("seed"))
     demo.add_argument("--no-serve", action="store_true", help="record only; do not start the viewer after")
     _add_serve_options(demo)
     demo.set_defaults(handler=_demo)
