@@ -106,7 +106,7 @@ def _record(args) -> int:
 
 def _label_map(value: str | None) -> dict[str, int] | None:
     """--label-map: inline `name=index,...`, or a JSON file holding {"name": index, ...}."""
-    from t3vis.record.labels import parse_label_map
+    from t3vis.tasks.labels import parse_label_map
 
     if value is None:
         return None

@@ -1,6 +1,6 @@
 """Read a labelled text dataset from CSV, TSV, JSON (array or Lines) or Parquet for `t3vis record`.
 
-Labels come back as the file holds them (class indices or names); `t3vis.record.labels` says
+Labels come back as the file holds them (class indices or names); `t3vis.tasks.labels` says
 which class each one is, since that needs the model.
 """
 
@@ -38,7 +38,7 @@ DEFAULT_SPLIT_COLUMN = "split"
 @dataclass(frozen=True)
 class LabelledTexts:
     texts: list[str]
-    labels: list | None          # as the file holds them: class indices or names (see record/labels.py),
+    labels: list | None          # as the file holds them: class indices or names (see tasks/labels.py),
                                  # or target texts; None where the task needs none (whole texts)
     ids: np.ndarray | None       # the file's integer ids, if it has an id column of unique integers
     source_ids: list[str] | None  # the file's ids when they are not integers (the run numbers rows instead)

@@ -20,7 +20,7 @@ def test_compressed_csv_with_ids_and_splits(tmp_path):
 def test_labels_come_back_as_the_file_holds_them(tmp_path):
     path = tmp_path / "d.jsonl"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]}).to_json(path, orient="records", lines=True)
-    assert read_labelled_texts(path).labels == ["pos", "neg", "pos"]   # no order imposed: record/labels.py decides
+    assert read_labelled_texts(path).labels == ["pos", "neg", "pos"]   # no order imposed: tasks/labels.py decides
 
 
 def test_a_json_file_may_hold_an_array_or_json_lines(tmp_path):

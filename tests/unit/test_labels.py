@@ -1,10 +1,10 @@
-"""What a probe set's labels mean (record/labels.py): indices, names matched to the model, explicit maps."""
+"""What a probe set's labels mean (tasks/labels.py): indices, names matched to the model, explicit maps."""
 
 import numpy as np
 import pytest
 
 from t3vis.errors import InvalidInputError
-from t3vis.record.labels import format_mapping, is_placeholder, parse_label_map, resolve_labels
+from t3vis.tasks.labels import format_mapping, is_placeholder, parse_label_map, resolve_labels
 
 NAMED = {0: "sport", 1: "politics", 2: "technology"}
 PLACEHOLDER = {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}

@@ -15,13 +15,13 @@ from t3vis.errors import InvalidInputError, NotFoundError
 from t3vis.models.batches import num_labels, unwrap
 from t3vis.models.loading import load_checkpoint_model, load_classifier
 from t3vis.models.structure import find_stacks
-from t3vis.record.labels import ResolvedLabels, format_mapping, is_placeholder, resolve_labels
 from t3vis.record.recorder import Recorder, SnapshotSummary
 from t3vis.store import schema
 from t3vis.store.reader import Run, open_run
 from t3vis.store.writer import RunWriter
 from t3vis.tasks import get_task
 from t3vis.tasks.base import Task
+from t3vis.tasks.labels import ResolvedLabels, format_mapping, is_placeholder, resolve_labels
 
 _CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 

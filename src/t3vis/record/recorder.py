@@ -19,13 +19,14 @@ from t3vis.models.structure import AttentionLayout, find_stacks
 from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
 from t3vis.record.model_weights import save_model_weights
-from t3vis.record.observations import Observation, as_integer_vector, checked_step, whole_epoch
+from t3vis.record.observations import Observation, checked_step, whole_epoch
 from t3vis.record.probe import ProbeResult, StackRecord, TokenArrays, default_stack, probe_examples
 from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
 from t3vis.store.writer import RunWriter, folder_bytes
 from t3vis.tasks import get_task
+from t3vis.tasks.arguments import as_integer_vector
 from t3vis.tasks.base import Examples, Task, TrainingRow
 
 log = logging.getLogger("t3vis.record")

@@ -11,11 +11,11 @@ from torch import nn
 from t3vis.errors import InvalidInputError, UnsupportedModelError
 from t3vis.models.batches import num_labels, validate_examples
 from t3vis.models.structure import INPUT
-from t3vis.record.labels import resolve_labels
-from t3vis.record.observations import as_integer_vector, as_logits, check_classes, checkable_now
+from t3vis.tasks.arguments import as_integer_vector, as_logits, check_classes, checkable_now
 from t3vis.tasks.base import Batch, BatchOutputs, Examples, Stream, Task, TrainingRow
 from t3vis.tasks.formats import CLASSIFICATION
 from t3vis.tasks.generative import at_least_float32
+from t3vis.tasks.labels import resolve_labels
 
 
 class Classification(Task):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from t3vis.errors import InvalidInputError, UnsupportedModelError
-from t3vis.record.observations import as_integer_vector, checkable_now
+from t3vis.tasks.arguments import as_integer_vector, checkable_now
 from t3vis.tasks.base import Batch, BatchOutputs, Examples, Task, TokenOutputs, check_texts
 
 IGNORE = -100     # the label of a position without loss, as in Hugging Face's losses
