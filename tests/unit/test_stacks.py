@@ -4,8 +4,9 @@ import pytest
 import torch
 from conftest import make_generative_model, make_model
 
+from t3vis.errors import UnsupportedModelError
 from t3vis.models.attention_maps import capture_attention
-from t3vis.models.structure import attention_weights_in, find_attention_layout, find_stacks
+from t3vis.models.structure import attention_weights_index, find_attention_layout, find_stacks
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -33,7 +34,7 @@ def test_a_classifier_is_one_encoder_or_decoder_stack():
 
 
 def test_an_encoder_decoder_has_no_single_layout():
-    with pytest.raises(Exception, match="3 attention stacks"):
+    with pytest.raises(UnsupportedModelError, match="3 attention stacks"):
         find_attention_layout(make_generative_model("bart")[0])
 
 
@@ -49,7 +50,7 @@ def test_t5s_position_bias_is_not_taken_for_attention_weights():
         for weights in maps.layers(s):
             torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     bias = torch.randn(1, 4, 3, 3)
-    assert attention_weights_in((torch.zeros(1, 3, 32), bias)) is None
+    assert attention_weights_index((torch.zeros(1, 3, 32), bias)) is None
 
 
 def test_stacks_are_found_under_bfloat16_autocast():
@@ -59,4 +60,4 @@ def test_stacks_are_found_under_bfloat16_autocast():
         stacks = find_stacks(model)
     assert [s.stack for s in stacks] == ["decoder"]
     rows = torch.full((1, 1, 1, 300), 1 / 300).to(torch.bfloat16)
-    assert attention_weights_in((rows,)) is not None
+    assert attention_weights_index((rows,)) == 0

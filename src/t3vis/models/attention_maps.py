@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import torch
 
-from t3vis.models.structure import AttentionLayout, attention_weights_in
+from t3vis.models.structure import AttentionLayout, weights_at
 
 
 class AttentionMaps:
@@ -35,11 +35,11 @@ def capture_attention(layouts: Sequence[AttentionLayout]) -> Iterator[AttentionM
     maps = AttentionMaps(layouts)
     handles = []
 
-    def make_hook(stack: str, layers: list[int]):
+    def make_hook(stack: str, layers: list[int], index: int):
         runs = {"count": 0}
 
         def hook(module, args, output):
-            weights = attention_weights_in(output)
+            weights = weights_at(output, index)
             if weights is not None:
                 maps.by_stack[stack][layers[runs["count"] % len(layers)]] = weights.detach()
                 runs["count"] += 1
@@ -47,8 +47,9 @@ def capture_attention(layouts: Sequence[AttentionLayout]) -> Iterator[AttentionM
 
     try:
         for layout in layouts:
+            index = {id(site.attention): site.weights_index for site in layout.layers}
             for module, layers in layout.layers_by_attention().items():
-                handles.append(module.register_forward_hook(make_hook(layout.stack, layers)))
+                handles.append(module.register_forward_hook(make_hook(layout.stack, layers, index[id(module)])))
         yield maps
     finally:
         for h in handles:

@@ -51,6 +51,7 @@ class LayerSite:
     projection: nn.Module      # the attention output projection inside block; input (..., heads * head_dim)
     call: int
     attention: nn.Module | None = None   # the module whose output carries this layer's attention weights
+    weights_index: int = 0               # where among that module's outputs the weights are
 
 
 @dataclass(frozen=True)
@@ -174,20 +175,33 @@ def _dummy_inputs(model: nn.Module) -> dict:
     return {"input_ids": source, "attention_mask": torch.ones_like(source), "decoder_input_ids": target}
 
 
-def attention_weights_in(output) -> torch.Tensor | None:
-    """The (batch, heads, query, key) attention weights among a module's outputs, if any: the
-    4-D tensor whose rows are distributions (T5 also returns a position bias of the same shape).
-    A row sums to one up to the rounding of its dtype: each weight is rounded by at most eps/2 of
-    itself, so (summed in float32) a row is off by at most eps/2 (bfloat16: 0.004)."""
-    outs = output if isinstance(output, tuple) else (output,)
-    for t in outs:
+def _outputs(output) -> tuple:
+    return output if isinstance(output, tuple) else (output,)
+
+
+def attention_weights_index(output) -> int | None:
+    """Where among a module's outputs its (batch, heads, query, key) attention weights are, if
+    anywhere: the 4-D tensor whose rows are distributions (T5 also returns a position bias of the
+    same shape). A row sums to one up to the rounding of its dtype: each weight is rounded by at
+    most eps/2 of itself, so (summed in float32) a row is off by at most eps/2 (bfloat16: 0.004).
+    Found once, when the structure is traced: a capture reads that place (weights_at) without
+    checking the values again, which would cost a pass over every map and a device sync."""
+    for index, t in enumerate(_outputs(output)):
         if torch.is_tensor(t) and t.dim() == 4 and t.is_floating_point() and t.shape[-1] > 0:
             tolerance = max(1e-3, torch.finfo(t.dtype).eps)
             with torch.no_grad():
                 rows = t.detach().float().sum(-1)
                 if bool(((rows - 1).abs() < tolerance).all()) and bool((t >= 0).all()):
-                    return t
+                    return index
     return None
+
+
+def weights_at(output, index: int) -> torch.Tensor | None:
+    """The 4-D tensor at the place the trace found a module's attention weights; None if the module
+    returned none there this time (called without output_attentions)."""
+    outs = _outputs(output)
+    t = outs[index] if index < len(outs) else None
+    return t if torch.is_tensor(t) and t.dim() == 4 else None
 
 
 @dataclass
@@ -196,6 +210,7 @@ class _Trace:
 
     calls: list[nn.Module] = field(default_factory=list)
     weights_shape: dict[nn.Module, tuple[int, ...]] = field(default_factory=dict)  # returned attention weights
+    weights_index: dict[nn.Module, int] = field(default_factory=dict)              # ... at this place of the output
     causal: dict[nn.Module, bool] = field(default_factory=dict)                    # first query sees no later key
     projections_done: list[nn.Module] = field(default_factory=list)                # in the order they finished
     hidden_outputs: dict[str, tuple[int, int]] = field(default_factory=dict)       # field -> (states, tokens)
@@ -217,9 +232,12 @@ def _trace(model: nn.Module) -> _Trace:
         trace.calls.append(module)
 
     def after(module, args, output):
-        weights = attention_weights_in(output)
-        if weights is not None and weights.shape[-1] in lengths and weights.shape[-2] in lengths:
+        index = attention_weights_index(output)
+        weights = _outputs(output)[index] if index is not None else None
+        if weights is not None and index is not None and weights.shape[-1] in lengths \
+                and weights.shape[-2] in lengths:
             trace.weights_shape[module] = tuple(weights.shape)
+            trace.weights_index[module] = index
             trace.causal[module] = bool((weights[..., 0, 1:] == 0).all()) if weights.shape[-1] > 1 else False
         if _is_projection(module):
             trace.projections_done.append(module)
@@ -374,8 +392,9 @@ def _layout(model: nn.Module, kind: _Kind, trace: _Trace, single_stack: bool) ->
     if in_features % num_heads:
         raise UnsupportedModelError(f"{type(model).__name__}: projection {projection_name!r} has {in_features} "
                                     f"inputs, not a multiple of {num_heads} heads")
-    layers = tuple(LayerSite(block, block.get_submodule(projection_name), call, block.get_submodule(attention_name))
-                   for block, call in applications)
+    index = trace.weights_index[first.get_submodule(attention_name)]
+    layers = tuple(LayerSite(block, block.get_submodule(projection_name), call, block.get_submodule(attention_name),
+                             index) for block, call in applications)
     _check_one_run_per_layer(model, layers, trace)
     hidden_output = _hidden_output(model, kind, len(layers), trace)
     return AttentionLayout(layers, num_heads, in_features // num_heads, _hidden_size(model, in_features), root=model,
