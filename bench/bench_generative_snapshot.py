@@ -56,12 +56,16 @@ def baseline_pass(model, tokenizer, task, examples, device) -> int:
 
 def promised_bytes(run, ck) -> int:
     """Raw bytes schema.py promises for one checkpoint's files (weights apart)."""
+    from t3vis.store import schema
+
     n, K = run.num_probe or 0, int(run.meta.get("thumbnail_size", 32))
     total, files = 0, 0
     for s in run.stacks:
         L, H = s.num_layers, s.num_heads
         total += (L + 1) * n * s.hidden_size * 2 if s.hidden else 0
-        total += n * L * H * 4 + L * H * 4 * 11 + L * H * K * K * 2 + K * K * 8
+        cross = not s.hidden            # a stack without hidden states of its own is cross-attention
+        arrays = 2 + len(schema.ATTENTION_SUMMARIES) + (len(schema.CROSS_ATTENTION_SUMMARIES) if cross else 0)
+        total += n * L * H * 4 + L * H * 4 * arrays + L * H * K * K * 2 + K * K * 8
         files += 3 if s.hidden else 2
     tokens = int(ck.token_outputs.offsets[-1])
     total += tokens * 12 + (n + 1) * 8 + n * (8 + 5 * 4 + 4 + 1)

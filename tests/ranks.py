@@ -6,9 +6,37 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
+
+
+_SCRIPT = """\
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import torch
+import torch.distributed as dist
+import t3vis
+
+rank = int(os.environ["RANK"])
+dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
+try:
+    torch.set_num_threads(1)
+{body}
+finally:
+    # both ranks reach teardown together: a rank destroying gloo while its peer still talks
+    # to it can abort at exit ("terminate called without an active exception")
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+def script(body: str, init_file: Path, world: int) -> str:
+    """A rank's program: join the gloo group (file init), run `body` (it sees rank, dist, torch,
+    json and t3vis, and prints its `RESULT {json}` line), then leave the group with the others."""
+    return _SCRIPT.format(tests=TESTS_DIR, init=f"file://{init_file}", world=world,
+                          body=textwrap.indent(textwrap.dedent(body).strip(), " " * 4))
 
 
 def start_ranks(code: str, world: int, port: int, timeout: float = 120) -> list[tuple[int, str, str]]:

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import ranks
-from ranks import TESTS_DIR
 
 import t3vis
 from t3vis.store import schema
@@ -18,46 +17,33 @@ N_TEXTS = 20
 WORLD = 2
 F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
 
-RANK = textwrap.dedent("""
-    import json, os, sys
-    sys.path.insert(0, {tests!r})
-    import torch
-    import torch.distributed as dist
+RANK = """
     from conftest import make_labels, make_model, make_texts
-    import t3vis
 
-    rank = int(os.environ["RANK"])
-    dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
-    try:
-        torch.set_num_threads(1)
-        model, tokenizer = make_model("bert", seed=0)
-        texts, labels = make_texts({n}), make_labels({n})
-        rec = t3vis.Recorder({run_dir!r}, model, tokenizer, texts, labels, batch_size=4,
-                             splits=["train"] * 10 + ["validation"] * 10, save_weights=False)
-        # one fake training step: this rank sees only its own examples
-        ids = [i for i in range({n}) if i % {world} == rank]
-        model.eval()
-        with torch.no_grad():
-            enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
-            logits = model(**enc).logits
-        rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
-        {extra}
-        summary = rec.snapshot(step=1, epoch=1.0)
-        print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
-                                       "world": dist.get_world_size()}}), flush=True)
-    finally:
-        # both ranks reach teardown together: a rank destroying gloo while its peer still talks
-        # to it can abort at exit ("terminate called without an active exception")
-        dist.barrier()
-        dist.destroy_process_group()
-""")
+    model, tokenizer = make_model("bert", seed=0)
+    texts, labels = make_texts({n}), make_labels({n})
+    rec = t3vis.Recorder({run_dir!r}, model, tokenizer, texts, labels, batch_size=4,
+                         splits=["train"] * 10 + ["validation"] * 10, save_weights=False)
+    # one fake training step: this rank sees only its own examples
+    ids = [i for i in range({n}) if i % {world} == rank]
+    model.eval()
+    with torch.no_grad():
+        enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
+        logits = model(**enc).logits
+    rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
+    {extra}
+    summary = rec.snapshot(step=1, epoch=1.0)
+    print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
+                                   "world": dist.get_world_size()}}), flush=True)
+"""
+
 
 
 def start_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[tuple[int, str, str]]:
     """(returncode, stdout, stderr) of each rank; extra: code each rank runs before its snapshot."""
-    code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, n=N_TEXTS,
-                       run_dir=str(run_dir), extra=textwrap.indent(textwrap.dedent(extra), " " * 4).strip())
-    return ranks.start_ranks(code, WORLD, port=29531)
+    body = textwrap.dedent(RANK).format(world=WORLD, n=N_TEXTS, run_dir=str(run_dir),
+                                        extra=textwrap.dedent(extra).strip())
+    return ranks.start_ranks(ranks.script(body, tmp_path / "dist-init", WORLD), WORLD, port=29531)
 
 
 def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:

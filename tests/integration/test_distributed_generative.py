@@ -3,63 +3,49 @@ or sharded with FSDP (fully_shard), records what a single process records."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ranks
 from conftest import make_generative_model, make_pairs
-from ranks import TESTS_DIR
 
 import t3vis
 
 WORLD = 2
 F16 = dict(rtol=2e-3, atol=2e-3)   # float16 storage tolerance
 
-RANK = textwrap.dedent("""
-    import json, os, sys
-    sys.path.insert(0, {tests!r})
-    import torch
-    import torch.distributed as dist
-    from conftest import make_generative_model, make_pairs
-    import t3vis
+RANK = """
+from conftest import make_generative_model, make_pairs
 
-    rank = int(os.environ["RANK"])
-    dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
-    try:
-        torch.set_num_threads(1)
-        model, tokenizer = make_generative_model({kind!r})
-        if {wrap!r} == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-            for block in model.transformer.h:
-                fully_shard(block)
-            fully_shard(model)
-        else:
-            model = torch.nn.parallel.DistributedDataParallel(model)
-        sources, targets = make_pairs({n})
-        rec = t3vis.Recorder({run_dir!r}, model, tokenizer, sources, targets=targets, task={task!r}, batch_size=2,
-                             save_weights=False)
-        rec.snapshot(step=1)
-        # training goes on after the snapshot: one step on this rank's rows
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-        batch = tokenizer(sources[rank::2][:2], return_tensors="pt", padding=True)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        rec.snapshot(step=2)
-        print("RESULT " + json.dumps({{"rank": rank, "loss": loss.item()}}), flush=True)
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
-""")
+model, tokenizer = make_generative_model({kind!r})
+if {wrap!r} == "fsdp":
+    from torch.distributed.fsdp import fully_shard
+    for block in model.transformer.h:
+        fully_shard(block)
+    fully_shard(model)
+else:
+    model = torch.nn.parallel.DistributedDataParallel(model)
+sources, targets = make_pairs({n})
+rec = t3vis.Recorder({run_dir!r}, model, tokenizer, sources, targets=targets, task={task!r}, batch_size=2,
+                     save_weights=False)
+rec.snapshot(step=1)
+# training goes on after the snapshot: one step on this rank's rows
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+batch = tokenizer(sources[rank::2][:2], return_tensors="pt", padding=True)
+labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+loss = model(**batch, labels=labels).loss
+loss.backward()
+optimizer.step()
+rec.snapshot(step=2)
+print("RESULT " + json.dumps({{"rank": rank, "loss": loss.item()}}), flush=True)
+"""
 
 
 def run_ranks(tmp_path: Path, run_dir: Path, **settings) -> list[dict]:
-    code = RANK.format(tests=TESTS_DIR, init=f"file://{tmp_path / 'dist-init'}", world=WORLD, run_dir=str(run_dir),
-                       **settings)
-    return ranks.results(ranks.start_ranks(code, WORLD, port=29533, timeout=150))
+    body = RANK.format(run_dir=str(run_dir), **settings)
+    return ranks.results(ranks.start_ranks(ranks.script(body, tmp_path / "dist-init", WORLD), WORLD, port=29533,
+                                           timeout=150))
 
 
 # 9 examples: rank 0 probes 5 (3 batches of 2), rank 1 probes 4 (2 batches): FSDP's passes are
