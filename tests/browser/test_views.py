@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 import t3vis
 
@@ -46,6 +47,24 @@ def point_position(p, example_id: int, where: str = "projection"):
     pos = p.page.evaluate("([id, w]) => window.__t3vis.pointPosition(id, w)", [example_id, where])
     assert pos is not None, f"example {example_id} is not drawn in {where}"
     return pos
+
+
+def hover_point(p, example_id: int, tries: int = 20):
+    """Puts the mouse on an example's point and waits until the plot says it hovers that point.
+
+    The page may still be settling (a panel opening resizes the plot), so a position read once
+    can be stale by the time the mouse gets there: read it again until the hover lands."""
+    for _ in range(tries):
+        x, y = point_position(p, example_id)
+        p.page.mouse.move(x, y)
+        try:
+            p.page.wait_for_function(
+                "id => document.querySelector('[data-testid=projection-plot]').dataset.hoverId === String(id)",
+                arg=example_id, timeout=500)
+            return x, y
+        except PlaywrightTimeoutError:
+            p.page.mouse.move(1, 1)
+    raise AssertionError(f"the mouse never came to rest on example {example_id}'s point")
 
 
 def test_colour_by_gold_prob_and_variability(page, server, tiny):
@@ -193,8 +212,7 @@ def test_click_on_a_point_selects_it_everywhere(page, server, tiny):
     wait_projection(page, "tiny", 10, 2)
     page.page.wait_for_selector("[data-testid=projection-scatter][data-state=drawn]")
     target = 7
-    x, y = point_position(page, target)
-    page.page.mouse.move(x, y)
+    x, y = hover_point(page, target)
     page.page.wait_for_selector("[data-testid=tooltip]")
     page.page.mouse.click(x, y)
     page.page.wait_for_selector("[data-testid=selection-chip]")
@@ -209,7 +227,7 @@ def test_click_on_a_point_selects_it_everywhere(page, server, tiny):
     assert f"ex={target}" in page.page.url and f"sel={target}" in page.page.url
     # Ctrl+click adds a second example to the selection
     other = 12
-    x2, y2 = point_position(page, other)
+    x2, y2 = hover_point(page, other)
     page.page.keyboard.down("Control")
     page.page.mouse.click(x2, y2)
     page.page.keyboard.up("Control")
