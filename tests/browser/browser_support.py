@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_RUN = ROOT / "runs" / "demo"
+DEMO_SEQ2SEQ_RUN = ROOT / "runs" / "demo-seq2seq"
 TOKEN = "browser-test-token"
 
 

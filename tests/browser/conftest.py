@@ -14,14 +14,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_labels, make_model, make_texts  # tests/conftest.py
+from conftest import make_generative_model, make_labels, make_model, make_pairs, make_texts  # tests/conftest.py
 
 from t3vis.server.launch import BackgroundServer
 
-from .browser_support import DEMO_RUN, ROOT, TOKEN, synthetic_run
+from .browser_support import DEMO_RUN, DEMO_SEQ2SEQ_RUN, ROOT, TOKEN, synthetic_run
 
 CHROMIUM = os.environ.get("T3VIS_CHROMIUM", "/usr/bin/chromium")
-STATIC_INDEX = ROOT / "src" / "t3vis" / "server" / "static" / "index.html"
+# T3VIS_STATIC_DIR: test a viewer built elsewhere (`npx vite build --outDir DIR`)
+STATIC_DIR = Path(os.environ.get("T3VIS_STATIC_DIR", ROOT / "src" / "t3vis" / "server" / "static"))
+STATIC_INDEX = STATIC_DIR / "index.html"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-dev-shm-usage",
@@ -96,6 +98,41 @@ def record_plain_run(path: Path) -> dict:
     return {"path": path, "texts": texts, "labels": labels}
 
 
+GEN_PROBE = 16       # 8 training + 8 validation pairs
+GEN_STEPS = (0, 4, 8)
+
+
+def record_generative_run(path: Path) -> dict:
+    """A tiny random T5 (2 encoder, 3 decoder layers, 4 heads) trained a little on source -> target
+    pairs between three checkpoints, with its weights and the training dynamics of its training half."""
+    import numpy as np
+    import torch
+
+    from t3vis import Recorder
+    from t3vis.tasks import get_task
+
+    model, tokenizer = make_generative_model("t5", seed=5)
+    sources, targets = make_pairs(GEN_PROBE, seed=13)
+    half = GEN_PROBE // 2
+    rec = Recorder(path, model, tokenizer, sources, targets=targets, task="seq2seq", max_length=48,
+                   splits=["train"] * half + ["validation"] * half, batch_size=8, keep_weights="all")
+    task = get_task("seq2seq")
+    examples = task.examples(model, sources[:half], targets[:half])
+    batch = task.encode(model, tokenizer, examples, np.arange(half), max_length=48, device=torch.device("cpu"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for i, step in enumerate(GEN_STEPS):
+        for _ in range(step - (GEN_STEPS[i - 1] if i else step)):
+            logits = model(**batch.inputs).logits
+            rec.observe(torch.arange(half), logits, batch.labels)
+            loss = task.losses(logits, batch).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        rec.snapshot(step=step, epoch=float(i))
+    rec.close()
+    return {"path": path, "sources": sources, "targets": targets, "tokenizer": tokenizer}
+
+
 def without_dynamics(run: Path, path: Path) -> Path:
     """A copy of a run with its training dynamics removed, as `t3vis record` gives for checkpoints
     saved without a trainer state: no epochs and no data map."""
@@ -117,10 +154,18 @@ def plain(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def gen(tmp_path_factory) -> dict:
+    """A seq2seq run ("gen"): encoder, decoder and cross-attention stacks."""
+    return record_generative_run(tmp_path_factory.mktemp("generative") / "gen")
+
+
+@pytest.fixture(scope="session")
 def built_frontend() -> Path:
     if not STATIC_INDEX.exists():
         pytest.fail(f"the viewer is not built ({STATIC_INDEX} is missing): run `make frontend` "
                     "(or `cd frontend && npm ci && npm run build`)", pytrace=False)
+    if STATIC_DIR != ROOT / "src" / "t3vis" / "server" / "static":
+        return STATIC_INDEX                      # built elsewhere on purpose: its age is the builder's business
     frontend = ROOT / "frontend"
     sources = [f for f in (frontend / "src").rglob("*") if f.is_file()] + \
         [frontend / n for n in ("index.html", "package-lock.json", "vite.config.ts") if (frontend / n).exists()]
@@ -136,7 +181,18 @@ def server(tiny, plain, built_frontend):
     from t3vis.server import create_app
 
     paths = [tiny["path"], plain["path"], plain["nodyn"]] + ([DEMO_RUN] if (DEMO_RUN / "run.json").exists() else [])
-    live = BackgroundServer(create_app(paths))
+    live = BackgroundServer(create_app(paths, static_dir=STATIC_DIR))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def gen_server(gen, built_frontend):
+    """A server of the tiny seq2seq run, and of the generative demo run where it exists."""
+    from t3vis.server import create_app
+
+    paths = [gen["path"]] + ([DEMO_SEQ2SEQ_RUN] if (DEMO_SEQ2SEQ_RUN / "run.json").exists() else [])
+    live = BackgroundServer(create_app(paths, static_dir=STATIC_DIR))
     yield live
     live.stop()
 
@@ -146,7 +202,8 @@ def medium_server(tmp_path_factory, built_frontend):
     """A server of one synthetic run of 3,000 examples: its t-SNE takes the server some seconds."""
     from t3vis.server import create_app
 
-    live = BackgroundServer(create_app([synthetic_run(tmp_path_factory.mktemp("medium") / "medium", 3000)]))
+    run = synthetic_run(tmp_path_factory.mktemp("medium") / "medium", 3000)
+    live = BackgroundServer(create_app([run], static_dir=STATIC_DIR))
     yield live
     live.stop()
 
@@ -155,7 +212,7 @@ def medium_server(tmp_path_factory, built_frontend):
 def token_server(tiny, built_frontend):
     from t3vis.server import create_app
 
-    live = BackgroundServer(create_app([tiny["path"]], token=TOKEN))
+    live = BackgroundServer(create_app([tiny["path"]], token=TOKEN, static_dir=STATIC_DIR))
     yield live
     live.stop()
 

@@ -2,9 +2,10 @@
 // and Arrow IPC tables decoded into typed arrays.
 import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
-  ByteTensor, Curves, DataMap, HeadHistory, ExampleDetail, HeadScope, HeadsResponse, InstanceRequest, InstanceResponse,
-  Points, Projection, ProjectionMethod, ProjectionStatus, PruneResponse, RegionRule, RunInfo, RunListEntry,
-  SelectionSummary, TablePage, TableQuery,
+  ByteTensor, Curves, DataMap, GenerateRequest, GenerationAnswer, GenerativePruneResponse, HeadHistory, ExampleDetail,
+  HeadScope, HeadsResponse, InstanceRequest, InstanceResponse, Points, Projection, ProjectionMethod, ProjectionStatus,
+  PruneResponse, RegionRule, RunInfo, RunListEntry, SelectionSummary, SequenceInstanceAnswer, SequenceInstanceRequest,
+  StackAttention, TablePage, TableQuery,
 } from './types';
 
 import { REGION_NAMES } from './filters';
@@ -176,6 +177,10 @@ export function decodePoints(t: Table): Points {
     region: regionCodes(t.getChild('region'), n),
     split,
     splitCode,
+    perplexity: floats(t.getChild('perplexity'), n),
+    meanProb: floats(t.getChild('mean_prob'), n),
+    tokenAccuracy: floats(t.getChild('token_accuracy'), n),
+    nTokens: floats(t.getChild('n_tokens'), n),
   };
 }
 
@@ -222,6 +227,19 @@ export function decodeDataMap(t: Table): DataMap {
 
 const runPath = (run: string) => `/runs/${enc(run)}`;
 const ckPath = (run: string, step: number) => `${runPath(run)}/checkpoints/${step}`;
+/** `?stack=S` (or `&stack=S` after a query), or nothing for the run's default stack */
+const stackQuery = (stack: string | null | undefined, sep = '?') => (stack ? `${sep}stack=${enc(stack)}` : '');
+
+/** A JSON list of token labels from a header (the server escapes non-ASCII as \u). */
+export function tokenHeader(value: string | null, what: string): string[] {
+  try {
+    const v = JSON.parse(value ?? '');
+    if (Array.isArray(v) && v.every((t) => typeof t === 'string')) return v;
+  } catch {
+    /* fall through */
+  }
+  throw new ApiError(0, `${what} header is not a JSON list of tokens`);
+}
 
 export const api = {
   runs: (signal?: AbortSignal) => getJSON<RunListEntry[]>('/runs', signal),
@@ -241,11 +259,12 @@ export const api = {
   example: (run: string, id: number, signal?: AbortSignal) =>
     getJSON<ExampleDetail>(`${runPath(run)}/examples/${id}`, signal),
 
-  heads: (run: string, step: number, scope: HeadScope, idList: number[] | null, signal?: AbortSignal) =>
-    postJSON<HeadsResponse>(`${ckPath(run, step)}/heads`, { scope, ids: idList }, signal),
+  heads: (run: string, step: number, scope: HeadScope, idList: number[] | null, signal?: AbortSignal,
+    stack: string | null = null) =>
+    postJSON<HeadsResponse>(`${ckPath(run, step)}/heads`, { scope, ids: idList, ...(stack ? { stack } : {}) }, signal),
 
-  thumbnails: (run: string, step: number, signal?: AbortSignal) =>
-    getBytes(`${ckPath(run, step)}/heads/thumbnails`, signal),
+  thumbnails: (run: string, step: number, signal?: AbortSignal, stack: string | null = null) =>
+    getBytes(`${ckPath(run, step)}/heads/thumbnails${stackQuery(stack)}`, signal),
 
   instance: (run: string, step: number, req: InstanceRequest, signal?: AbortSignal) =>
     postJSON<InstanceResponse>(`${ckPath(run, step)}/instance`, req, signal),
@@ -255,18 +274,49 @@ export const api = {
     return getBytes(`${ckPath(run, step)}/instance/attention?${q}`, signal);
   },
 
-  headHistory: (run: string, signal?: AbortSignal) => getJSON<HeadHistory>(`${runPath(run)}/heads/history`, signal),
+  headHistory: (run: string, signal?: AbortSignal, stack: string | null = null) =>
+    getJSON<HeadHistory>(`${runPath(run)}/heads/history${stackQuery(stack)}`, signal),
 
   prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal) =>
     postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList }, signal),
+
+  // ---- generative runs ----
+
+  /** A sequence at a checkpoint: per-token outputs, and the saliency of `token` (or the matrix). */
+  sequenceInstance: (run: string, step: number, req: SequenceInstanceRequest, signal?: AbortSignal) =>
+    postJSON<SequenceInstanceAnswer>(`${ckPath(run, step)}/instance`, req, signal),
+
+  /** Every head of one stack for a sequence: `attentionId` is the instance answer's attention_id. */
+  async stackAttention(run: string, step: number, attentionId: string, stack: string | null,
+    signal?: AbortSignal): Promise<StackAttention> {
+    const path = `${ckPath(run, step)}/instance/attention?${attentionId}${stackQuery(stack, '&')}`;
+    const res = await request(path, { signal });
+    const t = decodeBytes(new Uint8Array(await res.arrayBuffer()), res.headers.get('X-T3vis-Shape'), `attention of ${path}`);
+    return {
+      ...t,
+      stack: res.headers.get('X-T3vis-Stack') ?? stack ?? '',
+      queryTokens: tokenHeader(res.headers.get('X-T3vis-Query-Tokens'), 'X-T3vis-Query-Tokens'),
+      keyTokens: tokenHeader(res.headers.get('X-T3vis-Key-Tokens'), 'X-T3vis-Key-Tokens'),
+    };
+  },
+
+  generate: (run: string, step: number, req: GenerateRequest, signal?: AbortSignal) =>
+    postJSON<GenerationAnswer>(`${ckPath(run, step)}/generate`, req, signal),
+
+  /** Mask heads of any stacks: measures before and after, and generations for at most 20 examples. */
+  pruneStacks: (run: string, step: number, masked: Record<string, [number, number][]>, idList: number[] | null,
+    maxNewTokens = 20, signal?: AbortSignal) =>
+    postJSON<GenerativePruneResponse>(`${ckPath(run, step)}/prune`,
+      { masked_heads: masked, ids: idList, max_new_tokens: maxNewTokens }, signal),
 
   /**
    * The projection of (step, layer, method). While the server computes it (202), polls the
    * same URL every `pollMs` and reports progress; resolves with the decoded float32 (N, 3).
    */
   async projection(run: string, step: number, layer: number, method: ProjectionMethod,
-    onProgress: (s: ProjectionStatus) => void, signal?: AbortSignal, pollMs = 500): Promise<Projection> {
-    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true`;
+    onProgress: (s: ProjectionStatus) => void, signal?: AbortSignal, pollMs = 500,
+    stack: string | null = null): Promise<Projection> {
+    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true${stackQuery(stack, '&')}`;
     for (;;) {
       const res = await request(path, { signal });
       if (res.status === 202) {

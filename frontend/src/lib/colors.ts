@@ -154,6 +154,20 @@ export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, 
       return continuous('Data-map variability (std of p(gold) over epochs)', normalise(pts.variability, 0, hi),
         interpolateVariability, '0', hi.toFixed(2));
     }
+    case 'perplexity': {
+      // perplexity spans orders of magnitude: coloured on a log scale from 1 (certain) up
+      const logs = new Float32Array(n);
+      for (let i = 0; i < n; i++) logs[i] = pts.perplexity[i] > 0 ? Math.log(pts.perplexity[i]) : NaN;
+      const hi = upperEnd(logs);
+      return continuous('Perplexity (exp of the mean target-token loss), log scale', normalise(logs, 0, hi),
+        interpolateLoss, '1', `≥ ${Math.exp(hi).toFixed(1)}`);
+    }
+    case 'token_accuracy':
+      return continuous('Token accuracy (target tokens the model ranks first)', normalise(pts.tokenAccuracy, 0, 1),
+        interpolateGoldProb, '0', '1', true);
+    case 'mean_prob':
+      return continuous('Mean target-token probability at this checkpoint', normalise(pts.meanProb, 0, 1),
+        interpolateGoldProb, '0', '1', true);
     case 'preservation': {
       if (proj) for (let i = 0; i < n; i++) values[i] = Math.max(0, Math.min(1, proj.preservation[i] ?? 0));
       return continuous('Neighbourhood preservation (10-NN kept in 2-D)', values, interpolatePreservation,

@@ -5,6 +5,7 @@ import { derived, get, writable } from 'svelte/store';
 import { combineSelection, type SelectOp } from './selection';
 import { decodeFilter, encodeFilter, NO_FILTER, type FilterMode, type PointFilter } from './filters';
 import type { ColorBy, DataMap, Points, ProjectionMethod, RunInfo, SaliencyMethod, SelectionSummary } from './types';
+import { isSequenceTask, resolveStack, runTask } from './task';
 
 export const runName = writable<string | null>(null);
 export const runInfo = writable<RunInfo | null>(null);
@@ -13,6 +14,17 @@ export const layer = writable<number>(-1); // -1: not chosen yet (the last layer
 export const method = writable<ProjectionMethod>('pca');
 export const colorBy = writable<ColorBy>('label');
 export const saliencyMethod = writable<SaliencyMethod>('integrated_gradients');
+
+/** The attention stack the heads grid, pruning marks and attention views show; null: the run's default. */
+export const headStack = writable<string | null>(null);
+/** The stack whose hidden states the projections show; null: the run's default. */
+export const hiddenStack = writable<string | null>(null);
+/** Whether the run's examples are sequences (causal-lm, seq2seq) rather than classified texts. */
+export const sequenceRun = derived(runInfo, ($run) => isSequenceTask(runTask($run)));
+/** The heads' stack, resolved against the run (sizes included). */
+export const headStackInfo = derived([runInfo, headStack], ([$run, $s]) => resolveStack($run, $s));
+/** The projections' stack, resolved against the run. */
+export const hiddenStackInfo = derived([runInfo, hiddenStack], ([$run, $s]) => resolveStack($run, $s));
 
 /** Example ids selected by lasso, brush or table; null: nothing selected. */
 export const selection = writable<Set<number> | null>(null);
@@ -107,11 +119,14 @@ export interface UrlState {
   filter: PointFilter;
   /** the comparison pane: [step, layer], or null when the comparison is closed */
   compare: [number, number] | null;
+  /** the heads' stack and the projections' stack (null: the run's default) */
+  stack: string | null;
+  hiddenStack: string | null;
 }
 
 const METHODS: readonly string[] = ['pca', 'umap', 'tsne'];
 const COLORS: readonly string[] = ['label', 'pred', 'correct', 'loss', 'gold_prob', 'confidence', 'variability', 'region',
-  'preservation'];
+  'preservation', 'perplexity', 'token_accuracy', 'mean_prob'];
 const SALIENCY: readonly string[] = ['integrated_gradients', 'gradient', 'grad_x_input', 'lrp', 'attention_rollout'];
 
 function num(v: string | null): number | null {
@@ -142,6 +157,8 @@ export function parseUrlState(search: string): UrlState {
     saliency: sal && SALIENCY.includes(sal) ? (sal as SaliencyMethod) : null,
     filter: decodeFilter(p.get('f')),
     compare: pair(p.get('cmp')),
+    stack: p.get('stack') || null,
+    hiddenStack: p.get('pstack') || null,
   };
 }
 
@@ -160,6 +177,8 @@ export function encodeUrlState(st: UrlState, search = ''): string {
   set('sel', st.selection && st.selection.length <= URL_SELECTION_MAX ? st.selection.join(',') : null);
   set('f', encodeFilter(st.filter));
   set('cmp', st.compare ? `${st.compare[0]}.${st.compare[1]}` : null);
+  set('stack', st.stack);
+  set('pstack', st.hiddenStack);
   return p.toString();
 }
 
@@ -170,14 +189,16 @@ export function readUrl(): UrlState {
 /** Keeps the URL in step with the state (replaceState, so history is not flooded). */
 export function syncUrl(): () => void {
   const state = derived(
-    [runName, step, layer, method, colorBy, focusId, focusHead, selection, saliencyMethod, pointFilter, compare],
+    [runName, step, layer, method, colorBy, focusId, focusHead, selection, saliencyMethod, pointFilter, compare, headStack,
+      hiddenStack],
     (v) => v,
   );
-  return state.subscribe(([$run, $step, $layer, $method, $color, $focus, $head, $sel, $sal, $filter, $cmp]) => {
+  return state.subscribe(([$run, $step, $layer, $method, $color, $focus, $head, $sel, $sal, $filter, $cmp, $stack,
+    $pstack]) => {
     const query = encodeUrlState({
       run: $run, step: $step, layer: $layer, method: $method, color: $color, example: $focus, head: $head,
       selection: $sel ? [...$sel] : null, saliency: $sal, filter: $filter,
-      compare: $cmp ? [$cmp.step, $cmp.layer] : null,
+      compare: $cmp ? [$cmp.step, $cmp.layer] : null, stack: $stack, hiddenStack: $pstack,
     }, window.location.search);
     const url = `${window.location.pathname}?${query}${window.location.hash}`;
     if (url !== window.location.pathname + window.location.search + window.location.hash) {

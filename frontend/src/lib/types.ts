@@ -34,7 +34,26 @@ export interface CheckpointInfo {
   has_weights: boolean;
 }
 
+/** What a run's model was trained to do (docs/api.md, Runs). */
+export type TaskName = 'classification' | 'causal-lm' | 'seq2seq';
+
+/** One attention stack of the model: an encoder-decoder has "encoder", "decoder" and "cross". */
+export interface StackInfo {
+  name: string;
+  num_layers: number;
+  num_heads: number;
+  /** whether its layers' pooled hidden states were recorded (cross-attention has none of its own) */
+  has_hidden: boolean;
+}
+
 export interface RunInfo extends RunSummary {
+  /** absent from older servers: read it with runTask() */
+  task?: TaskName;
+  /** absent from older servers and single-stack classifiers' older runs: read them with runStacks() */
+  stacks?: StackInfo[];
+  default_stack?: string | null;
+  /** the per-example output columns of the points answer */
+  point_columns?: string[];
   pooling: string;
   checkpoints: CheckpointInfo[];
   has_dynamics: boolean;
@@ -81,6 +100,11 @@ export interface Points {
   region: Int8Array; // index into REGIONS, -1 none
   split: string[];
   splitCode: Int8Array;
+  /** generative runs (NaN elsewhere): exp(loss), mean target-token probability, top-1 token accuracy, target tokens */
+  perplexity: Float32Array;
+  meanProb: Float32Array;
+  tokenAccuracy: Float32Array;
+  nTokens: Float32Array;
 }
 
 /** The thresholds the server drew the data map's regions with (docs/api.md, Data map). */
@@ -116,7 +140,8 @@ export interface DataMap {
   probeRow: Int32Array;
 }
 
-export type SortKey = 'id' | 'loss' | 'gold_prob' | 'confidence' | 'variability' | 'label' | 'pred';
+export type SortKey = 'id' | 'loss' | 'gold_prob' | 'confidence' | 'variability' | 'label' | 'pred'
+  | 'perplexity' | 'mean_prob' | 'token_accuracy' | 'n_tokens';
 
 export interface TableQuery {
   step: number | null;
@@ -149,6 +174,12 @@ export interface TableRow {
   confidence: number | null;
   variability: number | null;
   region: string | null;
+  /** generative runs only */
+  target?: string;
+  perplexity?: number | null;
+  mean_prob?: number | null;
+  token_accuracy?: number | null;
+  n_tokens?: number | null;
 }
 
 export interface TablePage {
@@ -165,6 +196,11 @@ export interface ExampleHistoryPoint {
   loss: number | null;
   gold_prob: number | null;
   probs: (number | null)[];
+  /** generative runs only */
+  perplexity?: number | null;
+  mean_prob?: number | null;
+  token_accuracy?: number | null;
+  n_tokens?: number | null;
 }
 
 export interface ExampleDetail {
@@ -176,6 +212,8 @@ export interface ExampleDetail {
   history: ExampleHistoryPoint[];
   dynamics: { confidence: number | null; variability: number | null; correctness: number | null; region: string | null } | null;
   forgetting_events: number | null;
+  /** generative runs: the example's target or completion ("" where a causal-lm text is scored whole) */
+  target?: string;
 }
 
 export type HeadScope = 'all' | 'selection' | 'example';
@@ -185,6 +223,8 @@ export interface HeadsResponse {
   scope: HeadScope;
   n: number;
   summaries: Record<string, number[][]>;
+  /** the stack these heads belong to (absent from older servers) */
+  stack?: string;
 }
 
 /** A uint8 array with its shape (from X-T3vis-Shape). */
@@ -226,9 +266,109 @@ export interface PruneResponse {
 }
 
 export type ColorBy = 'label' | 'pred' | 'correct' | 'loss' | 'gold_prob' | 'confidence' | 'variability' | 'region'
-  | 'preservation';
+  | 'preservation' | 'perplexity' | 'token_accuracy' | 'mean_prob';
 
 export interface HeadHistory {
   steps: number[];
   importance: number[][][]; // (C, L, H)
+}
+
+// ---- Generative runs (causal-lm, seq2seq): docs/api.md "Generative runs" -----------------
+
+export interface SequenceInstanceRequest {
+  id: number | null;
+  text: string | null;
+  /** with text: its target (seq2seq) or completion (causal-lm); with id: null */
+  target_text: string | null;
+  method: SaliencyMethod;
+  /** the target token to explain (index into target_tokens); null: none */
+  token: number | null;
+  /** contrastive: a token as the tokenizer writes it, or its id */
+  foil: string | number | null;
+  matrix: boolean;
+}
+
+export interface SequenceInstanceAnswer {
+  task: TaskName;
+  input_tokens: string[];
+  stream_lengths: { input: number; decoder_input?: number };
+  target_tokens: string[];
+  target_ids: number[];
+  /** the column of input_tokens whose output predicts each target token */
+  predicted_at: number[];
+  target_probs: number[];
+  target_nll: number[];
+  top1_ids: number[];
+  top1_tokens: string[];
+  loss: number;
+  perplexity: number;
+  mean_prob: number;
+  token_accuracy: number;
+  method: SaliencyMethod;
+  token: number | null;
+  foil: number | null;
+  /** the chosen token's saliency row over input_tokens (log-probability units where signed) */
+  scores: number[] | null;
+  delta: number | null;
+  delta_relative: number | null;
+  /** target tokens x input tokens, when asked for */
+  matrix: number[][] | null;
+  matrix_delta: number[] | null;
+  attention_id: string;
+}
+
+/** One stack's attention for one sequence: uint8 (L, H, Tq, Tk), each query row scaled to sum ~255. */
+export interface StackAttention extends ByteTensor {
+  stack: string;
+  queryTokens: string[];
+  keyTokens: string[];
+}
+
+export interface GenerateRequest {
+  id: number | null;
+  text: string | null;
+  target_text: string | null;
+  max_new_tokens: number;
+}
+
+export interface GenerationAnswer {
+  prompt: string;
+  tokens: string[];
+  token_ids: number[];
+  probs: number[];
+  text: string;
+  finished: boolean;
+  reference_tokens: string[];
+  reference_ids: number[];
+  /** generated token k equals reference token k */
+  matches: boolean[];
+}
+
+export interface SequenceMeasures {
+  loss: number;
+  perplexity: number;
+  token_accuracy: number;
+}
+
+export interface GenerationPair {
+  id: number;
+  before: string[];
+  after: string[];
+  before_probs: number[];
+  after_probs: number[];
+  before_text: string;
+  after_text: string;
+  /** per token of after: it differs from before's token there, or before has none */
+  changed: boolean[];
+  reference: string[];
+}
+
+export interface GenerativePruneResponse {
+  n: number;
+  skipped: number;
+  before: SequenceMeasures;
+  after: SequenceMeasures;
+  masked_heads: Record<string, [number, number][]>;
+  /** at most 20 examples evaluated: each one's greedy generation before and after */
+  generations: GenerationPair[] | null;
 }

@@ -5,7 +5,7 @@ import { encodeUrlState, parseUrlState, type UrlState } from '../../src/lib/stor
 const full: UrlState = {
   run: 'demo', step: 250, layer: 6, method: 'umap', color: 'gold_prob', example: 3304, head: [1, 3],
   selection: [5, 7, 11], saliency: 'lrp', compare: [0, 3],
-  filter: { ...NO_FILTER, correct: false, lossMin: 1 },
+  filter: { ...NO_FILTER, correct: false, lossMin: 1 }, stack: 'cross', hiddenStack: 'encoder',
 };
 
 describe('URL state', () => {
@@ -20,6 +20,12 @@ describe('URL state', () => {
     expect(p.has('saliency')).toBe(false);
     expect(p.has('cmp')).toBe(false);
     expect(p.has('f')).toBe(false);
+  });
+  it('leaves the stacks out when they are the run default', () => {
+    const p = new URLSearchParams(encodeUrlState({ ...full, stack: null, hiddenStack: null }));
+    expect(p.has('stack')).toBe(false);
+    expect(p.has('pstack')).toBe(false);
+    expect(parseUrlState('?stack=&pstack=').stack).toBe(null);
   });
   it('leaves a huge selection out of the URL', () => {
     const q = encodeUrlState({ ...full, selection: Array.from({ length: 2001 }, (_, i) => i) });
