@@ -10,6 +10,7 @@ reference where there is one (the recording's per-token outputs, the model's own
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +277,46 @@ def test_pruning_names_the_stacks_and_heads_there_are(served):
     assert too_far.status_code == 404 and "0..1" in too_far.json()["detail"]
     default = _post(client, "t5", "prune", {"masked_heads": [[2, 0]], "ids": [1]}).json()
     assert default["masked_heads"] == {"decoder": [[2, 0]]}
+
+
+def _projection(client, run: str, query: str, step: int = 1):
+    for _ in range(200):
+        r = client.get(f"/api/runs/{run}/checkpoints/{step}/projection?{query}")
+        if r.status_code != 202:
+            return r
+        time.sleep(0.05)
+    raise AssertionError(f"the projection {query} was never computed")
+
+
+def test_the_projection_of_each_stack_is_of_its_own_hidden_states(served):
+    """stack=encoder lays out the encoder's pooled states: PCA of the model's own encoder outputs,
+    mean-pooled over each source's tokens (computed here with numpy, not t3vis's projection)."""
+    client, runs, models = served
+    model, tokenizer = models["t5"]
+    layer = 1
+    pooled = []
+    with torch.no_grad():
+        for text in runs["t5"].probe_examples["text"]:
+            enc = tokenizer(text, return_tensors="pt")
+            states = model.encoder(**enc, output_hidden_states=True).hidden_states[layer][0]    # (T, d)
+            pooled.append(states.mean(0).numpy())
+    Z = np.asarray(pooled, np.float64)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)                 # cosine geometry
+    Zc = Z - Z.mean(0)
+    expected = Zc @ np.linalg.svd(Zc, full_matrices=False)[2][:2].T   # (N, 2) principal scores
+    answers = {}
+    for stack in ("encoder", "decoder"):
+        r = _projection(client, "t5", f"layer={layer}&method=pca&aligned=false&stack={stack}")
+        assert r.status_code == 200, r.text
+        answers[stack] = np.frombuffer(r.content, "<f4").reshape(-1, 3)[:, :2]
+    for axis in range(2):          # each axis up to its sign; float16 storage limits the match
+        assert abs(np.corrcoef(answers["encoder"][:, axis], expected[:, axis])[0, 1]) > 0.99
+    assert not np.allclose(answers["encoder"], answers["decoder"], atol=1e-3)
+    default = _projection(client, "t5", f"layer={layer}&method=pca&aligned=false")
+    assert np.frombuffer(default.content, "<f4").reshape(-1, 3)[:, :2].tolist() == answers["decoder"].tolist()
+    for stack, detail in (("cross", "no hidden states of its own"), ("nope", "has no 'nope' stack")):
+        r = _projection(client, "t5", f"layer=1&method=pca&stack={stack}")
+        assert r.status_code == 404 and detail in r.json()["detail"]
 
 
 @pytest.mark.parametrize("run", list(KINDS))

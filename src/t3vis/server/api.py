@@ -204,9 +204,11 @@ def points(run: RunName, step: Step, ctx: Ctx):
 def projection(run: RunName, step: Step, ctx: Ctx,
                layer: int = Query(description="0 = embeddings, 1..L the blocks", ge=0, le=100_000),
                method: M.ProjectionMethod = Query("umap"),
-               aligned: bool = Query(True, description="start from the neighbouring checkpoint's layout")):
+               aligned: bool = Query(True, description="start from the neighbouring checkpoint's layout"),
+               stack: str | None = Query(None, max_length=64, description="whose hidden states (an encoder-decoder's "
+                                         "encoder or decoder); default: the run's default stack")):
     h = ctx.run(run)
-    answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned)
+    answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned, stack)
     if isinstance(answer, Job):
         status = M.ProjectionStatus(status=answer.status, progress=answer.progress, message=answer.message)
         return JSONResponse(status.model_dump(), status_code=202)

@@ -97,14 +97,19 @@ class Projections:
         job = self._jobs.get(key)
         return None if job is None else Job(job.status, job.progress, job.message, job.failed_at)
 
-    def request(self, handle, ck, layer: int, method: str, aligned: bool) -> Result | Job:
-        """The finished projection, or the status of the job computing it (started if need be)."""
-        ck.hidden(layer)             # unknown layer or damaged hidden states: an error now, not in a job
-        series = [c for c in handle.checkpoints() if _same_shape(c, ck)] if aligned else [ck]
+    def request(self, handle, ck, layer: int, method: str, aligned: bool, stack: str | None = None) -> Result | Job:
+        """The finished projection of one stack's layer (None: the default stack), or the status
+        of the job computing it (started if need be)."""
+        run = handle.run
+        stack = run.stack(stack).name      # unknown stack: a 404 naming the run's
+        ck.hidden(layer, stack)      # unknown layer or damaged hidden states: an error now, not in a job
+        series = [c for c in handle.checkpoints() if _same_shape(c, ck, stack)] if aligned else [ck]
         if ck.step not in [c.step for c in series]:
             series = [ck]
-        fingerprints = [(c.step, data_fingerprint(c.path / schema.HIDDEN)) for c in series]
-        layout_keys = {step: layout_key(step, layer, method, aligned, fingerprints) for step, _ in fingerprints}
+        hidden_file = schema.stack_file(schema.HIDDEN, stack, run.default_stack)
+        fingerprints = [(c.step, data_fingerprint(c.path / hidden_file)) for c in series]
+        layout_keys = {step: layout_key(step, layer, method, aligned, fingerprints, stack, run.default_stack)
+                       for step, _ in fingerprints}
         key = (handle.name, key_digest(layout_keys[ck.step]))
         hit = self._results.get(key)
         if hit is not None:
@@ -127,12 +132,12 @@ class Projections:
             self._jobs[key] = job
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="t3vis-projection")
-            self._executor.submit(self._run, key, job, cache, series, ck, layer, method, layout_keys)
+            self._executor.submit(self._run, key, job, cache, series, ck, layer, stack, method, layout_keys)
         return Job(job.status, job.progress, job.message)
 
     # -- the job -------------------------------------------------------------------------
 
-    def _run(self, key, job: Job, cache: ArrayCache, series, ck, layer, method, layout_keys) -> None:
+    def _run(self, key, job: Job, cache: ArrayCache, series, ck, layer, stack, method, layout_keys) -> None:
         from t3vis.analysis.projection import neighborhood_preservation, project, project_aligned
 
         def stage(progress: float, message: str) -> None:
@@ -149,17 +154,17 @@ class Projections:
                         stage(0.1 + 0.75 * done / total, f"laid out layer {layer} with {method} at {done} of "
                                                          f"{total} checkpoints (aligned)")
 
-                    layouts = project_aligned([c.hidden(layer) for c in series], method, seed=SEED,
+                    layouts = project_aligned([c.hidden(layer, stack) for c in series], method, seed=SEED,
                                               on_layout=laid_out)
                     for c, y in zip(series, layouts):
                         _put(cache, layout_keys[c.step], y)
                     layout = layouts[[c.step for c in series].index(ck.step)]
                 else:
                     stage(0.1, f"laying out layer {layer} with {method}")
-                    layout = project(ck.hidden(layer), method, seed=SEED)
+                    layout = project(ck.hidden(layer, stack), method, seed=SEED)
                     _put(cache, layout_keys[ck.step], layout)
             stage(0.85, f"measuring neighbourhood preservation ({K_NEIGHBOURS} nearest neighbours)")
-            X = ck.hidden(layer)
+            X = ck.hidden(layer, stack)
             k = min(K_NEIGHBOURS, X.shape[0] - 1)
             preservation = neighborhood_preservation(X, layout, k=k)
             _put(cache, preservation_key(layout_keys[ck.step]), preservation)
@@ -188,21 +193,24 @@ class Projections:
         return result
 
 
-def _same_shape(other, ck) -> bool:
-    """Whether other's hidden states read and have ck's shape (so they align with it)."""
+def _same_shape(other, ck, stack: str) -> bool:
+    """Whether other's hidden states of the stack read and have ck's shape (so they align with it)."""
     try:
-        return bool(other.hidden_states.shape == ck.hidden_states.shape)
+        return bool(other.stack_hidden_states(stack).shape == ck.stack_hidden_states(stack).shape)
     except CorruptRunError as e:
         log.warning("leaving checkpoint %s out of an aligned projection: %s", other.step, e)
         return False
 
 
-def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints) -> dict:
+def layout_key(step: int, layer: int, method: str, aligned: bool, fingerprints, stack: str | None = None,
+               default_stack: str | None = None) -> dict:
     from t3vis.analysis.projection import layout_rules
 
     key = {"what": "projection", "step": int(step), "layer": int(layer), "method": method, "seed": SEED,
            "params": {}, "metric": "cosine", "aligned": bool(aligned and len(fingerprints) > 1),
            "rules": layout_rules(method)}
+    if stack is not None and stack != default_stack:
+        key["stack"] = stack          # the default stack's keys stay as they were: caches stay valid
     if key["aligned"]:
         key["series"] = [[int(s), fp] for s, fp in fingerprints]
     else:
