@@ -80,7 +80,7 @@ def run_headline_demo(config: HeadlineDemoConfig = HeadlineDemoConfig(), log=pri
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     due = snapshot_steps(steps_per_epoch, config.epochs, config.snapshots_per_epoch)
     recording = T3VisCallback(config.out, tokenizer, sources[probe_rows].tolist(), titles[probe_rows].tolist(),
-                              task="seq2seq", ids=probe_rows,
+                              task="seq2seq", ids=probe_rows, categories=data["category"].to_numpy()[probe_rows],
                               splits=["validation"] * len(heldout) + ["train"] * len(probe_train),
                               max_length=config.max_length, batch_size=32, progress=True)
     with tempfile.TemporaryDirectory(prefix="t3vis-demo-") as scratch, warnings.catch_warnings():

@@ -114,7 +114,8 @@ def record_generative_run(path: Path) -> dict:
     model, tokenizer = make_generative_model("t5", seed=5)
     sources, targets = make_pairs(GEN_PROBE, seed=13)
     half = GEN_PROBE // 2
-    rec = Recorder(path, model, tokenizer, sources, targets=targets, task="seq2seq", max_length=48,
+    topics = [("sport", "tech", "politics")[i % 3] for i in range(GEN_PROBE)]   # a category to colour by
+    rec = Recorder(path, model, tokenizer, sources, targets=targets, task="seq2seq", max_length=48, categories=topics,
                    splits=["train"] * half + ["validation"] * half, batch_size=8, keep_weights="all")
     task = get_task("seq2seq")
     examples = task.examples(model, sources[:half], targets[:half])
@@ -130,7 +131,7 @@ def record_generative_run(path: Path) -> dict:
             optimizer.step()
         rec.snapshot(step=step, epoch=float(i))
     rec.close()
-    return {"path": path, "sources": sources, "targets": targets, "tokenizer": tokenizer}
+    return {"path": path, "sources": sources, "targets": targets, "topics": topics, "tokenizer": tokenizer}
 
 
 def without_dynamics(run: Path, path: Path) -> Path:

@@ -301,3 +301,41 @@ def test_a_v1_classification_run_still_reads(tmp_path):
     assert run.task_format.name == "classification" and [s.name for s in run.stacks] == ["encoder"]
     np.testing.assert_array_equal(run.checkpoints[0].hidden(2), before)
     assert run.checkpoints[0].head_importance.shape == (2, 4)
+
+
+def test_categories_of_generative_examples_are_stored_as_their_labels_and_served(tmp_path):
+    """A topic per example (BBC News: sport, tech, ...) is what the viewer colours and filters by."""
+    import pyarrow as pa
+    from fastapi.testclient import TestClient
+
+    from t3vis.server import create_app
+
+    model, tokenizer = make_generative_model("t5")
+    sources, targets = make_pairs(6)
+    topics = ["sport", "tech", "sport", "politics", "tech", "sport"]
+    rec = t3vis.Recorder(tmp_path / "run", model, tokenizer, sources, targets=targets, task="seq2seq",
+                         categories=topics)
+    rec.snapshot(step=0)
+    rec.close()
+    run = t3vis.open_run(tmp_path / "run")
+    assert run.label_names == ["politics", "sport", "tech"]          # sorted, as named by hand
+    assert run.examples["label"].tolist() == [1, 2, 1, 0, 2, 1]
+    with TestClient(create_app([tmp_path / "run"])) as client:
+        points = pa.ipc.open_stream(client.get("/api/runs/run/checkpoints/0/points").content).read_all()
+        assert points.column("label").to_pylist() == [1, 2, 1, 0, 2, 1]
+        assert "perplexity" in points.schema.names and "gold_prob" not in points.schema.names
+        page = client.post("/api/runs/run/table", json={"step": 0, "labels": [2]}).json()
+        assert [r["id"] for r in page["rows"]] == [1, 4]
+    # indices into label_names work as names do; the classifier's classes are its labels
+    rec = t3vis.Recorder(tmp_path / "by-index", model, tokenizer, sources, targets=targets, task="seq2seq",
+                         categories=[0, 1, 0, 1, 1, 0], label_names=["news", "opinion"])
+    assert rec.label_names == ["news", "opinion"] and rec.labels.tolist() == [0, 1, 0, 1, 1, 0]
+    with pytest.raises(InvalidInputError, match="one per example"):
+        t3vis.Recorder(tmp_path / "short", model, tokenizer, sources, targets=targets, task="seq2seq",
+                       categories=topics[:2])
+    with pytest.raises(InvalidInputError, match="outside"):
+        t3vis.Recorder(tmp_path / "range", model, tokenizer, sources, targets=targets, task="seq2seq",
+                       categories=[0, 1, 2, 0, 1, 2], label_names=["news", "opinion"])
+    classifier, tok = make_model("bert")
+    with pytest.raises(InvalidInputError, match="categories= is for generative"):
+        t3vis.Recorder(tmp_path / "cls", classifier, tok, ["a b", "c d"], [0, 1], categories=["x", "y"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -28,6 +28,7 @@ from t3vis.store.writer import RunWriter, folder_bytes
 from t3vis.tasks import get_task
 from t3vis.tasks.arguments import as_integer_vector
 from t3vis.tasks.base import Examples, Task, TrainingRow
+from t3vis.tasks.labels import resolve_categories
 
 log = logging.getLogger("t3vis.record")
 
@@ -58,6 +59,9 @@ class Recorder:
     "classification" (the default): labels are class indices or names;
     "causal-lm": texts are whole texts (labels None), or prompts with their completions as
     labels (targets=); "seq2seq": texts are sources and labels (targets=) their target texts.
+    categories (generative tasks): a class per probe example that the model does not predict,
+    such as a topic or a language, names or indices into label_names; the viewer colours and
+    filters the examples by it (stored as the examples' label, its names as label_names).
     ids default to 0..N-1; splits (e.g. "train" / "validation") tell held-out probes from
     training samples. Under torch.distributed every rank constructs the Recorder and calls
     `snapshot`; each probes its shard and rank 0 writes.
@@ -72,7 +76,8 @@ class Recorder:
 
     def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels=None, *,
                  targets: Sequence[str] | None = None, task: str | Task | None = None,
-                 ids: Sequence[int] | np.ndarray | None = None, splits: Sequence[str] | str = "probe",
+                 categories: Sequence | None = None, ids: Sequence[int] | np.ndarray | None = None,
+                 splits: Sequence[str] | str = "probe",
                  label_names: Sequence[str] | None = None, pooling: str = "auto", batch_size: int = 32,
                  max_length: int = 128, thumbnail_size: int = 32, save_weights: bool = True,
                  keep_weights: str | WeightsPolicy | None = None, progress: bool = False, exist_ok: bool = False):
@@ -87,6 +92,12 @@ class Recorder:
         # class labels resolve by `t3vis record`'s rules: indices, or names matched to the model's
         self.examples = self.task.examples(inner, list(texts), targets if targets is not None else labels,
                                            label_names=label_names)
+        if categories is not None:
+            if self.task.format.has_classes:
+                raise InvalidInputError("a classifier's examples are classed by their labels; categories= is for "
+                                        "generative tasks")
+            resolved = resolve_categories(categories, len(self.examples), label_names)
+            self.examples = replace(self.examples, labels=resolved.ids, label_names=resolved.names)
         self.texts = self.examples.texts
         self.labels = self.examples.labels
         self.ids = np.arange(len(self.texts), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)

@@ -61,9 +61,10 @@ class Columns:
         return _SQL_TYPES[WIRE_TYPES[name]]
 
 
-def columns_of(task: TaskFormat) -> Columns:
-    """The columns a run of `task` shows: its format's outputs and texts, a label where it has classes."""
+def columns_of(task: TaskFormat, categorised: bool = False) -> Columns:
+    """The columns a run of `task` shows: its format's outputs and texts, a label where it has
+    classes, or where a generative run's examples were given categories (categorised)."""
     outputs = tuple(c for c in OUTPUT_TYPES if c in task.output_columns)
     texts = tuple(c for c in ("text", "target") if c in task.example_columns)
     history = outputs + (("probs",) if "probs" in task.output_columns else ())
-    return Columns(label=task.has_classes, outputs=outputs, texts=texts, history=history)
+    return Columns(label=task.has_classes or categorised, outputs=outputs, texts=texts, history=history)

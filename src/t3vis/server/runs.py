@@ -77,7 +77,7 @@ class RunHandle:
     @property
     def columns(self) -> Columns:
         """The per-example columns the run's task has (its table, points and history)."""
-        return columns_of(self.run.task_format)
+        return columns_of(self.run.task_format, categorised=bool(self.run.label_names))
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints, sorted by step (re-listed at most once a second)."""

@@ -204,3 +204,25 @@ def _needs_mapping_message(values: list, num_labels: int) -> str:
             "not known which name is which class index. Say how the model was trained, e.g. "
             f"--label-map {format_mapping(example)} (t3vis record), or label_names={list(example)} "
             f"(index order, in Python); the indices here are an example, use the training's.{more}")
+
+
+def resolve_categories(values: Sequence | np.ndarray, n: int, names: Sequence[str] | None = None) -> ResolvedLabels:
+    """A generative task's example categories (a topic, a language): not what the model predicts,
+    a class per example the viewer colours and filters by. values: names, or indices into names;
+    without names, the distinct values sorted become the names (indices then name themselves)."""
+    raw = _as_list(values)
+    if len(raw) != n:
+        raise InvalidInputError(f"{len(raw)} categories for {n} probe examples: give one per example")
+    if names is not None:
+        names = [str(name) for name in names]
+        _check_distinct(names)
+        indices = _as_indices(raw)
+        if indices is not None:
+            _check_range(indices, len(names))
+            return ResolvedLabels(indices, names, _mapping(names))
+        return ResolvedLabels(_match_names(raw, names, explicit=True), names, _mapping(names))
+    found = sorted({str(v).strip() for v in raw}, key=lambda s: (len(s) if s.isdigit() else 0, s))
+    if not found or "" in found:
+        raise InvalidInputError("a category is empty: give every example a category name (or none at all)")
+    _check_distinct(found)
+    return ResolvedLabels(_match_names(raw, found, explicit=True), found, _mapping(found))
