@@ -175,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CSV, TSV, JSON (array or Lines) or Parquet file of probe examples")
     record.add_argument("--out", required=True, help="run folder to write")
     record.add_argument("--text-column", default="text", help="column holding the texts (default text)")
-    record.add_argument("--label-column", default="label",
-                        help="column holding the labels: class indices, or names (default label)")
+    record.add_argument("--label-column", default=None,
+                        help="column holding the labels: class indices, or names (default label); with a "
+                             "generative task, each example's category (a topic) to colour and filter by, "
+                             "used where the file has it")
     record.add_argument("--label-map", default=None, metavar="MAP",
                         help="which class index each label name is, as the model was trained: "
                              "sport=0,politics=1,technology=2 or a .json file of {name: index}; needed for "

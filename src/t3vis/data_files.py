@@ -33,6 +33,7 @@ _READERS = {
 
 DEFAULT_ID_COLUMN = "id"
 DEFAULT_SPLIT_COLUMN = "split"
+DEFAULT_CATEGORY_COLUMN = "label"      # a generative task's examples' category, where the file has one
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class LabelledTexts:
     total_rows: int = 0
     id_column: str | None = None      # the columns actually used, to tell the user
     split_column: str | None = None
+    categories: list[str] | None = None    # a generative task's example categories (a topic), if read
+    category_column: str | None = None
 
     def dropped_message(self) -> str | None:
         """One line saying how many rows were left out and why, or None if none were."""
@@ -58,10 +61,13 @@ class LabelledTexts:
 
 def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_column: str | None = "label",
                         id_column: str | None = None, split_column: str | None = None,
-                        label_role: str = "label") -> LabelledTexts:
+                        label_role: str = "label", category_column: str | None = None,
+                        read_categories: bool = False) -> LabelledTexts:
     """id_column / split_column: None uses a column named "id" / "split" if the file has one; a
     name given must be a column of the file. label_column None: texts only (a causal LM's whole
-    texts); label_role "target": the column holds target texts, and a blank one is missing."""
+    texts); label_role "target": the column holds target texts, and a blank one is missing.
+    read_categories (generative tasks): also read each example's category from category_column
+    (None: a "label" column, if the file has one); a blank category is "unknown"."""
     path = Path(path)
     frame = _read_frame(path)
     _require_column(frame, text_column, "text", path)
@@ -69,6 +75,8 @@ def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_co
         _require_column(frame, label_column, label_role, path)
     id_column = _optional_column(frame, id_column, DEFAULT_ID_COLUMN, "id", path)
     split_column = _optional_column(frame, split_column, DEFAULT_SPLIT_COLUMN, "split", path)
+    if read_categories:
+        category_column = _optional_column(frame, category_column, DEFAULT_CATEGORY_COLUMN, "category", path)
     total = len(frame)
     frame, dropped = _drop_unusable_rows(frame, text_column, label_column, label_role)
     if frame.empty:
@@ -81,8 +89,12 @@ def read_labelled_texts(path: str | Path, *, text_column: str = "text", label_co
     labels = None if label_column is None else frame[label_column].tolist()
     if labels is not None and label_role == "target":
         labels = [str(v) for v in labels]
+    categories = None
+    if read_categories and category_column is not None:
+        values = frame[category_column]
+        categories = values.astype(str).str.strip().where(~_blank(values), "unknown").tolist()
     return LabelledTexts(frame[text_column].astype(str).tolist(), labels, ids, source_ids, splits, dropped, total,
-                         id_column, split_column)
+                         id_column, split_column, categories, category_column if categories is not None else None)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:

@@ -38,12 +38,17 @@ def test_seq2seq_checkpoints_record_with_their_targets(tmp_path, capsys):
     folders = _checkpoints(tmp_path, "bart")
     sources, targets = make_pairs(6)
     data = tmp_path / "news.csv"
-    pd.DataFrame({"article": sources, "title": targets}).to_csv(data, index=False)
+    topics = ["tech", "sport", "", "tech", "sport", "tech"]       # one article without a section
+    pd.DataFrame({"article": sources, "title": targets, "label": topics}).to_csv(data, index=False)
     code = main(["record", *map(str, folders), "--data", str(data), "--out", str(tmp_path / "run"), "--task", "seq2seq",
                  "--text-column", "article", "--target-column", "title", "--batch-size", "4"])
     assert code == 0
-    assert "perplexity" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "perplexity" in out and "categories: column 'label' (3 distinct)" in out
     run = t3vis.open_run(tmp_path / "run")
+    # the file's label column is each article's category, to colour and filter by
+    assert run.label_names == ["sport", "tech", "unknown"]
+    assert run.probe_examples["label"].tolist() == [1, 0, 2, 1, 0, 1]
     assert run.task_format.name == "seq2seq" and [s.name for s in run.stacks] == ["encoder", "decoder", "cross"]
     assert [c.step for c in run.checkpoints] == [10, 20]
     assert run.probe_examples["target"].tolist() == targets
@@ -55,6 +60,18 @@ def test_seq2seq_checkpoints_record_with_their_targets(tmp_path, capsys):
         assert ck.weights_path == folder.resolve()
     loaded, _ = run.checkpoints[0].load_model()
     assert type(loaded).__name__ == "BartForConditionalGeneration"
+
+
+def test_a_category_column_named_but_absent_is_refused(tmp_path, capsys):
+    folders = _checkpoints(tmp_path, "bart")
+    sources, targets = make_pairs(4)
+    data = tmp_path / "news.csv"
+    pd.DataFrame({"article": sources, "title": targets}).to_csv(data, index=False)
+    code = main(["record", *map(str, folders), "--data", str(data), "--out", str(tmp_path / "run"), "--task", "seq2seq",
+                 "--text-column", "article", "--target-column", "title", "--label-column", "section"])
+    assert code != 0
+    assert "section" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_causal_lm_checkpoints_record_whole_texts_without_a_target_column(tmp_path):

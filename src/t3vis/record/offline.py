@@ -63,7 +63,7 @@ def model_name(checkpoints: Sequence[Path]) -> str:
 
 
 def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_column: str = "text",
-                       label_column: str = "label", id_column: str | None = None, split_column: str | None = None,
+                       label_column: str | None = None, id_column: str | None = None, split_column: str | None = None,
                        label_names: Sequence[str] | None = None, label_map: Mapping[str, int] | None = None,
                        task: str | None = None, target_column: str | None = None,
                        exist_ok: bool = False, log: Callable[[str], None] = print,
@@ -71,22 +71,25 @@ def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_c
     """Record each checkpoint folder (in step order) on the probe examples in `data`.
 
     task: "classification" (default), "causal-lm" or "seq2seq". A classifier's labels come from
-    label_column; label_names (index -> name) or label_map (name -> index) say which class a label
-    name is, one being needed when the labels are names and the model's are placeholders
-    (LABEL_0, ...). A generative task's targets come from target_column (seq2seq: required;
-    causal-lm: the completions of texts as prompts, or none to score whole texts).
+    label_column (default "label"); label_names (index -> name) or label_map (name -> index) say
+    which class a label name is, one being needed when the labels are names and the model's are
+    placeholders (LABEL_0, ...). A generative task's targets come from target_column (seq2seq:
+    required; causal-lm: the completions of texts as prompts, or none to score whole texts), and
+    its examples' categories (a topic, to colour and filter by) from label_column where the file
+    has it.
     log receives what the user should know: rows left out, the label mapping used.
     """
     the_task = get_task(task)
     if not the_task.format.has_classes:
         return _record_generative(checkpoints, data, out, the_task, text_column=text_column,
-                                  target_column=target_column, id_column=id_column, split_column=split_column,
+                                  target_column=target_column, category_column=label_column, id_column=id_column,
+                                  split_column=split_column,
                                   exist_ok=exist_ok, log=log, **options)
     if target_column is not None:
         raise InvalidInputError("--target-column is for generative tasks (--task causal-lm or seq2seq); a "
                                 "classifier's labels come from --label-column")
     ordered = _ordered(checkpoints)
-    table = read_labelled_texts(data, text_column=text_column, label_column=label_column,
+    table = read_labelled_texts(data, text_column=text_column, label_column=label_column or "label",
                                 id_column=id_column, split_column=split_column)
     _log_table(table, log)
 
@@ -107,13 +110,18 @@ def record_checkpoints(checkpoints: list[Path], data: Path, out: Path, *, text_c
 
 
 def _record_generative(checkpoints: list[Path], data: Path, out: Path, task: Task, *, text_column: str,
-                       target_column: str | None, id_column: str | None, split_column: str | None, exist_ok: bool,
-                       log: Callable[[str], None], **options) -> list[SnapshotSummary]:
-    """record_checkpoints for a task without classes: texts (sources, prompts) and target texts."""
+                       target_column: str | None, category_column: str | None, id_column: str | None,
+                       split_column: str | None, exist_ok: bool, log: Callable[[str], None],
+                       **options) -> list[SnapshotSummary]:
+    """record_checkpoints for a task without classes: texts (sources, prompts), target texts, and
+    categories where the file has them."""
     ordered = _ordered(checkpoints)
     table = read_labelled_texts(data, text_column=text_column, label_column=target_column, id_column=id_column,
-                                split_column=split_column, label_role="target")
+                                split_column=split_column, label_role="target", category_column=category_column,
+                                read_categories=True)
     _log_table(table, log)
+    if table.category_column is not None:
+        log(f"categories: column {table.category_column!r} ({len(set(table.categories or []))} distinct)")
 
     def load(folder: Path):
         return load_checkpoint_model(folder, task.format.auto_model)
@@ -123,6 +131,7 @@ def _record_generative(checkpoints: list[Path], data: Path, out: Path, task: Tas
         check_appendable(open_run(out), model, table, None)
     model.config._name_or_path = model_name([folder for folder, _, _ in ordered])
     recorder = Recorder(out, model, tokenizer, table.texts, targets=table.labels, task=task, ids=table.ids,
+                        categories=table.categories,
                         splits=table.splits or "probe", save_weights=False, progress=True, exist_ok=exist_ok,
                         **options)
     if recorder.truncated:
