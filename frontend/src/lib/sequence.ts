@@ -24,12 +24,14 @@ export function inputStreams(task: TaskName, tokens: string[], lengths: { input:
   return [first, { name: 'decoder_input', label: 'decoder input', start: nInput, tokens: tokens.slice(nInput) }];
 }
 
-/** A subword as written: SentencePiece's "▁" and byte-level BPE's "Ġ" mark the start of a word. */
-export function tokenDisplay(token: string): { text: string; wordStart: boolean } {
-  const m = /^[▁Ġ]/.exec(token);
-  if (!m) return { text: token, wordStart: false };
-  const rest = token.slice(1);
-  return { text: rest || '␣', wordStart: true };
+/**
+ * A subword as written: SentencePiece's "▁" and byte-level BPE's "Ġ" mark the start of a word
+ * (`wordStart`) and are dropped; WordPiece's "##" marks a piece joined to the one before (`joined`).
+ */
+export function tokenDisplay(token: string): { text: string; wordStart: boolean; joined: boolean } {
+  if (token.length > 2 && token.startsWith('##')) return { text: token.slice(2), wordStart: false, joined: true };
+  if (/^[▁Ġ]/.test(token)) return { text: token.slice(1) || '␣', wordStart: true, joined: false };
+  return { text: token, wordStart: false, joined: false };
 }
 
 /** Where a target token's shade comes from: its probability, or its loss (NLL in nats). */
@@ -103,3 +105,9 @@ export function nearestStep(steps: number[], x: number): number | null {
 export function clampHead(pick: [number, number], layers: number, heads: number): [number, number] {
   return [Math.max(0, Math.min(pick[0], layers - 1)), Math.max(0, Math.min(pick[1], heads - 1))];
 }
+
+/** A saliency method's display name (the classifier's instance view keeps its own copy). */
+export const METHOD_NAMES: Record<SaliencyMethod, string> = {
+  integrated_gradients: 'Integrated gradients', gradient: 'Input gradient', grad_x_input: 'Gradient × input',
+  lrp: 'LRP (conservative)', attention_rollout: 'Attention rollout',
+};

@@ -26,10 +26,15 @@ describe('input streams', () => {
 
 describe('token display', () => {
   it('drops the word-start marks of SentencePiece and byte-level BPE', () => {
-    expect(tokenDisplay('▁cat')).toEqual({ text: 'cat', wordStart: true });
-    expect(tokenDisplay('Ġdog')).toEqual({ text: 'dog', wordStart: true });
-    expect(tokenDisplay('ing')).toEqual({ text: 'ing', wordStart: false });
-    expect(tokenDisplay('▁')).toEqual({ text: '␣', wordStart: true });
+    expect(tokenDisplay('▁cat')).toEqual({ text: 'cat', wordStart: true, joined: false });
+    expect(tokenDisplay('Ġdog')).toEqual({ text: 'dog', wordStart: true, joined: false });
+    expect(tokenDisplay('▁')).toEqual({ text: '␣', wordStart: true, joined: false });
+    expect(tokenDisplay('ing')).toEqual({ text: 'ing', wordStart: false, joined: false });
+  });
+  it('joins WordPiece continuations to the piece before', () => {
+    expect(tokenDisplay('##s')).toEqual({ text: 's', wordStart: false, joined: true });
+    expect(tokenDisplay('##')).toEqual({ text: '##', wordStart: false, joined: false });
+    expect(tokenDisplay('[CLS]')).toEqual({ text: '[CLS]', wordStart: false, joined: false });
   });
 });
 
