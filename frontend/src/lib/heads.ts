@@ -82,3 +82,20 @@ export function clampHead(head: [number, number], sizes: { num_layers: number; n
   if (!sizes) return head;
   return [Math.max(0, Math.min(head[0], sizes.num_layers - 1)), Math.max(0, Math.min(head[1], sizes.num_heads - 1))];
 }
+
+/**
+ * The query rows and key columns the thumbnails (L, H, K, K) use: they cover the first K
+ * positions, so runs of short texts leave the far rows and columns empty. [rows, cols], each
+ * 1 + the last index any head attends there (at least 1), so the patterns can fill their cells.
+ */
+export function thumbExtent(t: { shape: number[]; data: Uint8Array }): [number, number] {
+  const K = t.shape[2] ?? 0;
+  let rows = 0, cols = 0;
+  for (let i = 0; i < t.data.length; i++) {
+    if (!t.data[i]) continue;
+    const q = Math.floor(i / K) % K, k = i % K;
+    if (q >= rows) rows = q + 1;
+    if (k >= cols) cols = k + 1;
+  }
+  return [Math.max(1, rows), Math.max(1, cols)];
+}

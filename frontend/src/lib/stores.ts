@@ -39,7 +39,7 @@ export const focusId = writable<number | null>(null);
 export const hoverId = writable<number | null>(null);
 /** The head shown in the instance view's attention panel: [layer (block, 0-based), head]. */
 export const focusHead = writable<[number, number]>([0, 0]);
-/** Heads marked for pruning, as "layer:head" keys (block index 0-based). */
+/** Heads marked for pruning, as "stack:layer:head" keys (lib/heads.ts headKey / parseHeadKey; block index 0-based). */
 export const markedHeads = writable<Set<string>>(new Set());
 
 /** Per-checkpoint point attributes and the data map, loaded once and shared. */

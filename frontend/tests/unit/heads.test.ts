@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { clampHead, headKey, markLabel, maskedText, masksByStack, masksOf, parseHeadKey, parseMarks, toggleMark }
+import { clampHead, headKey, markLabel, maskedText, masksByStack, masksOf, parseHeadKey, parseMarks, thumbExtent,
+  toggleMark }
   from '../../src/lib/heads';
 
 describe('pruning marks are per stack', () => {
@@ -46,5 +47,17 @@ describe('pruning marks are per stack', () => {
     expect(clampHead([2, 3], { num_layers: 2, num_heads: 4 })).toEqual([1, 3]);
     expect(clampHead([1, 5], { num_layers: 3, num_heads: 4 })).toEqual([1, 3]);
     expect(clampHead([1, 1], null)).toEqual([1, 1]);
+  });
+});
+
+describe('thumbExtent', () => {
+  it('finds the rows and columns any head uses', () => {
+    // L=1, H=2, K=3: head 0 uses (0,0), (1,1); head 1 uses (0,2)
+    const data = new Uint8Array(18);
+    data[0] = 255; data[4] = 10; data[9 + 2] = 7;
+    expect(thumbExtent({ shape: [1, 2, 3, 3], data })).toEqual([2, 3]);
+  });
+  it('is at least 1 x 1 for empty thumbnails', () => {
+    expect(thumbExtent({ shape: [1, 1, 2, 2], data: new Uint8Array(4) })).toEqual([1, 1]);
   });
 });
