@@ -4,6 +4,7 @@ import { interpolateRgbBasis } from 'd3-interpolate';
 import { interpolateViridis, interpolateRdBu } from 'd3-scale-chromatic';
 import type { ColorBy, Points, Projection } from './types';
 import { REGION_NAMES as REGIONS } from './filters';
+import type { Behaviour } from './views';
 
 export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1',
   '#ff9da7', '#9c755f', '#bab0ac'];
@@ -111,12 +112,36 @@ function continuous(title: string, values: Float32Array, interp: (t: number) => 
   };
 }
 
+/** A perplexity as a legend's end shows it: one decimal below 100, whole numbers above. */
+export function perplexityText(p: number): string {
+  return p < 100 ? p.toFixed(1) : Math.round(p).toLocaleString('en-US');
+}
+
 /** The upper end of a legend for a long-tailed non-negative quantity (its 98th percentile). */
 export function upperEnd(values: Float32Array, q = 0.98): number {
   return Math.max(quantile(values, q), 1e-6);
 }
 
-export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, labelNames: string[]): Encoding {
+/** Legend titles that differ by the task's behaviour: a sequence run's label is a category, and
+ *  its data map follows the mean target-token probability instead of p(gold). */
+const TITLES: Record<Behaviour, { label: string; loss: string; confidence: string; variability: string }> = {
+  classifier: {
+    label: 'Gold label',
+    loss: 'Loss (cross-entropy)',
+    confidence: 'Data-map confidence (mean p(gold) over epochs)',
+    variability: 'Data-map variability (std of p(gold) over epochs)',
+  },
+  sequence: {
+    label: 'Category',
+    loss: 'Loss (mean target-token negative log-likelihood)',
+    confidence: 'Data-map confidence (mean target-token probability over epochs)',
+    variability: 'Data-map variability (std of mean target-token probability over epochs)',
+  },
+};
+
+export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, labelNames: string[],
+  behaviour: Behaviour = 'classifier'): Encoding {
+  const titles = TITLES[behaviour];
   const n = pts.n;
   const values = new Float32Array(n);
   const nl = Math.max(labelNames.length, 1);
@@ -126,7 +151,7 @@ export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, 
     case 'pred': {
       const src = by === 'label' ? pts.label : pts.pred;
       for (let i = 0; i < n; i++) values[i] = src[i] >= 0 && src[i] < nl ? src[i] : nl;
-      return categorical(by === 'label' ? 'Gold label' : 'Prediction', values, [...labelNames, 'unknown'],
+      return categorical(by === 'label' ? titles.label : 'Prediction', values, [...labelNames, 'unknown'],
         [...labelColors, MISSING]);
     }
     case 'correct': {
@@ -140,27 +165,28 @@ export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, 
     }
     case 'loss': {
       const hi = upperEnd(pts.loss);
-      return continuous('Loss (cross-entropy)', normalise(pts.loss, 0, hi), interpolateLoss, '0', `≥ ${hi.toFixed(2)}`);
+      return continuous(titles.loss, normalise(pts.loss, 0, hi), interpolateLoss, '0', `≥ ${hi.toFixed(2)}`);
     }
     case 'gold_prob':
       // low confidence is the telling end: drawn on top
       return continuous('Gold-label confidence p(gold) at this checkpoint', normalise(pts.goldProb, 0, 1),
         interpolateGoldProb, '0 wrong', '1 right', true);
     case 'confidence':
-      return continuous('Data-map confidence (mean p(gold) over epochs)', normalise(pts.confidence, 0, 1),
+      return continuous(titles.confidence, normalise(pts.confidence, 0, 1),
         interpolateGoldProb, '0', '1', true);
     case 'variability': {
       const hi = upperEnd(pts.variability, 1);
-      return continuous('Data-map variability (std of p(gold) over epochs)', normalise(pts.variability, 0, hi),
+      return continuous(titles.variability, normalise(pts.variability, 0, hi),
         interpolateVariability, '0', hi.toFixed(2));
     }
     case 'perplexity': {
-      // perplexity spans orders of magnitude: coloured on a log scale from 1 (certain) up
+      // perplexity spans orders of magnitude: coloured on a log scale from the points' lowest
+      // up to their 98th percentile (a few outliers would wash the rest out)
       const logs = new Float32Array(n);
-      for (let i = 0; i < n; i++) logs[i] = pts.perplexity[i] > 0 ? Math.log(pts.perplexity[i]) : NaN;
-      const hi = upperEnd(logs);
-      return continuous('Perplexity (exp of the mean target-token loss), log scale', normalise(logs, 0, hi),
-        interpolateLoss, '1', `≥ ${Math.exp(hi).toFixed(1)}`);
+      for (let i = 0; i < n; i++) logs[i] = pts.perplexity[i] >= 1 ? Math.log(pts.perplexity[i]) : NaN;
+      const lo = quantile(logs, 0), hi = Math.max(upperEnd(logs), lo + 1e-6);
+      return continuous('Perplexity (exp of the mean target-token loss), log scale', normalise(logs, lo, hi),
+        interpolateLoss, perplexityText(Math.exp(lo)), `≥ ${perplexityText(Math.exp(hi))}`);
     }
     case 'token_accuracy':
       return continuous('Token accuracy (target tokens the model ranks first)', normalise(pts.tokenAccuracy, 0, 1),

@@ -22,6 +22,11 @@ export function metric(name: string, v: number | null): string {
   return /seconds/.test(name) ? (v === null || !Number.isFinite(v) ? '—' : `${v.toFixed(1)} s`) : fixed(v);
 }
 
+/** A metric's value as metric() writes it, a perplexity to one decimal (it runs to hundreds). */
+export function metricShort(name: string, v: number | null): string {
+  return /perplexity/i.test(name) ? fixed(v, 1) : metric(name, v);
+}
+
 export function metricLabel(name: string): string {
   return name.replace(/_/g, ' ').replace(/\bvalidation\b/, 'val.').replace(/\baccuracy\b/, 'acc.');
 }
