@@ -1,4 +1,5 @@
 // Number formatting shared by the views.
+import type { SaliencyMethod } from './types';
 export function pct(x: number | null | undefined, digits = 1): string {
   return x === null || x === undefined || !Number.isFinite(x) ? '—' : `${(x * 100).toFixed(digits)}%`;
 }
@@ -118,3 +119,9 @@ export function selectionNotesHelp(s: { not_probed: number; without_text: number
   }
   return parts.join(' ');
 }
+
+/** A saliency method's display name, in both instance views. */
+export const METHOD_NAMES: Record<SaliencyMethod, string> = {
+  integrated_gradients: 'Integrated gradients', gradient: 'Input gradient', grad_x_input: 'Gradient × input',
+  lrp: 'LRP (conservative)', attention_rollout: 'Attention rollout',
+};

@@ -106,8 +106,3 @@ export function clampHead(pick: [number, number], layers: number, heads: number)
   return [Math.max(0, Math.min(pick[0], layers - 1)), Math.max(0, Math.min(pick[1], heads - 1))];
 }
 
-/** A saliency method's display name (the classifier's instance view keeps its own copy). */
-export const METHOD_NAMES: Record<SaliencyMethod, string> = {
-  integrated_gradients: 'Integrated gradients', gradient: 'Input gradient', grad_x_input: 'Gradient × input',
-  lrp: 'LRP (conservative)', attention_rollout: 'Attention rollout',
-};
