@@ -279,6 +279,24 @@ def test_pruning_names_the_stacks_and_heads_there_are(served):
     assert default["masked_heads"] == {"decoder": [[2, 0]]}
 
 
+def test_clicking_token_after_token_scores_the_sequence_once(served, monkeypatch):
+    """The scoring pass is the same for every target token of a sequence: kept per loaded model."""
+    import t3vis.server.generative as generative
+
+    client, _, _ = served
+    calls = []
+    real = generative.score
+    monkeypatch.setattr(generative, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = _post(client, "t5", "instance", {"id": 6, "method": "gradient", "token": 0}).json()
+    again = _post(client, "t5", "instance", {"id": 6, "method": "grad_x_input", "token": 1}).json()
+    assert len(calls) <= 1                       # 0 when an earlier test scored example 6 already
+    assert again["target_probs"] == first["target_probs"] and again["loss"] == first["loss"]
+    assert again["scores"] != first["scores"]
+    before = len(calls)
+    _post(client, "t5", "instance", {"text": "a text never scored", "target_text": "never", "method": "gradient"})
+    assert len(calls) == before + 1              # another sequence is scored anew
+
+
 def _projection(client, run: str, query: str, step: int = 1):
     for _ in range(200):
         r = client.get(f"/api/runs/{run}/checkpoints/{step}/projection?{query}")

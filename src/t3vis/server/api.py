@@ -459,12 +459,16 @@ def _sequence_instance(ctx: Context, h: RunHandle, ck: Checkpoint,
 
     max_length = _max_length(h)
     with entry.lock:
-        encoded = encode(entry.model, entry.tokenizer, task, text, target, max_length)
+        memo = entry.scored.get((text, target))
+        if memo is None:
+            encoded = encode(entry.model, entry.tokenizer, task, text, target, max_length)
+            memo = (encoded, score(entry.model, task, encoded))
+            entry.scored.put((text, target), memo)
+        encoded, scores = memo
         n = len(encoded.target_ids)
         if query.token is not None and query.token >= n:
             raise InvalidInputError(f"target token {query.token} is out of range: the example has {n} target "
                                     f"tokens (0..{n - 1})")
-        scores = score(entry.model, task, encoded)
         attribution = None
         if query.matrix or query.token is not None:
             attribution = t3vis.explain(entry.model, entry.tokenizer, [text], query.method, task=task,

@@ -15,6 +15,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from t3vis.server.lru import LRU
+
 
 @dataclass
 class LoadedModel:
@@ -23,6 +25,9 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     layout: object = None           # the one AttentionLayout of a single-stack model, found once; else None
     stacks: tuple = ()              # every stack's AttentionLayout (t3vis.models.structure.find_stacks)
+    # a sequence's teacher-forced scoring by this model, by (text, target): each click on one of its
+    # target tokens asks for the same scores again (a model forward pass each time otherwise)
+    scored: LRU = field(default_factory=lambda: LRU(64))
 
 
 class ModelCache:
