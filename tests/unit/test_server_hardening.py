@@ -165,7 +165,7 @@ def test_a_failed_projection_is_reported_then_dropped_and_retried(run_dir, monke
     from t3vis.server import projections
 
     calls = []
-    real = projection.project_aligned
+    real = projection.project
 
     def fails_once(*args, **kwargs):
         calls.append(1)
@@ -173,7 +173,7 @@ def test_a_failed_projection_is_reported_then_dropped_and_retried(run_dir, monke
             raise RuntimeError("simulated layout failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(projection, "project_aligned", fails_once)
+    monkeypatch.setattr(projection, "project", fails_once)
     monkeypatch.setattr(projections, "FAILURE_TTL_S", 0.3)
     url = "/api/runs/tiny/checkpoints/5/projection?layer=1&method=pca"
     with TestClient(create_app([run_dir])) as client:
@@ -185,7 +185,7 @@ def test_a_failed_projection_is_reported_then_dropped_and_retried(run_dir, monke
         assert jobs.job_count() == 1
         time.sleep(0.35)
         done = _wait(client, url)                                   # ... then dropped: this request retries
-        assert done.status_code == 200 and len(calls) == 2
+        assert done.status_code == 200 and len(calls) == 3     # the retry: step 0 alone, then 5 aligned onto it
         assert jobs.job_count() == 0                                # nothing kept once done
 
 
@@ -196,7 +196,8 @@ def test_expired_failures_leave_the_job_table(run_dir, monkeypatch):
     def always_fails(*args, **kwargs):
         raise RuntimeError("simulated layout failure")
 
-    monkeypatch.setattr(projection, "project_aligned", always_fails)
+    real = projection.project
+    monkeypatch.setattr(projection, "project", always_fails)
     monkeypatch.setattr(projections, "FAILURE_TTL_S", 0.2)
     with TestClient(create_app([run_dir])) as client:
         jobs = client.app.state.t3vis.projections
@@ -206,7 +207,7 @@ def test_expired_failures_leave_the_job_table(run_dir, monkeypatch):
         assert jobs.job_count() == 3
         time.sleep(0.25)
         ck = client.app.state.t3vis.registry.get("tiny").checkpoint(5)
-        monkeypatch.setattr(projection, "project_aligned", projection.project)   # any later job succeeds
+        monkeypatch.setattr(projection, "project", real)           # any later job succeeds
         jobs.request(client.app.state.t3vis.registry.get("tiny"), ck, 0, "pca", False)   # sweeps on its way
         assert jobs.job_count() <= 1                                # the three failures are gone
 

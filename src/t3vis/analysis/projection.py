@@ -164,15 +164,31 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     report(1, k)
     order = [(i, i + 1) for i in range(anchor - 1, -1, -1)] + [(i, i - 1) for i in range(anchor + 1, k)]
     for done, (i, ref) in enumerate(order, start=2):                # ref is already done
-        if np.array_equal(np.asarray(Xs[i]), np.asarray(Xs[ref])):  # frozen layer: nothing moved,
-            layouts[i] = layouts[ref].copy()                         # so nothing moves on screen
-        else:
-            warm = L.warm_start_params(method, kwargs)
-            Y = project(Xs[i], method, seed=seed, init=None if method == "pca" else layouts[ref],
-                        **{**kwargs, **warm})
-            layouts[i] = procrustes_align(Y, layouts[ref])
+        layouts[i] = align_next(Xs[i], Xs[ref], layouts[ref], method, seed=seed, **kwargs)
         report(done, k)
     return [layouts[i] for i in range(k)]
+
+
+def align_next(X, X_ref, layout_ref, method: str = "pca", *, seed: int = 0, **kwargs) -> np.ndarray:
+    """The layout (N, 2) float32 of X, aligned onto its neighbour's finished layout: one step of
+    `project_aligned`, public so that a chain of layouts can grow one checkpoint at a time.
+
+    X, X_ref: (N, d) states of the same N examples at this checkpoint and at the neighbour;
+    layout_ref: (N, 2) the neighbour's layout. UMAP and t-SNE start from layout_ref; the result
+    is fitted onto it by `procrustes_align`. States equal to X_ref's reuse layout_ref (a copy):
+    re-optimising unchanged states would only add noise. kwargs go to `project`.
+    Extending a chain with align_next gives exactly the layouts project_aligned(anchor=0) gives.
+    """
+    if kwargs.pop("return_info", False) or "init" in kwargs:
+        raise InvalidInputError("align_next sets init itself and returns the layout only")
+    if not np.shape(X)[0] == np.shape(X_ref)[0] == np.shape(layout_ref)[0]:
+        raise InvalidInputError(f"X, X_ref and layout_ref must hold the same examples; got shapes {np.shape(X)}, "
+                                f"{np.shape(X_ref)} and {np.shape(layout_ref)}")
+    if np.array_equal(np.asarray(X), np.asarray(X_ref)):              # frozen layer: nothing moved,
+        return np.array(layout_ref, dtype=np.float32)                 # so nothing moves on screen (a copy)
+    warm = L.warm_start_params(method, kwargs)
+    Y = project(X, method, seed=seed, init=None if method == "pca" else layout_ref, **{**kwargs, **warm})
+    return procrustes_align(Y, layout_ref)
 
 
 def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
