@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     serve = sub.add_parser("serve", help="open recorded runs in the browser (http://127.0.0.1:8737)")
-    serve.add_argument("runs", nargs="+", metavar="RUN", help="run folders to serve (nothing else is reachable)")
+    serve.add_argument("runs", nargs="+", metavar="RUN",
+                       help="run folders to serve (nothing else is reachable); a folder a run will be "
+                            "recorded in is waited for, and followed while it is written")
     _add_serve_options(serve)
     serve.set_defaults(handler=_serve)
 

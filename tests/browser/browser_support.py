@@ -124,3 +124,4 @@ def synthetic_run(path: Path, n: int, hidden_dims: int = 32, seed: int = 0) -> P
     from _synthetic import synthetic_run as generate
 
     return generate(path, n, hidden_dims=hidden_dims, seed=seed)
+

@@ -8,6 +8,9 @@ the other one (checkpoint files are damaged in the last checkpoint, 5, in every 
 first, 0, by bytes). Every answer must be below 500; the routes that read the damaged file
 answer exactly 409 with a message naming the file; every other route answers 200, so one
 damaged checkpoint never takes down the other, the run list or the other's aligned layout.
+The run's version (what a page polls to follow it) answers 200 whatever is damaged, with state
+"damaged" when run.json does not read; a run with nothing recorded yet answers 409 on every
+route but the list and its version.
 
 Which routes read which file is written out by hand below (ROUTES_READING), from the API's
 contract: it is the reference the server is checked against, not derived from the server.
@@ -39,6 +42,7 @@ STEPS = (0, 5)
 REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
     ("get", "/api/runs"): (None, None),
     ("get", "/api/runs/{run}"): (None, None),
+    ("get", "/api/runs/{run}/version"): (None, None),
     ("get", "/api/runs/{run}/curves"): (None, None),
     ("get", "/api/runs/{run}/checkpoints/{step}/points"): (None, None),
     ("get", "/api/runs/{run}/checkpoints/{step}/projection"): ({"layer": 1, "method": "pca", "aligned": True}, None),
@@ -56,7 +60,8 @@ REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
 }
 
 # short names of the routes, as the expectations below use them
-NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/curves": "curves",
+NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/version": "version",
+         "/api/runs/{run}/curves": "curves",
          "/api/runs/{run}/checkpoints/{step}/points": "points",
          "/api/runs/{run}/checkpoints/{step}/projection": "projection", "/api/runs/{run}/table": "table",
          "/api/runs/{run}/examples/{example_id}": "example", "/api/runs/{run}/checkpoints/{step}/heads": "heads",
@@ -66,7 +71,9 @@ NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/curves"
          "/api/runs/{run}/checkpoints/{step}/prune": "prune", "/api/runs/{run}/datamap": "datamap",
          "/api/runs/{run}/selection": "selection", "/api/runs/{run}/checkpoints/{step}/generate": "generate"}
 PER_STEP = {"points", "projection", "table", "heads", "thumbnails", "instance", "attention", "prune", "generate"}
-RUN_WIDE = {"runs", "run", "curves", "example", "history", "datamap", "selection"}
+RUN_WIDE = {"runs", "run", "version", "curves", "example", "history", "datamap", "selection"}
+# The routes that answer 200 in every state of a run (the page learns the state from them)
+ALWAYS_200 = {"runs", "version"}
 # What an undamaged route answers where it is not 200: the tiny run is a classifier, which does not generate
 UNDAMAGED = {"generate": 422}
 
@@ -78,7 +85,7 @@ def on(*names: str, steps=STEPS) -> set:
 
 # The routes that read each file of the run, so answer 409 when it is damaged (all others answer 200)
 RUN_FILES = {
-    "run.json": on(*PER_STEP, *(RUN_WIDE - {"runs"})),
+    "run.json": on(*PER_STEP, *(RUN_WIDE - ALWAYS_200)),
     "examples.parquet": on("run", "table", "example", "points", "datamap", "heads", "instance", "attention",
                            "prune", "selection"),
     "dynamics/part-000000.parquet": on("curves", "example", "datamap", "table", "points", "selection"),
@@ -260,6 +267,8 @@ def test_a_damaged_file_gives_409_naming_it_and_nothing_else_breaks(recorded, tm
                 assert r.status_code < 500, where
                 if name == "runs":
                     _check_run_list(r, case, target, where)
+                elif name == "version":
+                    _check_version(r, case, target, where)
                 elif (name, step) in expected_409:
                     assert r.status_code == 409, where
                     assert target.name in r.json()["detail"], where
@@ -275,6 +284,34 @@ def _check_run_list(r, case: Case, target: Path, where: str) -> None:
         assert set(entry) == {"name", "error"} and target.name in entry["error"], where
     else:
         assert "error" not in entry and entry["num_checkpoints"] >= 1, where
+
+
+def _check_version(r, case: Case, target: Path, where: str) -> None:
+    assert r.status_code == 200, where
+    body = r.json()
+    if case.file == "run.json":
+        assert body["state"] == "damaged" and target.name in body["detail"] and body["steps"] == [], where
+        return
+    assert body["state"] == "ready" and body["detail"] is None, where
+    # a checkpoint whose meta.json does not read is no complete checkpoint; other damage leaves the steps
+    damaged_step = case.step if case.file == "meta.json" else None
+    assert body["steps"] == [s for s in STEPS if s != damaged_step], where
+
+
+def test_a_run_not_recorded_yet_answers_409_on_every_route_but_its_list_and_version(tmp_path):
+    with TestClient(create_app([tmp_path / RUN]), raise_server_exceptions=False) as client:
+        for (method, template), (query, body) in REQUESTS.items():
+            name = NAMES[template]
+            for step in STEPS if name in PER_STEP else (None,):
+                r = _call(client, method, template, step, query, body)
+                where = f"{method.upper()} {template} step={step}: {r.status_code} {r.text[:300]}"
+                if name in ALWAYS_200:
+                    assert r.status_code == 200, where
+                    continue
+                assert r.status_code == 409, where
+                assert f"run {RUN!r} has not started recording yet" in r.json()["detail"], where
+        assert client.get("/api/runs").json() == [{"name": RUN, "waiting": True,
+                                                   "detail": client.get(f"/api/runs/{RUN}/version").json()["detail"]}]
 
 
 def test_one_damaged_run_leaves_the_list_of_the_others_whole(recorded, tmp_path):

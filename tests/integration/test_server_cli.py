@@ -80,9 +80,12 @@ def test_serve_beyond_localhost_generates_a_token(run_dir):
         proc.wait(timeout=30)
 
 
-def test_serve_of_a_missing_run_fails_clearly(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "nope"), "--no-browser", "--port", "0"]) == 2
-    assert "no run at" in capsys.readouterr().err
+def test_serve_of_a_file_fails_clearly(tmp_path, capsys):
+    """A missing folder waits for its run (test_serve_waiting.py); a file can never become one."""
+    f = tmp_path / "nope.txt"
+    f.write_text("x")
+    assert main(["serve", str(f), "--no-browser", "--port", "0"]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
 
 
 def test_demo_and_serve_options():

@@ -35,6 +35,7 @@ EXPECTED = {
     ("get", "/api/runs"): 200,
     ("get", "/api/runs/{run}"): 200,
     ("get", "/api/runs/{run}/curves"): 200,
+    ("get", "/api/runs/{run}/version"): 200,
     ("get", "/api/runs/{run}/checkpoints/{step}/points"): 200,
     ("get", "/api/runs/{run}/checkpoints/{step}/projection"): 200,
     ("post", "/api/runs/{run}/table"): 200,

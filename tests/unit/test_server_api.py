@@ -251,7 +251,7 @@ def test_projection_is_computed_in_the_background_then_served_as_float32(served)
     client, run, run_dir = served
     from t3vis.analysis.projection import neighborhood_preservation, project_aligned
 
-    url = "/api/runs/tiny/checkpoints/0/projection?layer=2&method=pca&aligned=true"
+    url = "/api/runs/tiny/checkpoints/5/projection?layer=2&method=pca&aligned=true"
     first = client.get(url)
     assert first.status_code == 202 and first.json()["status"] in ("queued", "running")
     deadline = time.monotonic() + 60
@@ -265,20 +265,21 @@ def test_projection_is_computed_in_the_background_then_served_as_float32(served)
     assert int(r.headers["x-t3vis-rows"]) == N_PROBE and r.headers["x-t3vis-sampled"] == "false"
     assert len(r.content) == N_PROBE * 3 * 4
     got = np.frombuffer(r.content, "<f4").reshape(N_PROBE, 3)
-    layouts = project_aligned([run.checkpoint(s).hidden(2) for s in (0, 5)], "pca", seed=0)
-    np.testing.assert_allclose(got[:, :2], layouts[0], rtol=1e-4, atol=1e-5)
-    pres = neighborhood_preservation(run.checkpoint(0).hidden(2), layouts[0], k=10)
+    # aligned to the previous checkpoint: step 0 laid out alone, step 5 fitted onto it
+    layouts = project_aligned([run.checkpoint(s).hidden(2) for s in (0, 5)], "pca", seed=0, anchor=0)
+    np.testing.assert_allclose(got[:, :2], layouts[1], rtol=1e-4, atol=1e-5)
+    pres = neighborhood_preservation(run.checkpoint(5).hidden(2), layouts[1], k=10)
     np.testing.assert_allclose(got[:, 2], pres)
     assert float(r.headers["x-t3vis-mean-preservation"]) == pytest.approx(pres.mean(), abs=1e-5)
-    # the aligned job cached the other checkpoint's layout too: on disk, found by a fresh app
+    # the job cached the earlier checkpoint's layout on the way: on disk, found by a fresh app
     assert len(list((run_dir / "cache").glob("*.npy"))) >= 3
     with TestClient(create_app([run_dir])) as fresh:
-        other = fresh.get("/api/runs/tiny/checkpoints/5/projection?layer=2&method=pca")
+        other = fresh.get("/api/runs/tiny/checkpoints/0/projection?layer=2&method=pca")
         deadline = time.monotonic() + 60
         while other.status_code == 202 and time.monotonic() < deadline:
             time.sleep(0.1)
-            other = fresh.get("/api/runs/tiny/checkpoints/5/projection?layer=2&method=pca")
-        np.testing.assert_allclose(np.frombuffer(other.content, "<f4").reshape(N_PROBE, 3)[:, :2], layouts[1],
+            other = fresh.get("/api/runs/tiny/checkpoints/0/projection?layer=2&method=pca")
+        np.testing.assert_allclose(np.frombuffer(other.content, "<f4").reshape(N_PROBE, 3)[:, :2], layouts[0],
                                    rtol=1e-4, atol=1e-5)
 
 
@@ -369,3 +370,23 @@ def test_a_cache_key_changes_with_the_rules_that_shape_a_layout(monkeypatch):
     after = {m: key_digest(layout_key(10, 6, m, True, fingerprints)) for m in ("tsne", "umap", "pca")}
     assert before["tsne"] != after["tsne"]
     assert before["umap"] == after["umap"] and before["pca"] == after["pca"]
+
+
+def test_projection_align_previous_and_final(served):
+    """previous (the default) anchors at the first checkpoint, final at the last; anything else is a 422."""
+    from t3vis.analysis.projection import project_aligned
+
+    client, run, _ = served
+    steps = [c.step for c in run.checkpoints]
+    X = [run.checkpoint(s).hidden(2) for s in steps]
+    for align, anchor in (("final", -1), ("previous", 0)):
+        url = f"/api/runs/tiny/checkpoints/{steps[0]}/projection?layer=2&method=pca&align={align}"
+        r = client.get(url)
+        while r.status_code == 202:
+            assert r.json()["status"] != "failed"
+            time.sleep(0.05)
+            r = client.get(url)
+        got = np.frombuffer(r.content, "<f4").reshape(-1, 3)[:, :2]
+        np.testing.assert_allclose(got, project_aligned(X, "pca", anchor=anchor)[0], rtol=1e-4, atol=1e-5)
+    r = client.get(f"/api/runs/tiny/checkpoints/{steps[0]}/projection?layer=2&method=pca&align=first")
+    assert r.status_code == 422 and "align" in str(r.json()["detail"])

@@ -10,6 +10,12 @@ Every task's runs are served: the data routes show the columns the run's task ha
 attention, pruning) explain and prune a classifier's classes, or a language model's target
 tokens (server/generative.py: per-token scores and attention of one example); generation is
 for language models only (a classification run: 422, before any model is loaded).
+
+A run is followed while it is written: GET /api/runs/{run}/version answers 200 in every state
+(waiting, ready, gone, damaged) with a version that grows whenever the run changes on disk
+(server/runs.py looks at most twice a second, for all clients together); the page polls it and
+refetches what changed. A run waiting for its recorder is listed as {name, waiting, detail};
+its other routes answer 409 until it starts.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from t3vis.server import models as M
 from t3vis.server.lru import LRU
 from t3vis.server.model_cache import ModelCache
 from t3vis.server.projections import Job, Projections
-from t3vis.server.runs import RunHandle, RunRegistry
+from t3vis.server.runs import RunHandle, RunNotStartedError, RunRegistry
 from t3vis.server.table import Tables
 from t3vis.store import schema
 from t3vis.store.reader import Checkpoint
@@ -142,17 +148,28 @@ def _summary(h: RunHandle, checkpoints) -> dict:
                 task=h.run.task_format.name)
 
 
-@router.get("/runs", response_model=list[M.RunSummary | M.DamagedRun], summary="every run this server serves")
+@router.get("/runs", response_model=list[M.RunSummary | M.DamagedRun | M.WaitingRun],
+            summary="every run this server serves")
 def list_runs(ctx: Ctx):
     return [_list_entry(h) for h in ctx.registry.handles()]
 
 
-def _list_entry(h: RunHandle) -> M.RunSummary | M.DamagedRun:
+def _list_entry(h: RunHandle) -> M.RunSummary | M.DamagedRun | M.WaitingRun:
     """One damaged run must not take the list of the others down with it."""
     try:
         return M.RunSummary(**_summary(h, h.checkpoints()))
+    except RunNotStartedError as e:
+        return M.WaitingRun(name=h.name, detail=str(e))
     except CorruptRunError as e:
         return M.DamagedRun(name=h.name, error=str(e))
+
+
+@router.get("/runs/{run}/version", response_model=M.RunVersion,
+            summary="the run's state and version, to poll while it is written (200 whatever its state)")
+def run_version(run: RunName, ctx: Ctx):
+    look = ctx.run(run).look()          # at most one look at the disk per half second, for every client
+    return M.RunVersion(version=look.version, state=look.state, steps=look.steps, dynamics=look.dynamics,
+                        detail=look.detail)
 
 
 @router.get("/runs/{run}", response_model=M.RunInfo, summary="one run: metadata and checkpoints")
@@ -205,10 +222,13 @@ def projection(run: RunName, step: Step, ctx: Ctx,
                layer: int = Query(description="0 = embeddings, 1..L the blocks", ge=0, le=100_000),
                method: M.ProjectionMethod = Query("umap"),
                aligned: bool = Query(True, description="start from the neighbouring checkpoint's layout"),
+               align: typing.Literal["previous", "final"] = Query(
+                   "previous", description="with aligned: fit each checkpoint onto the one before it (previous: "
+                   "a new checkpoint never moves earlier layouts) or anchor at the last checkpoint (final)"),
                stack: str | None = Query(None, max_length=64, description="whose hidden states (an encoder-decoder's "
                                          "encoder or decoder); default: the run's default stack")):
     h = ctx.run(run)
-    answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned, stack)
+    answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned, stack, align=align)
     if isinstance(answer, Job):
         status = M.ProjectionStatus(status=answer.status, progress=answer.progress, message=answer.message)
         return JSONResponse(status.model_dump(), status_code=202)
@@ -333,7 +353,7 @@ def _loaded(ctx: Context, h: RunHandle, ck):
         hf_logging.disable_progress_bar()          # per-load "Loading weights" bars are noise in a server log
         return ck.load_model(confined=True)     # never weights outside the run's own folders
 
-    return ctx.models.get((h.name, ck.step, str(ck.path)), load)
+    return ctx.models.get((h.name, ck.step, str(ck.path), h.checkpoint_stamp(ck)), load)
 
 
 def _max_length(h: RunHandle) -> int:
@@ -622,7 +642,8 @@ def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
         if not len(chosen.ids):
             raise InvalidInputError(f"run {h.name!r} has no probe examples to evaluate")
     entry = _loaded(ctx, h, ck)
-    baseline_key = (h.name, ck.step, str(ck.path), hashlib.sha256(chosen.ids.tobytes()).hexdigest())
+    baseline_key = (h.name, ck.step, str(ck.path), h.checkpoint_stamp(ck),
+                    hashlib.sha256(chosen.ids.tobytes()).hexdigest())
     if h.run.task_format.has_classes:
         return _prune_classifier(ctx, h, entry, chosen, _model_masks(entry, masks), baseline_key)
     return _prune_language_model(ctx, h, entry, chosen, masks, query.max_new_tokens, baseline_key)

@@ -35,7 +35,9 @@ from t3vis.server.security import (
 def create_app(run_paths: Sequence[str | Path], *, token: str | None = None, model_cache: int = 2,
                cors_origins: Sequence[str] = (), allowed_hosts: Sequence[str] | None = None,
                static_dir: str | Path | None = None, max_body: int = MAX_BODY) -> FastAPI:
-    """An app serving exactly the runs at run_paths (each opened now, to fail early and clearly).
+    """An app serving exactly the runs at run_paths (each looked at now, to fail early and clearly on
+    a path that can never be a run; a path with nothing recorded yet is served as waiting, and
+    followed: runs.py).
 
     token: required on every /api call when given. model_cache: checkpoints kept loaded.
     cors_origins: origins allowed to call the API from a browser (none by default).

@@ -1,4 +1,5 @@
-"""Run the app under uvicorn: bind, print the URL (with the token when one is needed), serve."""
+"""Run the app under uvicorn: bind, print the URL (with the token when one is needed), serve.
+A run with nothing recorded yet is served as waiting, and `serve` says so once."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: in
     import uvicorn
 
     from t3vis.server.app import create_app
+    from t3vis.server.runs import waiting_message
 
     if model_cache < 1:
         raise InvalidInputError(f"--model-cache must be at least 1; got {model_cache}")
@@ -65,8 +67,10 @@ def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: in
                      allowed_hosts=[*LOCAL_HOSTS, host] if local and ":" not in host else None)
     sock = bind(host, port)
     url = url_for(host, sock.getsockname()[1], token)
-    names = ", ".join(app.state.t3vis.registry.names)
-    print(f"t3vis: serving {names}", flush=True)
+    registry = app.state.t3vis.registry
+    print(f"t3vis: serving {', '.join(registry.names)}", flush=True)
+    for waiting in registry.waiting:
+        print(f"t3vis: {waiting_message(waiting.path)}", flush=True)
     print(f"t3vis: open {url}", flush=True)
     if not local:
         print("t3vis: bound beyond this machine; every API call needs the token in that URL", flush=True)

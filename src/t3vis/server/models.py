@@ -65,6 +65,28 @@ class DamagedRun(BaseModel):
     error: str
 
 
+class WaitingRun(BaseModel):
+    """A served run with nothing recorded yet (its folder does not exist, or holds no run.json):
+    listed so the viewer can say it waits; it opens once the recorder writes run.json."""
+    name: str
+    waiting: Literal[True] = True
+    detail: str
+
+
+RunState = Literal["waiting", "ready", "gone", "damaged"]
+
+
+class RunVersion(BaseModel):
+    """What a page polls to follow a run while it is written (docs/api.md, "Following a run")."""
+    version: int = Field(description="grows by one whenever the run's checkpoints, training-dynamics parts, "
+                                     "examples or run.json change (or its state does); never otherwise")
+    state: RunState = Field(description="waiting: nothing recorded yet; ready: served; gone: its folder was "
+                                        "deleted or moved; damaged: run.json does not read")
+    steps: list[int] = Field(description="the steps of the complete checkpoints, sorted")
+    dynamics: int = Field(description="training-dynamics parts written (grows as training observes)")
+    detail: str | None = Field(description="what the state means, to show (null when ready)")
+
+
 class StackSummary(BaseModel):
     """One attention stack of a run ("encoder", "decoder" or "cross")."""
     name: str
