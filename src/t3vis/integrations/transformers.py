@@ -50,7 +50,8 @@ class T3VisCallback(TrainerCallback):
     classification, completions (causal-lm, or None to score whole texts) or target texts (seq2seq).
 
     snapshot_on: "evaluate" (default), "epoch" or "both". Other keyword arguments go to
-    `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, keep_weights, ...).
+    `t3vis.Recorder` (ids, splits, label_names, pooling, batch_size, max_length, keep_weights, ...);
+    serve=True starts the viewer at the start of training (serve_port, keep_serving: see Recorder).
     A snapshot at a step where the Trainer saves checkpoint-<step> references that folder and
     copies nothing; keep_weights applies to the snapshots it does not save (step 0, or steps
     between saves), and to every snapshot of a PEFT model (see the module docstring).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ from t3vis.tasks import get_task
 from t3vis.tasks.arguments import as_integer_vector
 from t3vis.tasks.base import Examples, Task, TrainingRow
 from t3vis.tasks.labels import resolve_categories
+
+if TYPE_CHECKING:
+    from t3vis.server.launch import BackgroundServer
 
 log = logging.getLogger("t3vis.record")
 
@@ -72,6 +76,11 @@ class Recorder:
     filled disks: 92 MB each for all-MiniLM-L6-v2), while the newest checkpoint, and the one before,
     stay inspectable (saliency, attention, pruning). Pass "all" to inspect every checkpoint.
     save_weights=False is the older spelling of keep_weights="none".
+
+    serve=True starts the viewer of this run on rank 0 now, in a thread of this process (port
+    serve_port, or the next free one; its URL printed once), so the page follows the run while it
+    trains. It stops with the script, or at close(), unless keep_serving=True: then the script's
+    end waits, serving, until Ctrl+C.
     """
 
     def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels=None, *,
@@ -80,7 +89,8 @@ class Recorder:
                  splits: Sequence[str] | str = "probe",
                  label_names: Sequence[str] | None = None, pooling: str = "auto", batch_size: int = 32,
                  max_length: int = 128, thumbnail_size: int = 32, save_weights: bool = True,
-                 keep_weights: str | WeightsPolicy | None = None, progress: bool = False, exist_ok: bool = False):
+                 keep_weights: str | WeightsPolicy | None = None, progress: bool = False, exist_ok: bool = False,
+                 serve: bool = False, serve_port: int = 8737, keep_serving: bool = False):
         self.run_dir = Path(run_dir)
         self.model = model
         self.tokenizer = tokenizer
@@ -124,6 +134,18 @@ class Recorder:
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
         self._observe_calls = 0
         dist_utils.on_main(lambda: self._create_run(exist_ok))
+        self.viewer: BackgroundServer | None = None     # the viewer serve=True started (rank 0)
+        self.keep_serving = keep_serving
+        if serve and dist_utils.rank() == 0:
+            self._start_viewer(serve_port)
+
+    def _start_viewer(self, port: int) -> None:
+        # the server is imported only where it is asked for
+        from t3vis.server.launch import serve_run_in_background
+
+        self.viewer = serve_run_in_background(self.run_dir, port=port)
+        if self.keep_serving:
+            atexit.register(_serve_until_interrupted, self.viewer)
 
     @property
     def layout(self) -> AttentionLayout:
@@ -420,6 +442,19 @@ class Recorder:
 
     def close(self) -> None:
         self.flush()
+        if self.viewer is not None and not self.keep_serving:
+            self.viewer.stop()
+            self.viewer = None
+
+
+def _serve_until_interrupted(viewer) -> None:
+    """At the script's end (keep_serving=True): keep the viewer up until Ctrl+C."""
+    print(f"t3vis: training is over; still serving at {viewer.url} (Ctrl+C stops)", flush=True)
+    try:
+        while viewer.thread.is_alive():
+            viewer.thread.join(timeout=1.0)
+    except KeyboardInterrupt:
+        viewer.stop()
 
 
 def _flush(array: np.ndarray) -> None:

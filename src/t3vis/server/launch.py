@@ -48,6 +48,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_first_free(host: str, port: int, tries: int = 20) -> socket.socket:
+    """A listening socket on `port`, or on the next free one after it (a second training script,
+    or a notebook, may hold the first); port 0: any free one."""
+    if port == 0:
+        return bind(host, 0)
+    for candidate in range(port, min(port + tries, 65536)):
+        try:
+            return bind(host, candidate)
+        except InvalidInputError:
+            continue
+    raise InvalidInputError(f"ports {port}..{port + tries - 1} on {host} are all taken; pass another port "
+                            "(0 picks any free one)")
+
+
 def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           token: str | None = None, model_cache: int = 2, open_browser: bool = True,
           cors_origins: Sequence[str] = (), log_level: str = "warning") -> None:
@@ -88,15 +102,16 @@ def serve(run_paths: Sequence[str | Path], *, host: str = DEFAULT_HOST, port: in
 
 
 class BackgroundServer:
-    """An app served by uvicorn in a daemon thread on a free loopback port: for notebooks,
-    benchmarks and browser tests, where `serve` would block. `url` is ready once constructed."""
+    """An app served by uvicorn in a daemon thread on a loopback port (port 0: any free one; else
+    that port or the next free one): for training scripts, notebooks, benchmarks and browser tests,
+    where `serve` would block. `url` is ready once constructed; the thread ends with the process."""
 
-    def __init__(self, app, *, start_timeout_s: float = 30.0):
+    def __init__(self, app, *, port: int = 0, start_timeout_s: float = 30.0):
         import time
 
         import uvicorn
 
-        sock = bind(DEFAULT_HOST, 0)
+        sock = bind_first_free(DEFAULT_HOST, port)
         self.port = sock.getsockname()[1]
         self.url = f"http://{DEFAULT_HOST}:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -111,3 +126,17 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def serve_run_in_background(run_dir: str | Path, *, port: int = DEFAULT_PORT, model_cache: int = 2) -> BackgroundServer:
+    """The viewer of one run (perhaps still being written), on loopback, from a training script:
+    its URL printed once, and the port that was free if `port` was taken."""
+    from t3vis.server.app import create_app
+
+    run_dir = Path(run_dir)
+    app = create_app([run_dir], model_cache=model_cache, allowed_hosts=list(LOCAL_HOSTS))
+    live = BackgroundServer(app, port=port)
+    name = app.state.t3vis.registry.names[0]
+    moved = f" (port {port} was taken)" if port and live.port != port else ""
+    print(f"t3vis: viewing {run_dir} while it trains at {live.url}/?run={name}{moved}", flush=True)
+    return live
