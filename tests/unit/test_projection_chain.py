@@ -9,7 +9,10 @@ the checkpoints' hidden states as the reader returns them, not from the service.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import threading
 import time
 
 import numpy as np
@@ -217,6 +220,12 @@ def test_background_work_is_on_by_default_with_umap_of_the_last_layer_and_stops_
     service.follow(handle)
     follower = service._follower
     assert follower is not None and follower.is_alive()
+    if sys.platform.startswith("linux"):    # the training loop of a serve=True script keeps its pace
+        deadline = time.monotonic() + 5
+        while os.getpriority(os.PRIO_PROCESS, follower.native_id) != 19:
+            assert time.monotonic() < deadline, "the follower thread does not run at the lowest priority"
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19     # only that thread
     service.shutdown()
     follower.join(timeout=5)
     assert not follower.is_alive()

@@ -37,7 +37,9 @@ leaves the others' layouts alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -388,6 +390,7 @@ class Projections:
                 self._follower.start()
 
     def _follow_loop(self, stop: threading.Event) -> None:
+        _lowest_priority()          # a training loop in this process (serve=True) keeps its pace
         while not stop.wait(self._poll_s):
             try:
                 self._notice_new_checkpoints()
@@ -505,3 +508,10 @@ def _put(cache: ArrayCache, key: dict, array) -> None:
         cache.put(key, array)
     except (OSError, T3VisError) as e:       # a read-only run folder: keep the result in memory only
         log.warning("could not cache a projection in %s: %s", cache.folder, e)
+
+
+def _lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread is a task with a nice value
+    of its own; threads it starts inherit it). Elsewhere, or where refused, it runs as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
