@@ -24,6 +24,15 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
+def _until_listed(version_url: str, steps: list[int], timeout_s: float = 10.0) -> float:
+    """Seconds until the served run lists exactly these checkpoints."""
+    t0 = time.monotonic()
+    while _get(version_url)["steps"] != steps:
+        assert time.monotonic() - t0 < timeout_s, f"the viewer never listed {steps}"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def _taken_port() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -44,10 +53,7 @@ def test_a_recorder_serves_its_run_on_the_next_free_port_while_it_trains(tmp_pat
         version = f"{rec.viewer.url}/api/runs/live/version"
         assert _get(version)["steps"] == []
         rec.snapshot(step=3)
-        deadline = time.monotonic() + 5
-        while _get(version)["steps"] != [3]:          # the page's poll sees the checkpoint
-            assert time.monotonic() < deadline, "the served run never showed its checkpoint"
-            time.sleep(0.2)
+        assert _until_listed(version, [3]) <= 2.0      # the page's poll sees the checkpoint
         url = rec.viewer.url
         rec.close()
         assert rec.viewer is None
@@ -67,18 +73,20 @@ def test_the_trainer_callback_serves_from_the_start_of_training(tmp_path, capsys
     enc = tokenizer(texts, padding=True, truncation=True, max_length=16)
     data = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels[i]}
             for i in range(len(texts))]
-    seen: list[list[int]] = []
+    seen: list[tuple[list[int], float]] = []
 
     class Watch(T3VisCallback):
         def on_step_end(self, args, state, control, **kwargs):     # the viewer answers while training runs
-            seen.append(_get(f"{self.recorder.viewer.url}/api/runs/run/version")["steps"])
+            recorded = [c.step for c in t3vis.open_run(self.run_dir).checkpoints]
+            seen.append((recorded, _until_listed(f"{self.recorder.viewer.url}/api/runs/run/version", recorded)))
 
     callback = Watch(tmp_path / "run", tokenizer, texts, labels, serve=True, serve_port=0, snapshot_on="epoch")
     args = TrainingArguments(output_dir=str(tmp_path / "out"), num_train_epochs=2, per_device_train_batch_size=4,
                              save_strategy="no", report_to=[], use_cpu=True, logging_strategy="no")
     Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
     assert capsys.readouterr().out.count("t3vis: viewing") == 1
-    assert seen and seen[0] == [0] and len(seen) == 4            # step 0 recorded at the start
+    assert len(seen) == 4 and seen[0][0] == [0]                  # step 0 recorded at the start of training
+    assert max(waited for _, waited in seen) <= 2.0              # each checkpoint listed within 2 s
     callback.recorder.close()
 
 

@@ -2,9 +2,9 @@
 // and Arrow IPC tables decoded into typed arrays.
 import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
-  ByteTensor, Curves, DataMap, GenerateRequest, GenerationAnswer, GenerativePruneResponse, HeadHistory, ExampleDetail,
+  Alignment, ByteTensor, Curves, DataMap, GenerateRequest, GenerationAnswer, GenerativePruneResponse, HeadHistory, ExampleDetail,
   HeadScope, HeadsResponse, InstanceRequest, InstanceResponse, Points, Projection, ProjectionMethod, ProjectionStatus,
-  PruneResponse, RegionRule, RunInfo, RunListEntry, SelectionSummary, SequenceInstanceAnswer, SequenceInstanceRequest,
+  PruneResponse, RegionRule, RunInfo, RunListEntry, RunVersion, SelectionSummary, SequenceInstanceAnswer, SequenceInstanceRequest,
   StackAttention, TablePage, TableQuery,
 } from './types';
 
@@ -245,6 +245,8 @@ export const api = {
   runs: (signal?: AbortSignal) => getJSON<RunListEntry[]>('/runs', signal),
   run: (run: string, signal?: AbortSignal) => getJSON<RunInfo>(runPath(run), signal),
   curves: (run: string, signal?: AbortSignal) => getJSON<Curves>(`${runPath(run)}/curves`, signal),
+  /** Where the run stands and a number that grows with every checkpoint, dynamics part or run.json change. */
+  version: (run: string, signal?: AbortSignal) => getJSON<RunVersion>(`${runPath(run)}/version`, signal),
 
   points: async (run: string, step: number, signal?: AbortSignal) =>
     decodePoints(await getArrow(`${ckPath(run, step)}/points`, signal)),
@@ -312,11 +314,12 @@ export const api = {
   /**
    * The projection of (step, layer, method). While the server computes it (202), polls the
    * same URL every `pollMs` and reports progress; resolves with the decoded float32 (N, 3).
+   * `align`: each layout aligned to the previous checkpoint's, or all to the last checkpoint's.
    */
   async projection(run: string, step: number, layer: number, method: ProjectionMethod,
     onProgress: (s: ProjectionStatus) => void, signal?: AbortSignal, pollMs = 500,
-    stack: string | null = null): Promise<Projection> {
-    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true${stackQuery(stack, '&')}`;
+    stack: string | null = null, align: Alignment = 'previous'): Promise<Projection> {
+    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true&align=${align}${stackQuery(stack, '&')}`;
     for (;;) {
       const res = await request(path, { signal });
       if (res.status === 202) {

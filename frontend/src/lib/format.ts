@@ -125,3 +125,9 @@ export const METHOD_NAMES: Record<SaliencyMethod, string> = {
   integrated_gradients: 'Integrated gradients', gradient: 'Input gradient', grad_x_input: 'Gradient × input',
   lrp: 'LRP (conservative)', attention_rollout: 'Attention rollout',
 };
+
+/** A message as a sentence: a full stop added where it ends without one (server details do). */
+export function sentence(text: string): string {
+  const t = text.trim();
+  return !t || /[.!?…]$/.test(t) ? t : `${t}.`;
+}

@@ -4,7 +4,7 @@
 import { derived, get, writable } from 'svelte/store';
 import { combineSelection, type SelectOp } from './selection';
 import { decodeFilter, encodeFilter, NO_FILTER, type FilterMode, type PointFilter } from './filters';
-import type { ColorBy, DataMap, Points, ProjectionMethod, RunInfo, SaliencyMethod, SelectionSummary } from './types';
+import type { Alignment, ColorBy, DataMap, Points, ProjectionMethod, RunInfo, RunVersion, SaliencyMethod, SelectionSummary } from './types';
 import { isSequenceTask, resolveStack, runTask } from './task';
 
 export const runName = writable<string | null>(null);
@@ -80,6 +80,30 @@ export const compare = writable<{ step: number; layer: number } | null>(null);
 
 export const currentCheckpoint = derived([runInfo, step], ([$run, $step]) =>
   $run?.checkpoints.find((c) => c.step === $step) ?? null);
+/** The current checkpoint and when it was recorded: changes when its step is re-recorded (a
+ *  string, so a new run info with the same checkpoint does not wake its subscribers). */
+export const currentRecorded = derived(currentCheckpoint, ($c) => ($c ? `${$c.step}@${$c.time}` : null));
+/** Whether the run's description is loaded (true/false: unchanged by a grown run info). */
+export const runLoaded = derived([runInfo, runName], ([$run, $name]) => !!$run && $run.name === $name);
+/** Whether the loaded run has training dynamics. */
+export const runHasDynamics = derived(runInfo, ($run) => !!$run?.has_dynamics);
+
+/** How projections are aligned across checkpoints (the URL's align=final: to the last one). */
+export const alignment = writable<Alignment>('previous');
+
+// ---- Following a run while it trains (lib/live.ts) ----------------------------------------
+
+/** Where the run stands and its version, as last polled; null before the first answer. */
+export const runState = writable<RunVersion | null>(null);
+/** The run's version last applied to the page: views that load once per run load again when it
+ *  changes (0 until the first change after opening the run). */
+export const runVersion = writable<number>(0);
+/** The training dynamics' count last applied: the data map loads again when it changes. */
+export const dynamicsVersion = writable<number>(0);
+/** Whether each checkpoint that lands moves the views to it. */
+export const followLatest = writable<boolean>(true);
+/** Checkpoints that landed while not following (the badge counts them). */
+export const unseenSteps = writable<number[]>([]);
 
 // ---- Notices -----------------------------------------------------------------------------
 
@@ -122,6 +146,8 @@ export interface UrlState {
   /** the heads' stack and the projections' stack (null: the run's default) */
   stack: string | null;
   hiddenStack: string | null;
+  /** projections aligned to the previous checkpoint (default) or to the final one */
+  align: Alignment;
 }
 
 const METHODS: readonly string[] = ['pca', 'umap', 'tsne'];
@@ -159,6 +185,7 @@ export function parseUrlState(search: string): UrlState {
     compare: pair(p.get('cmp')),
     stack: p.get('stack') || null,
     hiddenStack: p.get('pstack') || null,
+    align: p.get('align') === 'final' ? 'final' : 'previous',
   };
 }
 
@@ -179,6 +206,7 @@ export function encodeUrlState(st: UrlState, search = ''): string {
   set('cmp', st.compare ? `${st.compare[0]}.${st.compare[1]}` : null);
   set('stack', st.stack);
   set('pstack', st.hiddenStack);
+  set('align', st.align === 'final' ? 'final' : null);
   return p.toString();
 }
 
@@ -190,15 +218,15 @@ export function readUrl(): UrlState {
 export function syncUrl(): () => void {
   const state = derived(
     [runName, step, layer, method, colorBy, focusId, focusHead, selection, saliencyMethod, pointFilter, compare, headStack,
-      hiddenStack],
+      hiddenStack, alignment],
     (v) => v,
   );
   return state.subscribe(([$run, $step, $layer, $method, $color, $focus, $head, $sel, $sal, $filter, $cmp, $stack,
-    $pstack]) => {
+    $pstack, $align]) => {
     const query = encodeUrlState({
       run: $run, step: $step, layer: $layer, method: $method, color: $color, example: $focus, head: $head,
       selection: $sel ? [...$sel] : null, saliency: $sal, filter: $filter,
-      compare: $cmp ? [$cmp.step, $cmp.layer] : null, stack: $stack, hiddenStack: $pstack,
+      compare: $cmp ? [$cmp.step, $cmp.layer] : null, stack: $stack, hiddenStack: $pstack, align: $align,
     }, window.location.search);
     const url = `${window.location.pathname}?${query}${window.location.hash}`;
     if (url !== window.location.pathname + window.location.search + window.location.hash) {

@@ -18,12 +18,45 @@ export interface DamagedRun {
   error: string;
 }
 
+/** A served run whose folder has not started recording yet (no run.json): its other routes answer 409. */
+export interface WaitingRun {
+  name: string;
+  waiting: true;
+  detail: string | null;
+}
+
 /** An entry of GET /api/runs. */
-export type RunListEntry = RunSummary | DamagedRun;
+export type RunListEntry = RunSummary | DamagedRun | WaitingRun;
 
 export function isDamaged(run: RunListEntry): run is DamagedRun {
   return 'error' in run;
 }
+
+export function isWaiting(run: RunListEntry): run is WaitingRun {
+  return 'waiting' in run && run.waiting === true;
+}
+
+/** Whether a run list entry can be opened now (neither damaged nor waiting). */
+export function isReadable(run: RunListEntry): run is RunSummary {
+  return !isDamaged(run) && !isWaiting(run);
+}
+
+/** Where a served run stands: still to start recording, readable, deleted, or unreadable. */
+export type RunState = 'waiting' | 'ready' | 'gone' | 'damaged';
+
+/** GET /api/runs/{run}/version: a number that grows whenever checkpoints, dynamics or run.json change. */
+export interface RunVersion {
+  version: number;
+  state: RunState;
+  steps: number[];
+  /** a count that changes when the training dynamics do */
+  dynamics: number;
+  detail: string | null;
+}
+
+/** How projections are aligned across checkpoints: each to the one before (earlier layouts never
+ *  move as checkpoints land), or all to the last checkpoint. */
+export type Alignment = 'previous' | 'final';
 
 export interface CheckpointInfo {
   step: number;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  checkpointName, epochText, headLabel, headName, hiddenLayerName, hiddenLayerTitle, incomplete, metric, sci,
+  checkpointName, epochText, headLabel, headName, hiddenLayerName, hiddenLayerTitle, incomplete, metric, sci, sentence,
 } from '../../src/lib/format';
 
 describe('checkpoints without epochs', () => {
@@ -53,5 +53,13 @@ describe("integrated gradients' completeness error", () => {
     expect(incomplete(0.2, undefined)).toBe(true);
     expect(incomplete(0.05, 1)).toBe(false);        // at the tolerance, not above it
     expect(incomplete(null, 1)).toBe(false);
+  });
+});
+
+describe('sentence', () => {
+  it('ends a message with a full stop once', () => {
+    expect(sentence('restore it, or restart `t3vis serve`')).toBe('restore it, or restart `t3vis serve`.');
+    expect(sentence('already one.')).toBe('already one.');
+    expect(sentence('  ')).toBe('');
   });
 });

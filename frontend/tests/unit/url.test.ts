@@ -5,7 +5,7 @@ import { encodeUrlState, parseUrlState, type UrlState } from '../../src/lib/stor
 const full: UrlState = {
   run: 'demo', step: 250, layer: 6, method: 'umap', color: 'gold_prob', example: 3304, head: [1, 3],
   selection: [5, 7, 11], saliency: 'lrp', compare: [0, 3],
-  filter: { ...NO_FILTER, correct: false, lossMin: 1 }, stack: 'cross', hiddenStack: 'encoder',
+  filter: { ...NO_FILTER, correct: false, lossMin: 1 }, stack: 'cross', hiddenStack: 'encoder', align: 'final',
 };
 
 describe('URL state', () => {
@@ -26,6 +26,13 @@ describe('URL state', () => {
     expect(p.has('stack')).toBe(false);
     expect(p.has('pstack')).toBe(false);
     expect(parseUrlState('?stack=&pstack=').stack).toBe(null);
+  });
+  it('writes align=final only for the final-checkpoint alignment, and reads anything else as the default', () => {
+    expect(new URLSearchParams(encodeUrlState(full)).get('align')).toBe('final');
+    expect(new URLSearchParams(encodeUrlState({ ...full, align: 'previous' }, 'align=final')).has('align')).toBe(false);
+    expect(parseUrlState('?align=final').align).toBe('final');
+    expect(parseUrlState('?align=sideways').align).toBe('previous');
+    expect(parseUrlState('').align).toBe('previous');
   });
   it('leaves a huge selection out of the URL', () => {
     const q = encodeUrlState({ ...full, selection: Array.from({ length: 2001 }, (_, i) => i) });

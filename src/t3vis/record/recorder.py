@@ -32,7 +32,7 @@ from t3vis.tasks.base import Examples, Task, TrainingRow
 from t3vis.tasks.labels import resolve_categories
 
 if TYPE_CHECKING:
-    from t3vis.server.launch import BackgroundServer
+    from t3vis.server.launch import ViewerProcess
 
 log = logging.getLogger("t3vis.record")
 
@@ -77,10 +77,10 @@ class Recorder:
     stay inspectable (saliency, attention, pruning). Pass "all" to inspect every checkpoint.
     save_weights=False is the older spelling of keep_weights="none".
 
-    serve=True starts the viewer of this run on rank 0 now, in a thread of this process (port
-    serve_port, or the next free one; its URL printed once), so the page follows the run while it
-    trains. It stops with the script, or at close(), unless keep_serving=True: then the script's
-    end waits, serving, until Ctrl+C.
+    serve=True starts the viewer of this run on rank 0 now, in a child process at a lower CPU
+    priority (port serve_port, or the next free one; its URL printed once), so the page follows the
+    run while it trains and training keeps its pace. It stops with the script, or at close(),
+    unless keep_serving=True: then the script's end waits, serving, until Ctrl+C.
     """
 
     def __init__(self, run_dir: str | Path, model, tokenizer, texts: Sequence[str], labels=None, *,
@@ -134,18 +134,20 @@ class Recorder:
         self._seen: dict[int, int] = {}   # id -> passes observed so far, the next implicit epoch
         self._observe_calls = 0
         dist_utils.on_main(lambda: self._create_run(exist_ok))
-        self.viewer: BackgroundServer | None = None     # the viewer serve=True started (rank 0)
+        self.viewer: ViewerProcess | None = None     # the viewer serve=True started (rank 0)
         self.keep_serving = keep_serving
         if serve and dist_utils.rank() == 0:
             self._start_viewer(serve_port)
 
     def _start_viewer(self, port: int) -> None:
         # the server is imported only where it is asked for
-        from t3vis.server.launch import serve_run_in_background
+        from t3vis.server.launch import start_viewer
 
-        self.viewer = serve_run_in_background(self.run_dir, port=port)
+        self.viewer = start_viewer(self.run_dir, port=port)
         if self.keep_serving:
             atexit.register(_serve_until_interrupted, self.viewer)
+        else:                       # a child process: it would outlive the script on its own
+            atexit.register(self.viewer.stop)
 
     @property
     def layout(self) -> AttentionLayout:
@@ -451,8 +453,7 @@ def _serve_until_interrupted(viewer) -> None:
     """At the script's end (keep_serving=True): keep the viewer up until Ctrl+C."""
     print(f"t3vis: training is over; still serving at {viewer.url} (Ctrl+C stops)", flush=True)
     try:
-        while viewer.thread.is_alive():
-            viewer.thread.join(timeout=1.0)
+        viewer.wait()
     except KeyboardInterrupt:
         viewer.stop()
 

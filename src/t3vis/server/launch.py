@@ -128,15 +128,88 @@ class BackgroundServer:
         self.thread.join(timeout=10)
 
 
-def serve_run_in_background(run_dir: str | Path, *, port: int = DEFAULT_PORT, model_cache: int = 2) -> BackgroundServer:
-    """The viewer of one run (perhaps still being written), on loopback, from a training script:
-    its URL printed once, and the port that was free if `port` was taken."""
-    from t3vis.server.app import create_app
 
+class ViewerProcess:
+    """`t3vis serve RUN` in a child process, for a training script (Recorder(serve=True)): the
+    viewer and its background layouts never share the training loop's interpreter (its GIL) and
+    run at a lower CPU priority, so training keeps its pace. Port `port`, or the next free one
+    (0: any). `url` answers once constructed; the child ends with stop() and, on Linux, with its
+    parent however that ends."""
+
+    def __init__(self, run_dir: str | Path, *, port: int = DEFAULT_PORT, model_cache: int = 2,
+                 start_timeout_s: float = 60.0):
+        import subprocess
+        import tempfile
+        import time
+        import urllib.request
+
+        sock = bind_first_free(DEFAULT_HOST, port)
+        self.port = sock.getsockname()[1]
+        sock.close()                       # the child binds it next (a race only with another binder)
+        self.url = f"http://{DEFAULT_HOST}:{self.port}"
+        handle, name = tempfile.mkstemp(prefix="t3vis-viewer-", suffix=".log")   # its messages, if it fails
+        self._log = Path(name)
+        cmd = [sys.executable, "-c", "import sys; from t3vis.cli import main; sys.exit(main())", "serve",
+               str(run_dir), "--port", str(self.port), "--no-browser", "--model-cache", str(model_cache)]
+        with open(handle, "wb") as errors:          # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=errors, start_new_session=True,
+                                            preexec_fn=_as_background_child if sys.platform != "win32" else None)
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/runs", timeout=2):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    message = self._stderr() or "no message"
+                    self.stop()
+                    raise RuntimeError(f"the t3vis viewer did not start: {message}") from None
+                time.sleep(0.1)
+
+    def _stderr(self) -> str:
+        try:
+            return self._log.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.unlink(missing_ok=True)
+
+    def wait(self) -> None:
+        """Until the viewer ends (Ctrl+C ends it with the script)."""
+        self.process.wait()
+
+
+def _as_background_child() -> None:
+    """In the viewer's child, before it runs: a lower CPU priority, and (Linux) the end of its parent
+    ends it too, so a training script killed outright leaves no server behind."""
+    import os
+
+    os.nice(10)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)       # PR_SET_PDEATHSIG
+
+
+
+def start_viewer(run_dir: str | Path, *, port: int = DEFAULT_PORT, model_cache: int = 2) -> ViewerProcess:
+    """The viewer of one run (perhaps still being written) for a training script, in a child
+    process: its URL printed once, with the port that was free if `port` was taken."""
     run_dir = Path(run_dir)
-    app = create_app([run_dir], model_cache=model_cache, allowed_hosts=list(LOCAL_HOSTS))
-    live = BackgroundServer(app, port=port)
-    name = app.state.t3vis.registry.names[0]
-    moved = f" (port {port} was taken)" if port and live.port != port else ""
-    print(f"t3vis: viewing {run_dir} while it trains at {live.url}/?run={name}{moved}", flush=True)
-    return live
+    viewer = ViewerProcess(run_dir, port=port, model_cache=model_cache)
+    moved = f" (port {port} was taken)" if port and viewer.port != port else ""
+    print(f"t3vis: viewing {run_dir} while it trains at {viewer.url}/?run={run_dir.resolve().name}{moved}",
+          flush=True)
+    return viewer
