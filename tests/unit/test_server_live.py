@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,8 +129,21 @@ def test_many_polls_share_one_look_at_the_disk_per_half_second(recording, monkey
     run_dir = recording[0]
     listings, scans = [], []
     real_listing, real_scan = runs_module._checkpoint_listing, Run.scan_checkpoints
-    monkeypatch.setattr(runs_module, "_checkpoint_listing", lambda folder: listings.append(1) or real_listing(folder))
-    monkeypatch.setattr(Run, "scan_checkpoints", lambda self: scans.append(1) or real_scan(self))
+    # only this run's looks count: servers of other tests may still follow their own runs in the background
+    mine = run_dir.resolve()
+
+    def listing(folder):
+        if mine in Path(folder).resolve().parents:
+            listings.append(1)
+        return real_listing(folder)
+
+    def scan(run):
+        if Path(run.path).resolve() == mine:
+            scans.append(1)
+        return real_scan(run)
+
+    monkeypatch.setattr(runs_module, "_checkpoint_listing", listing)
+    monkeypatch.setattr(Run, "scan_checkpoints", scan)
     with TestClient(create_app([run_dir])) as client:
         listings.clear(), scans.clear()
         started = time.monotonic()
