@@ -9,7 +9,8 @@ FRONTEND     := frontend
 STATIC_INDEX := src/t3vis/server/static/index.html
 NODE_STAMP   := $(FRONTEND)/node_modules/.t3vis-installed
 FRONTEND_SRC := $(shell find $(FRONTEND)/src -type f 2>/dev/null) $(FRONTEND)/index.html \
-                $(FRONTEND)/vite.config.ts $(FRONTEND)/svelte.config.js $(FRONTEND)/tsconfig.json
+                $(FRONTEND)/vite.config.ts $(FRONTEND)/vite.widget.config.ts $(FRONTEND)/svelte.config.js \
+                $(FRONTEND)/tsconfig.json
 
 .PHONY: install frontend demo test chromium lint bench clean
 

@@ -17,6 +17,7 @@ _LAZY = {
     "head_importance": ("t3vis.analysis.heads", "head_importance"),
     "evaluate": ("t3vis.analysis.heads", "evaluate"),
     "generate": ("t3vis.analysis.generation", "generate"),
+    "show": ("t3vis.notebook", "show"),
 }
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "generate",
     "head_importance",
     "open_run",
+    "show",
 ]
 
 

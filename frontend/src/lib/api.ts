@@ -9,6 +9,7 @@ import type {
 } from './types';
 
 import { REGION_NAMES } from './filters';
+import { send } from './transport';
 
 export const REGIONS = REGION_NAMES;
 
@@ -67,7 +68,7 @@ function describeValidation(detail: unknown): string {
 async function request(path: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(`api${path}`, { ...init, headers: headers(init.headers as Record<string, string>) });
+    res = await send(path, { ...init, headers: headers(init.headers as Record<string, string>) });
   } catch (err) {
     if (isAbort(err)) throw err;
     throw new ApiError(0, `cannot reach the t3vis server (${(err as Error).message}); is \`t3vis serve\` running?`);

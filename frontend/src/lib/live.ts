@@ -114,3 +114,30 @@ export function pollVersion({ fetch, onVersion, onError, intervalMs = POLL_MS, p
     page.removeEventListener('visibilitychange', onVisibility);
   };
 }
+
+/** Where a followed run's versions come from: a poll of the server (the served page), or the
+ *  kernel's pushes (the notebook widget: widget.ts), so an idle kernel is not asked every 700 ms. */
+export type VersionFeed = (run: string, options: PollOptions) => () => void;
+
+let versionFeed: VersionFeed = (_run, options) => pollVersion(options);
+
+export function useVersionFeed(feed: VersionFeed): void {
+  versionFeed = feed;
+}
+
+/** Follows a run's version through the feed in use; returns the function that stops it. */
+export function followVersion(run: string, options: PollOptions): () => void {
+  return versionFeed(run, options);
+}
+
+/** A feed of versions pushed by the kernel: the current one asked once, then each pushed change. */
+export function pushedVersions(subscribe: (onPush: (run: string, v: RunVersion) => void) => () => void): VersionFeed {
+  return (run, { fetch, onVersion, onError }) => {
+    let stopped = false;
+    const ctrl = new AbortController();
+    fetch(ctrl.signal).then((v) => { if (!stopped) onVersion(v); })
+      .catch((err) => { if (!stopped && !isAbort(err)) onError(err); });
+    const unsubscribe = subscribe((pushedRun, v) => { if (!stopped && pushedRun === run) onVersion(v); });
+    return () => { stopped = true; ctrl.abort(); unsubscribe(); };
+  };
+}

@@ -1,0 +1,87 @@
+// The viewer as an anywidget (t3vis.show in a notebook). Each rendering mounts the same App the
+// served page mounts, inside a shadow root so the notebook's styles and the viewer's do not mix;
+// its API calls travel over the widget's comm (lib/commTransport.ts), and the selection is a
+// synced trait Python reads as a DataFrame (t3vis/notebook/widget.py).
+import { mount, unmount } from 'svelte';
+import type { AnyModel, InitializeProps, RenderProps } from '@anywidget/types';
+import App from './App.svelte';
+import pageStyles from './app.css?inline';
+import { commTransport } from './lib/commTransport';
+import { idList } from './lib/api';
+import { viewName } from './lib/embed';
+import { selection, setSelection } from './lib/stores';
+import { sameSelection } from './lib/selection';
+import { useTransport } from './lib/transport';
+import { pushedVersions, useVersionFeed } from './lib/live';
+import type { RunVersion } from './lib/types';
+
+interface Model {
+  run: string;
+  view: string | null;
+  height: number;
+  selected_ids: number[] | null;
+}
+
+/** The page's global styles, for a shadow root: its :root variables on the host, no body rules. */
+const hostStyles = pageStyles.replace(/:root\b/g, ':host').replace(/\bbody\s*\{[^}]*\}/g, '');
+
+/** The selection trait, both ways: a lasso in the widget is read in Python; Python's assignment selects. */
+function syncSelection(model: AnyModel<Model>): () => void {
+  const fromModel = () => {
+    const ids = model.get('selected_ids');
+    const wanted = ids === null ? null : new Set(ids);
+    let current: Set<number> | null = null;
+    selection.subscribe((s) => (current = s))();
+    if (!sameSelection(current, wanted)) setSelection(ids, 'python');
+  };
+  const unsubscribe = selection.subscribe((s) => {
+    const ids = idList(s);
+    const held = model.get('selected_ids');
+    if (sameSelection(held === null ? null : new Set(held), s)) return;
+    model.set('selected_ids', ids);
+    model.save_changes();
+  });
+  model.on('change:selected_ids', fromModel);
+  fromModel();
+  return () => { unsubscribe(); model.off('change:selected_ids', fromModel); };
+}
+
+/** Once per widget model: the API over its comm and the selection trait. (Each model loads this
+ *  module afresh, so its stores are its own; the views of one model share them.) */
+function initialize({ model }: InitializeProps<Model>): () => void {
+  const { transport, dispose } = commTransport(model);
+  useTransport(transport);
+  useVersionFeed(pushedVersions((onPush) => {
+    // the kernel watches the run and pushes {type: "version", run} with the version as JSON
+    const listener = (msg: unknown, buffers: DataView[]) => {
+      const m = msg as { type?: string; run?: string };
+      if (m?.type !== 'version' || typeof m.run !== 'string' || !buffers[0]) return;
+      onPush(m.run, JSON.parse(new TextDecoder().decode(buffers[0])) as RunVersion);
+    };
+    model.on('msg:custom', listener);
+    return () => model.off('msg:custom', listener);
+  }));
+  const unsync = syncSelection(model);
+  return () => { unsync(); dispose(); };
+}
+
+/** Each view of the model (a widget shown twice is two views): the page in a shadow root. */
+function render({ model, el }: RenderProps<Model>): () => void {
+  // shortcuts typed into the viewer (the table's search) are not the notebook's commands
+  el.dataset.lmSuppressShortcuts = 'true';
+  const root = el.shadowRoot ?? el.attachShadow({ mode: 'open' });
+  const style = document.createElement('style');
+  style.textContent = `${hostStyles}\n:host { display: block; background: var(--bg); border: 1px solid var(--border); border-radius: 8px; overflow: hidden; }`;
+  const frame = document.createElement('div');
+  const size = () => { frame.style.height = `${model.get('height')}px`; };
+  size();
+  model.on('change:height', size);
+  root.replaceChildren(style, frame);
+  const app = mount(App, { target: frame, props: { embed: { run: model.get('run'), view: viewName(model.get('view')) } } });
+  return () => {
+    model.off('change:height', size);
+    void unmount(app);
+  };
+}
+
+export default { initialize, render };
