@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS  # tests/browser/conftest.py
+from browser import conftest as browser_suite  # tests/browser/conftest.py
 
 from .jupyter_support import JupyterLab, LabPage, start_jupyter_lab, stop_jupyter_lab
+
+ARTIFACTS = browser_suite.ARTIFACTS
+# the browser suite's `browser` fixture (its chromium, launched its way), here named `chromium`
+chromium = browser_suite.browser
 
 LOG_TAIL_LINES = 200
 
@@ -24,20 +28,6 @@ def jupyter_lab(tmp_path_factory) -> JupyterLab:
     print(f"\njupyter lab answered at {lab.url} after {time.monotonic() - started:.1f} s")
     yield lab
     stop_jupyter_lab(lab)
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is missing at {CHROMIUM}; the notebook tests need it. Install it with "
-                    "`apt-get update && apt-get install -y chromium` (Debian), or point T3VIS_CHROMIUM at a "
-                    "Chromium binary.", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="session")
