@@ -5,16 +5,24 @@ Each takes Z (N, p) float32 (already unit-scaled / PCA-reduced by the caller) an
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from t3vis.errors import InvalidInputError
 
 TSNE_PLACE_ITERS = 100      # iterations placing the points left out of a sampled t-SNE fit
-TSNE_EXACT_KNN_UP_TO = 10_000   # t-SNE's neighbours by exact search up to this many fitted points
+TSNE_EXACT_KNN_UP_TO = 10_000   # t-SNE's neighbours by exact search (numpy, in chunks) up to this many fitted points
 TSNE_INTS_IN_INTERVAL = 2       # layout units per interval of t-SNE's FFT grid
+TSNE_SHORT_UP_TO = 10_000       # up to this many fitted points, t-SNE runs the short schedule below
+TSNE_SHORT_SCHEDULE = {"early_exaggeration_iter": 100, "n_iter": 150, "theta": 0.8}
+TSNE_ONE_THREAD_UP_TO = 5_000   # below this, one thread: a second one costs more in hand-offs than it saves
+KNN_CHUNK_ROWS = 1024           # rows per block of the exact neighbour search: a (1024, N) float32 block
 UMAP_NEIGHBOURS = 10
 UMAP_INIT_SCALE = 10.0      # UMAP scales its own spectral init to this; a given init is scaled alike
 
@@ -22,9 +30,14 @@ UMAP_INIT_SCALE = 10.0      # UMAP scales its own spectral init to this; a given
 def warm_start_params(method: str, given: dict) -> dict:
     """Method parameters for a layout started from a neighbouring checkpoint's finished layout.
 
-    t-SNE: no early exaggeration (its job, untangling a random start, is already done); its
-    usual 500 iterations (demo run: 0.3% drift on unchanged data; 250 iterations left a far
-    checkpoint at 0.12 neighbourhood preservation against 0.27 fitted afresh, 500 at 0.16).
+    t-SNE: no early exaggeration (its job, untangling a random start, is already done), then
+    the short schedule's 150 iterations (TSNE_SHORT_SCHEDULE; openTSNE's 500 above
+    TSNE_SHORT_UP_TO points). Measured on the demo run's last checkpoint, layers 2-6 standing
+    in for five checkpoints (2,000 states): the chained layouts kept 0.268, 0.312 and 0.217 of
+    their 10-NN against 0.287, 0.331 and 0.221 fitted afresh; 50 iterations kept only 0.224,
+    0.268 and 0.183; re-running the whole short schedule from the previous layout (exaggerated)
+    kept 0.290, 0.333, 0.222 but cost a third more time and moved the points more. Unchanged
+    states re-laid from a fresh layout drift by a median 1.1% of its extent (0.5% after 50).
     UMAP: a tenth of its usual step size and 200 epochs. Measured on the demo run (2,000
     points, last layer): a smaller step keeps a still layout stiller but stops it following
     real change (step 0.003: 0.9% drift on unchanged data, but the first checkpoint's layout
@@ -45,7 +58,8 @@ def warm_start_params(method: str, given: dict) -> dict:
 def default_rules(method: str) -> dict:
     """The defaults of this module that shape a method's layout (for cache keys: new rules, new layouts)."""
     if method == "tsne":
-        return {"exact_knn_up_to": TSNE_EXACT_KNN_UP_TO, "ints_in_interval": TSNE_INTS_IN_INTERVAL}
+        return {"exact_knn_up_to": TSNE_EXACT_KNN_UP_TO, "ints_in_interval": TSNE_INTS_IN_INTERVAL,
+                "short_up_to": TSNE_SHORT_UP_TO, **TSNE_SHORT_SCHEDULE}
     if method == "umap":
         return {"n_neighbors": UMAP_NEIGHBOURS}
     return {}
@@ -54,32 +68,48 @@ def default_rules(method: str) -> dict:
 def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict) -> np.ndarray:
     """openTSNE layout (N, 2); FFT gradients from 10,000 points up, Barnes-Hut below (its 'auto').
 
-    Neighbours by exact search up to TSNE_EXACT_KNN_UP_TO fitted points, where it is cheaper
-    than openTSNE's approximate index and finds the true neighbours (bench_projection's 5,000
-    points: 12.8 s against 14.1 s in all, 10-NN preservation 0.331 against 0.325). The FFT
-    grid has an interval per two units of the layout, not per unit: the grid grows as the
-    layout spreads, and with one per unit the last 500 iterations on 25,000 points took 61 s
+    Up to TSNE_SHORT_UP_TO fitted points (the demo's 2,000 states, any probe set of a run):
+    neighbours by exact search in numpy (`exact_neighbours`: on 2,000 x 384 a single matrix
+    product, 0.1 s), openTSNE's PCA start, and a short schedule, 100 iterations of early
+    exaggeration and 150 plain ones instead of openTSNE's 250 + 500. From a PCA start the
+    layout's neighbourhoods are in place early: on the demo run's last layer (2,000 states,
+    cosine, full space) 10-NN preservation was 0.208 after 250 + 500 iterations, 0.202 after
+    100 + 150 and 0.195 after 50 + 50, against 0.213 for the paper's 2,000 iterations of
+    scikit-learn's exact t-SNE. Barnes-Hut's theta is 0.8, not 0.5: it only coarsens the
+    repulsion, and on the same states 10-NN preservation was 0.204 against 0.201 in 1.9 s of CPU
+    against 2.5 s (1.0: 0.201, 1.7 s); the 5-checkpoint aligned chain took 5.2 s of CPU against
+    7.2 s. Below TSNE_ONE_THREAD_UP_TO points it runs on one thread: on 2 shared cores, 250
+    iterations took 2.7 s of CPU on one thread and 6.0 s on two.
+    Above, openTSNE's own schedule, with exact neighbours up to TSNE_EXACT_KNN_UP_TO fitted
+    points (bench_projection's 5,000 points: 12.8 s against 14.1 s with its approximate index).
+    The FFT grid has an interval per two units of the layout, not per unit: the grid grows as
+    the layout spreads, and with one per unit the last 500 iterations on 25,000 points took 61 s
     against 5 s for the first 250 (25,000 bench points in all: 27 s against 69 s, 10-NN
-    preservation 0.785 against 0.797).
+    preservation 0.785 against 0.797). params (perplexity, n_iter, ...) override all of this.
     """
     from openTSNE import TSNE
 
     n_fit = len(Z) if fit_rows is None else len(fit_rows)
-    kw = {"n_jobs": n_jobs, "random_state": seed, "verbose": False, "ints_in_interval": TSNE_INTS_IN_INTERVAL,
-          **({"neighbors": "exact"} if n_fit <= TSNE_EXACT_KNN_UP_TO else {}), **params}
-    exaggerate = kw.get("early_exaggeration_iter", 250) > 0
     rows = slice(None) if fit_rows is None else fit_rows
+    threads = 1 if n_fit <= TSNE_ONE_THREAD_UP_TO else n_jobs
+    kw = {"n_jobs": threads, "random_state": seed, "verbose": False, "ints_in_interval": TSNE_INTS_IN_INTERVAL,
+          **({"neighbors": "exact"} if n_fit <= TSNE_EXACT_KNN_UP_TO else {}),
+          **(TSNE_SHORT_SCHEDULE if n_fit <= TSNE_SHORT_UP_TO else {}), **params}
+    exaggerate = kw.get("early_exaggeration_iter", 250) > 0
+    start = None
     if init is not None:
         start = init[rows] - init[rows].mean(axis=0)
         if exaggerate:          # openTSNE's advice for a start that will be exaggerated: std 1e-4
             start = start * (1e-4 / max(float(start[:, 0].std()), 1e-12))
-        kw["initialization"] = start
     estimator = _construct(TSNE, "tsne", kw)
-    quiet = logging.getLogger("openTSNE.tsne")           # it warns of any init with std > 1e-2;
-    level = quiet.level                                   # an unexaggerated warm start wants its scale
-    quiet.setLevel(logging.ERROR if not exaggerate else level)
+    affinities = None          # a sampled fit keeps openTSNE's own exact index: placing the rest queries it
+    if fit_rows is None and kw.get("neighbors") == "exact" and not {"metric", "knn_kwargs"} & set(params):
+        affinities = _exact_affinities(Z[rows], kw.get("perplexity", 30), threads)
+    quiet = logging.getLogger("openTSNE.tsne")           # it warns of given affinities (we chose them) and of
+    level = quiet.level                                   # any init with std > 1e-2 (a warm start wants its scale)
+    quiet.setLevel(logging.ERROR)
     try:
-        embedding = estimator.fit(Z[rows])                           # (n_fit, 2)
+        embedding = estimator.fit(Z[rows], affinities=affinities, initialization=start)    # (n_fit, 2)
     finally:
         quiet.setLevel(level)
     if fit_rows is None:
@@ -89,6 +119,41 @@ def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
     Y = np.empty((len(Z), 2), np.float64)
     Y[fit_rows], Y[rest] = np.asarray(embedding), np.asarray(placed)
     return Y
+
+
+def _exact_affinities(Z: np.ndarray, perplexity: float, n_jobs: int):
+    """openTSNE's perplexity affinities over exact neighbours: as many as openTSNE would take
+    (3 x perplexity), found by `exact_neighbours` instead of its own index."""
+    from openTSNE.affinity import PerplexityBasedNN
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    if not perplexity > 0:
+        raise InvalidInputError(f"bad parameter for tsne: perplexity must be positive; got {perplexity}")
+    k = int(min(len(Z) - 1, max(1, 3 * perplexity)))
+    neighbours, distances = exact_neighbours(Z, k)
+    return PerplexityBasedNN(perplexity=min(perplexity, (len(Z) - 1) / 3), n_jobs=n_jobs,
+                             knn_index=PrecomputedNeighbors(neighbours, distances))
+
+
+def exact_neighbours(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows of Z (N, p) by euclidean distance, nearest first:
+    indices (N, k) int64 and distances (N, k) float64. By blocks of KNN_CHUNK_ROWS rows, each
+    one matrix product; a row is never its own neighbour, even among duplicates."""
+    n = len(Z)
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    norms = (Z * Z).sum(axis=1)                                      # (N,)
+    indices = np.empty((n, k), np.int64)
+    distances = np.empty((n, k), np.float64)
+    for lo in range(0, n, KNN_CHUNK_ROWS):
+        hi = min(n, lo + KNN_CHUNK_ROWS)
+        d2 = norms[lo:hi, None] + norms[None, :] - 2 * (Z[lo:hi] @ Z.T)             # (c, N)
+        d2[np.arange(hi - lo), np.arange(lo, hi)] = np.inf           # not its own neighbour
+        near = np.argpartition(d2, k - 1, axis=1)[:, :k]             # (c, k), unordered
+        near_d2 = np.take_along_axis(d2, near, axis=1)
+        order = np.argsort(near_d2, axis=1, kind="stable")
+        indices[lo:hi] = np.take_along_axis(near, order, axis=1)
+        distances[lo:hi] = np.sqrt(np.maximum(np.take_along_axis(near_d2, order, axis=1), 0.0))
+    return indices, distances
 
 
 def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict) -> np.ndarray:
@@ -102,8 +167,7 @@ def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
     start drift by a median 2.7% of the extent (3.1% with 8 and min_dist 0.1) against 1.6%
     with these defaults (both after PCA to 50 dimensions).
     """
-    import umap as umap_learn
-
+    umap_learn = import_umap()
     n_fit = len(Z) if fit_rows is None else len(fit_rows)
     kw = {"n_components": 2, "random_state": seed, "n_jobs": 1 if seed is not None else n_jobs,
           "n_neighbors": min(UMAP_NEIGHBOURS, n_fit - 1), **params}
@@ -122,6 +186,54 @@ def umap(Z: np.ndarray, *, seed: int, init, fit_rows, n_jobs: int, params: dict)
     Y = np.empty((len(Z), 2), np.float64)
     Y[fit_rows], Y[rest] = fitted, placed
     return Y
+
+
+def numba_cache_dir() -> Path:
+    """Where numba keeps compiled kernels between processes: $NUMBA_CACHE_DIR if set, else
+    t3vis/numba under the user's cache folder ($XDG_CACHE_HOME, else ~/.cache)."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "t3vis" / "numba"
+
+
+def import_umap():
+    """umap-learn, with numba's on-disk cache on for every kernel of umap and pynndescent.
+
+    umap-learn compiles its kernels on first use in each process (28.9 s for the first 2,000-
+    point layout on 2 shared cores, 7.9 s for the second), and only one of its ~120 kernels is
+    declared cache=True. Here every compiled kernel of umap.* and pynndescent.* gets numba's
+    file cache (`enable_caching`, what cache=True does) in `numba_cache_dir()`, so that a later
+    process loads them instead of compiling. numba keys each entry by the source file's time
+    stamp and the CPU, so an upgraded package or another machine compiles afresh. A folder that
+    cannot be written only costs the compilation (numba then warns and carries on).
+    """
+    folder = numba_cache_dir()
+    if os.environ.get("NUMBA_CACHE_DIR") != str(folder):
+        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+        if "numba.core.config" in sys.modules:      # numba read its settings already: again, with ours
+            from numba.core import config
+
+            config.reload_config()
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+    import umap
+
+    _cache_kernels(("umap", "pynndescent"))
+    return umap
+
+
+def _cache_kernels(packages: tuple[str, ...]) -> None:
+    """Turn on numba's file cache for every not-yet-cached kernel in the loaded modules of packages."""
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher) and isinstance(getattr(value, "_cache", None), NullCache):
+                value.enable_caching()
 
 
 def _equal_extents(P: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """2-D layouts of hidden states: PCA, UMAP, t-SNE; layouts aligned across checkpoints; their quality.
 
-Pure functions over arrays, no I/O. umap-learn (about 20 s to import, numba) and openTSNE are
-imported inside the functions that use them, never when this module is imported.
+Pure functions over arrays, no I/O. umap-learn (numba: its kernels compile on first use in a
+process, then load from numba's file cache; see `_layouts.import_umap`) and
+openTSNE are imported inside the functions that use them, never when this module is imported.
 
 Distances. By default (`metric="cosine"`) every row is scaled to unit length first, so that
 euclidean distance, which every method here then uses, ranks neighbours exactly as cosine
@@ -9,11 +10,13 @@ distance does (|a - b|^2 = 2 - 2 cos(a, b) for unit vectors). Cosine is what the
 used and what suits pooled transformer states, whose norms vary with length and layer more
 than with meaning. `metric="euclidean"` leaves the rows as they are.
 
-Scale. Inputs wider than `pca_dims` (50) are reduced with PCA first, for t-SNE always and for
-UMAP above 50,000 points (`DEFAULT_PCA_ABOVE`): PCA makes neighbour search cheaper, but it also
-changes which points are neighbours. Measured with bench_projection's 5,000 demo states (10-NN
-preservation against the full space): UMAP 0.361 without PCA against 0.318 after PCA to 50
-dimensions, in the same 3.4 s; t-SNE 0.319 without against 0.325 with, 14.6 s against 12.0 s.
+Scale. Inputs wider than `pca_dims` (50) are reduced with PCA first, for t-SNE above 10,000
+points (`DEFAULT_PCA_ABOVE`, where its exact neighbour search in the full space ends) and for
+UMAP above 50,000: PCA makes neighbour search cheaper, but it also changes which points are
+neighbours. On the demo run's 2,000 last-layer states (10-NN preservation against the full
+space, cosine), t-SNE kept 0.208 in the full space against 0.183 after PCA to 50 dimensions,
+same schedule. Measured with bench_projection's 5,000 demo states: UMAP 0.361 without PCA
+against 0.318 after PCA to 50 dimensions, in the same 3.4 s.
 UMAP without PCA took 29.2 s on 50,000 points against 26.4 s with. t-SNE over more
 than `max_fit` points (default 25,000) is fitted on a random sample of `max_fit` points (stratified
 when `strata` is given); every other point is then placed by openTSNE's `transform` against
@@ -25,6 +28,8 @@ use every point.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from t3vis.analysis import _layouts as L
@@ -33,7 +38,9 @@ from t3vis.errors import InvalidInputError
 METHODS = ("pca", "umap", "tsne")
 METRICS = ("cosine", "euclidean")
 DEFAULT_MAX_FIT = {"tsne": 25_000, "umap": None, "pca": None}
-DEFAULT_PCA_ABOVE = {"tsne": 0, "umap": 50_000}    # reduce with PCA (pca_dims=-1) above this many points
+# reduce with PCA (pca_dims=-1) above this many points
+DEFAULT_PCA_ABOVE = {"tsne": L.TSNE_EXACT_KNN_UP_TO, "umap": 50_000}
+ONE_BLAS_THREAD_UP_TO = 20_000                     # rows: see _blas_threads
 PRESERVATION_FULL_UP_TO = 20_000                    # neighbourhood_preservation(pca_dims=-1) in the full space
 
 
@@ -55,6 +62,13 @@ def project(X, method: str = "pca", *, seed: int = 0, init=None, metric: str = "
     if method not in METHODS:
         raise InvalidInputError(f"unknown projection method {method!r}; choose one of {list(METHODS)}")
     Z = prepare(X, metric)                                           # (N, d) float32
+    with _blas_threads(Z.shape[0]):
+        return _project(Z, method, seed=seed, init=init, metric=metric, pca_dims=pca_dims, max_fit=max_fit,
+                        strata=strata, n_jobs=n_jobs, return_info=return_info, params=params)
+
+
+def _project(Z, method, *, seed, init, metric, pca_dims, max_fit, strata, n_jobs, return_info, params):
+    """`project` on the prepared rows Z (N, d) float32."""
     n = Z.shape[0]
     max_fit = DEFAULT_MAX_FIT[method] if max_fit == -1 else max_fit
     info = {"method": method, "metric": metric, "params": dict(params), "n": n, "sampled": None,
@@ -142,7 +156,8 @@ def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0,
     A checkpoint whose states equal its neighbour's exactly (a frozen layer, or the embeddings
     when they are not trained) reuses the neighbour's layout: re-optimising would only add noise.
     Otherwise the optimiser adds some: on the demo run's last layer (2,000 points), unchanged
-    states re-laid from a warm start drift by a median 0.3% (t-SNE) and 1.8% (UMAP, 10
+    states re-laid from a warm start drift by a median 1.1% (t-SNE's short schedule: 150
+    iterations; 0.3% under openTSNE's own, 500) and 1.8% (UMAP, 10
     neighbours, no PCA; 1.6% after PCA to 50 dimensions) of the layout's extent; on small
     synthetic clusters without inner structure, up to 5% (UMAP).
     Movement beyond that on screen is movement of the hidden states.
@@ -218,10 +233,14 @@ def neighborhood_preservation(X, Y, k: int = 10, *, metric: str = "cosine", pca_
     full space and 1.0 s after PCA; 100,000 took 21 s after PCA).
     A random layout scores about k / N.
     """
+    Z = prepare(X, metric)
+    with _blas_threads(Z.shape[0]):
+        return _preservation(Z, np.asarray(Y, dtype=np.float32), k, pca_dims)
+
+
+def _preservation(Z: np.ndarray, Y: np.ndarray, k: int, pca_dims: int | None) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
-    Z = prepare(X, metric)
-    Y = np.asarray(Y, dtype=np.float32)
     n = Z.shape[0]
     if Y.shape[0] != n:
         raise InvalidInputError(f"X has {n} rows but the layout has {Y.shape[0]}")
@@ -237,6 +256,19 @@ def neighborhood_preservation(X, Y, k: int = 10, *, metric: str = "cosine", pca_
     both.sort(axis=1)
     shared = (both[:, 1:] == both[:, :-1]).sum(axis=1)               # each row of high/low is duplicate-free
     return (shared / k).astype(np.float32)
+
+
+def _blas_threads(n: int):
+    """One BLAS thread while working on up to ONE_BLAS_THREAD_UP_TO rows, else no limit. Their
+    matrix products take milliseconds, and on a shared machine a BLAS thread waiting for a busy
+    core spins far longer: on 2 cores at load 12, the demo's first aligned PCA projection (5
+    checkpoints x 2,000 states, and the preservation of the last) took 14.5 s with OpenBLAS's
+    own threads and 0.7 s with one; the t-SNE one took as long either way (10.8 s). The limit
+    is process-wide while it lasts (threadpoolctl): other threads' BLAS calls run on one thread
+    meanwhile too."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if n <= ONE_BLAS_THREAD_UP_TO else contextlib.nullcontext()
 
 
 def _knn(nn, Z: np.ndarray, k: int) -> np.ndarray:
