@@ -37,6 +37,11 @@ class Encoded:
         """(T_i,): every token replaced by the pad token, special tokens kept."""
         return np.where(self.special[i], self.ids[i], self.pad_id)
 
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Encoded:
+        """The given examples only, in that order."""
+        return Encoded([self.ids[i] for i in rows], [self.special[i] for i in rows],
+                       [self.tokens[i] for i in rows], self.pad_id, self.pooled)
+
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
     if tokenizer.pad_token_id is None:

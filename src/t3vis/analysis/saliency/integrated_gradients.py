@@ -12,6 +12,11 @@ The integral is taken by Gauss-Legendre quadrature on [0, 1] with `n_steps` node
 default, "gausslegendre"): for these smooth paths it is far more accurate than a Riemann sum
 at the same cost.
 
+Steps: a given `n_steps` is used for every example, exactly (Captum comparisons stay like for
+like). Without one (None, t3vis.explain's default) each example takes the first size of
+STEP_SCHEDULE whose completeness error (below) is at most 1% of the gap, or the last size; the
+examples still pending run the next size together, and each result says how many it took.
+
 Batching: the (example, step) pairs of all examples, examples sorted by length, are cut into
 batches of `batch_size` rows, each padded only to its own longest example; one forward and one
 `torch.autograd.grad` per batch, whatever the number of examples or steps in it. A batch also
@@ -49,6 +54,16 @@ from t3vis.analysis.saliency._common import (
 )
 
 MAX_TOKENS_PER_PASS = 32_768
+
+# Adaptive steps (n_steps=None): each example runs the schedule's sizes in turn until its
+# completeness error is within tolerance. Gauss-Legendre nodes of different sizes do not nest,
+# so a size that misses is work thrown away, and the first size sets the cost of most requests.
+# On the demo model fine-tuned (runs/demo, 60 validation sentences) 24 steps met 1% for 97% of
+# them, 16 for 53%, 32 for all: starting at 16 and doubling costs 16 + 32 = 48 steps for half
+# the sentences, about the old fixed 50. Past the first size the steps grow by about 1.4x.
+STEP_SCHEDULE = (24, 32, 48, 64, 96, 128, 192, 256)
+RELATIVE_TOLERANCE = 0.01        # |sum(IG) - (f(x) - f(b))| <= 1% of |f(x) - f(b)|
+ABSOLUTE_TOLERANCE = 1e-4        # logit units, only where f(x) == f(b) exactly (no relative error)
 
 
 def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,13 +155,48 @@ def _path_gradients(model: nn.Module, tap: EmbeddingTap, enc: Encoded, targets: 
     return [totals[i] for i in range(len(enc))]
 
 
-def attribute(model: nn.Module, enc: Encoded, targets: np.ndarray | None, *, n_steps: int, batch_size: int
-              ) -> list[tuple[np.ndarray, int, float]]:
-    """Per example (scores (T_i,) float32, target, f(e) - f(b) of the target logit)."""
-    with embedding_tap(model) as tap:
-        diffs, chosen, gaps = _end_points(model, tap, enc, targets, batch_size)
-        totals = _path_gradients(model, tap, enc, chosen, n_steps, batch_size)
+def _scores(enc: Encoded, diffs: list[torch.Tensor], totals: list[torch.Tensor]) -> list[np.ndarray]:
+    """Per example IG_t = sum_d (e - b)_td * path-gradient sum_td, (T_i,) float32."""
     # one copy to the host for all examples: a copy per example would wait on the device each time
     flat = torch.cat([(diff * total).sum(-1) for diff, total in zip(diffs, totals)]).float().cpu().numpy()
-    per_example = np.split(flat, np.cumsum([len(x) for x in enc.ids])[:-1])          # (T_i,) each
-    return [(scores, int(target), float(gap)) for scores, target, gap in zip(per_example, chosen, gaps)]
+    return np.split(flat, np.cumsum([len(x) for x in enc.ids])[:-1])                 # (T_i,) each
+
+
+def complete_enough(scores: np.ndarray, gap: float) -> bool:
+    """Whether the completeness error |sum(scores) - gap| is within tolerance.
+
+    Relative to the gap where there is one. Where f(x) == f(baseline) exactly the relative error
+    is undefined (explain reports None), so an absolute tolerance in logit units stands in.
+    """
+    delta = abs(float(scores.astype(np.float64).sum()) - gap)      # as explain's completeness, to the bit
+    if gap == 0:
+        return delta <= ABSOLUTE_TOLERANCE
+    return delta <= RELATIVE_TOLERANCE * abs(gap)
+
+
+def attribute(model: nn.Module, enc: Encoded, targets: np.ndarray | None, *, n_steps: int | None, batch_size: int
+              ) -> list[tuple[np.ndarray, int, float, int]]:
+    """Per example (scores (T_i,) float32, target, f(e) - f(b) of the target logit, steps used).
+
+    n_steps: that many steps for every example, exactly; None: per example the first of
+    STEP_SCHEDULE whose completeness error is within tolerance (the last one otherwise).
+    """
+    with embedding_tap(model) as tap:
+        diffs, chosen, gaps = _end_points(model, tap, enc, targets, batch_size)
+        schedule = STEP_SCHEDULE if n_steps is None else (n_steps,)
+        scores: list[np.ndarray | None] = [None] * len(enc)
+        used = np.zeros(len(enc), dtype=np.int64)
+        pending = np.arange(len(enc))
+        for steps in schedule:
+            part = enc.subset(pending)
+            totals = _path_gradients(model, tap, part, chosen[pending], steps, batch_size)
+            found = _scores(part, [diffs[i] for i in pending], totals)
+            last = steps == schedule[-1]
+            for i, s in zip(pending, found):
+                if last or complete_enough(s, float(gaps[i])):
+                    scores[i], used[i] = s, steps
+            pending = np.asarray([i for i in pending if scores[i] is None], dtype=np.int64)
+            if not len(pending):
+                break
+    done = [s for s in scores if s is not None]          # every one: the last size takes all still pending
+    return [(s, int(target), float(gap), int(n)) for s, target, gap, n in zip(done, chosen, gaps, used)]
