@@ -280,8 +280,10 @@ export const api = {
   headHistory: (run: string, signal?: AbortSignal, stack: string | null = null) =>
     getJSON<HeadHistory>(`${runPath(run)}/heads/history${stackQuery(stack)}`, signal),
 
-  prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal) =>
-    postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList }, signal),
+  /** A classifier's measures with heads masked; `estimate`: at once, from a seeded sample, with 95% intervals. */
+  prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal,
+    estimate = false) =>
+    postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList, estimate }, signal),
 
   // ---- generative runs ----
 

@@ -291,11 +291,29 @@ export interface InstanceResponse {
   attention_id: string;
 }
 
+/** A 95% confidence interval. */
+export interface Interval { low: number | null; high: number | null }
+
+/** A classifier's measures; an estimate's carry their 95% intervals (null when exact). */
+export interface PruneScore {
+  accuracy: number;
+  loss: number;
+  accuracy_interval?: Interval | null;
+  loss_interval?: Interval | null;
+}
+
 export interface PruneResponse {
   n: number;
-  before: { accuracy: number; loss: number };
-  after: { accuracy: number; loss: number };
+  before: PruneScore;
+  after: PruneScore;
+  /** the flipped predictions among the examples evaluated (an estimate's: its sample's) */
   flips: { id: number; before: number; after: number; label: number }[];
+  /** false: an estimate from `sample` of the n examples (docs/api.md "Pruning") */
+  exact: boolean;
+  sample: number;
+  /** flipped predictions among all n: counted when exact, else estimated */
+  flipped: number;
+  flipped_interval?: Interval | null;
 }
 
 export type ColorBy = 'label' | 'pred' | 'correct' | 'loss' | 'gold_prob' | 'confidence' | 'variability' | 'region'

@@ -294,6 +294,9 @@ class InstanceAnswer(BaseModel):
                                             "|sum(scores) - (f(x) - f(baseline))| in logit units; null otherwise")
     delta_relative: float | None = Field(None, description="integrated gradients: delta / |f(x) - f(baseline)|; "
                                                            "null otherwise")
+    n_steps: int | None = Field(default=None, description="integrated gradients: the quadrature steps taken, the "
+                                                          "first of 24, 32, 48, 64, ... 256 whose relative "
+                                                          "completeness error is at most 1%; null otherwise")
     attention_id: str = Field(description="query string for .../instance/attention that returns this example's "
                                           "attention, e.g. 'id=12' or 'key=...'")
 
@@ -357,6 +360,9 @@ class GenerateAnswer(BaseModel):
 HeadPairs = Annotated[list[tuple[int, int]], Field(max_length=MAX_MASKED)]
 
 
+PRUNE_SAMPLE = 128           # examples an estimate evaluates: answers well inside 1 s on 2 cores (bench/bench_prune.py)
+
+
 class PruneQuery(_Strict):
     masked_heads: HeadPairs | Annotated[dict[StackName, HeadPairs], Field(max_length=8)] = Field(
         default_factory=list, description="[layer, head] pairs of the default stack, or {stack: [[layer, head]]}; "
@@ -365,11 +371,23 @@ class PruneQuery(_Strict):
     max_new_tokens: int = Field(20, ge=1, le=MAX_NEW_TOKENS,
                                 description=f"generative runs, a selection of at most {MAX_GENERATIONS}: tokens "
                                             "to generate before and after")
+    estimate: bool = Field(False, description=f"a classifier: answer at once from a seeded random sample of "
+                                              f"{PRUNE_SAMPLE} of the examples, with 95% intervals (all of them, "
+                                              "exactly, when there are no more)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="draws the estimate's sample: same seed, same sample")
+
+
+class Interval(BaseModel):
+    """A 95% confidence interval."""
+    low: float | None
+    high: float | None
 
 
 class Score(BaseModel):
     accuracy: float | None
     loss: float | None
+    accuracy_interval: Interval | None = Field(default=None, description="an estimate's 95% interval; null when exact")
+    loss_interval: Interval | None = Field(default=None, description="an estimate's 95% interval; null when exact")
 
 
 class Flip(BaseModel):
@@ -384,7 +402,11 @@ class PruneAnswer(BaseModel):
     skipped: int = Field(0, description="ids left out: seen in training only, never probed")
     before: Score
     after: Score
-    flips: list[Flip]
+    flips: list[Flip] = Field(description="the flipped predictions among the examples evaluated (the sample's)")
+    exact: bool = Field(default=True, description="false: an estimate from `sample` of the n examples")
+    sample: int = Field(description="examples evaluated: n when exact")
+    flipped: float = Field(description="flipped predictions among all n: counted when exact, else estimated")
+    flipped_interval: Interval | None = Field(default=None, description="an estimate's 95% interval; null when exact")
 
 
 class GenerativeScore(BaseModel):
@@ -413,5 +435,6 @@ class GenerativePruneAnswer(BaseModel):
     before: GenerativeScore
     after: GenerativeScore
     masked_heads: dict[str, list[tuple[int, int]]] = Field(description="the masked heads per stack")
+    exact: bool = Field(default=True, description="always true: a generative run answers an estimate request exactly")
     generations: list[GenerationPair] | None = Field(
         description=f"a selection of at most {MAX_GENERATIONS} examples: greedy generations before and after")
