@@ -6,6 +6,7 @@ No weights are downloaded: configs are made in code and tokenizers from a word l
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,21 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """(sources, targets): word sequences and a shorter rewrite of each (a tiny summarisation task)."""
     texts = make_texts(n, seed)
     return texts, [" ".join(t.split()[: max(1, len(t.split()) // 2)]) for t in texts]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium under Playwright's sync API, one per test session: the browser and the
+    notebook tests share it (the sync API allows one running Playwright per thread)."""
+    from browser.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium is missing at {CHROMIUM}; the browser tests need it. Install it with "
+                    "`apt-get update && apt-get install -y chromium` (Debian), or point T3VIS_CHROMIUM at a "
+                    "Chromium binary.", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

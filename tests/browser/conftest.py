@@ -218,20 +218,6 @@ def token_server(tiny, built_frontend):
     live.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is missing at {CHROMIUM}; the browser tests need it. Install it with "
-                    "`apt-get update && apt-get install -y chromium` (Debian), or point T3VIS_CHROMIUM at a "
-                    "Chromium binary.", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 class Page:
     """A page with its console errors and API requests recorded."""
 

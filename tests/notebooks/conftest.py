@@ -15,8 +15,6 @@ from browser import conftest as browser_suite  # tests/browser/conftest.py
 from .jupyter_support import JupyterLab, LabPage, start_jupyter_lab, stop_jupyter_lab
 
 ARTIFACTS = browser_suite.ARTIFACTS
-# the browser suite's `browser` fixture (its chromium, launched its way), here named `chromium`
-chromium = browser_suite.browser
 
 LOG_TAIL_LINES = 200
 
@@ -51,11 +49,11 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def lab_page(chromium, jupyter_lab, request):
+def lab_page(browser, jupyter_lab, request):  # browser: tests/conftest.py's, shared with the browser tests
     """A fresh page (console errors recorded); the test's kernels are shut down after it."""
     for stale in ARTIFACTS.glob(f"failed-{request.node.name}.*"):   # an earlier run's failure would mislead
         stale.unlink()
-    context = chromium.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
     context.set_default_timeout(20_000)
     wrapped = LabPage(context.new_page())
     yield wrapped
