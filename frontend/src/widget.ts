@@ -3,6 +3,7 @@
 // its API calls travel over the widget's comm (lib/commTransport.ts), and the selection is a
 // synced trait Python reads as a DataFrame (t3vis/notebook/widget.py).
 import { mount, unmount } from 'svelte';
+import { get } from 'svelte/store';
 import type { AnyModel, InitializeProps, RenderProps } from '@anywidget/types';
 import App from './App.svelte';
 import pageStyles from './app.css?inline';
@@ -27,18 +28,16 @@ const hostStyles = pageStyles.replace(/:root\b/g, ':host').replace(/\bbody\s*\{[
 
 /** The selection trait, both ways: a lasso in the widget is read in Python; Python's assignment selects. */
 function syncSelection(model: AnyModel<Model>): () => void {
-  const fromModel = () => {
+  const held = () => {
     const ids = model.get('selected_ids');
-    const wanted = ids === null ? null : new Set(ids);
-    let current: Set<number> | null = null;
-    selection.subscribe((s) => (current = s))();
-    if (!sameSelection(current, wanted)) setSelection(ids, 'python');
+    return ids === null ? null : new Set(ids);
+  };
+  const fromModel = () => {
+    if (!sameSelection(get(selection), held())) setSelection(model.get('selected_ids'), 'python');
   };
   const unsubscribe = selection.subscribe((s) => {
-    const ids = idList(s);
-    const held = model.get('selected_ids');
-    if (sameSelection(held === null ? null : new Set(held), s)) return;
-    model.set('selected_ids', ids);
+    if (sameSelection(held(), s)) return;
+    model.set('selected_ids', idList(s));
     model.save_changes();
   });
   model.on('change:selected_ids', fromModel);
