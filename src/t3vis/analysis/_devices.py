@@ -1,0 +1,78 @@
+"""Where a layout runs: on a CUDA device when one is present (RAPIDS cuML if installed, else
+t3vis's torch t-SNE and UMAP), on the CPU otherwise (openTSNE, umap-learn).
+
+`T3VIS_PROJECTION_DEVICE` overrides the choice: "cpu" never uses a GPU, "cuda" / "cuda:1"
+names the device. Deciding costs nothing on a machine without an NVIDIA driver: torch is
+imported only where /dev/nvidiactl exists (its import alone takes seconds).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+
+import numpy as np
+
+ENV = "T3VIS_PROJECTION_DEVICE"
+DRIVER_NODE = "/dev/nvidiactl"      # present wherever the NVIDIA driver is loaded
+# the parameters each GPU layout understands; a layout asked for any other runs on the CPU
+GPU_PARAMS = {"tsne": {"perplexity", "n_iter", "early_exaggeration_iter"},
+              "umap": {"n_neighbors", "min_dist", "n_epochs", "learning_rate"}}
+# the GPU's t-SNE schedule: openTSNE's full one (exact gradients there cost milliseconds per iteration)
+GPU_TSNE_SCHEDULE = {"early_exaggeration_iter": 250, "n_iter": 500}
+
+
+def layout_device() -> str | None:
+    """The CUDA device layouts run on ("cuda", "cuda:1"), or None for the CPU."""
+    wanted = os.environ.get(ENV, "").strip()
+    if wanted == "cpu":
+        return None
+    return _cuda_device(wanted or "cuda")
+
+
+@lru_cache(maxsize=4)
+def _cuda_device(name: str) -> str | None:
+    if not os.path.exists(DRIVER_NODE) or importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return name if torch.cuda.is_available() else None
+
+
+def backend_name(method: str, params: dict, *, warm: bool) -> str:
+    """"cuml", "torch" or "cpu": what lays out `method` with `params` on this machine. cuML
+    takes fresh layouts of every point only: a warm start (`warm`, the aligned chain) or a
+    sampled fit runs on torch, whose start and placement are t3vis's own."""
+    if method not in GPU_PARAMS or not set(params) <= GPU_PARAMS[method] or layout_device() is None:
+        return "cpu"
+    return "cuml" if not warm and importlib.util.find_spec("cuml") is not None else "torch"
+
+
+def gpu_layout(backend: str, method: str, Z: np.ndarray, *, seed: int, init, fit_rows, params: dict) -> np.ndarray:
+    """A layout (N, 2) on the GPU by `backend` ("cuml" or "torch"; see backend_name)."""
+    device = layout_device() or "cuda"
+    if backend == "cuml" and init is None and fit_rows is None:
+        return _cuml_layout(method, Z, seed=seed, params=params)
+    if method == "tsne":
+        from t3vis.analysis import _torch_tsne
+
+        return _torch_tsne.tsne(Z, seed=seed, init=init, fit_rows=fit_rows, device=device,
+                                **{**GPU_TSNE_SCHEDULE, **params})
+    from t3vis.analysis import _torch_umap
+
+    return _torch_umap.umap(Z, seed=seed, init=init, fit_rows=fit_rows, device=device, **params)
+
+
+def _cuml_layout(method: str, Z: np.ndarray, *, seed: int, params: dict) -> np.ndarray:
+    """cuML's TSNE or UMAP of every row, with the parameters GPU_PARAMS names."""
+    import cuml
+
+    if method == "tsne":
+        schedule = {**GPU_TSNE_SCHEDULE, **params}
+        estimator = cuml.TSNE(n_components=2, perplexity=params.get("perplexity", 30.0), random_state=seed,
+                              n_iter=schedule["early_exaggeration_iter"] + schedule["n_iter"],
+                              exaggeration_iter=schedule["early_exaggeration_iter"])
+    else:
+        estimator = cuml.UMAP(n_components=2, random_state=seed, **params)
+    return np.asarray(estimator.fit_transform(Z), np.float64)
