@@ -57,6 +57,7 @@ REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
     ("post", "/api/runs/{run}/checkpoints/{step}/generate"): (None, {"id": 3}),
     ("get", "/api/runs/{run}/datamap"): (None, None),
     ("post", "/api/runs/{run}/selection"): (None, {"ids": [1, 2, 9, 1001]}),
+    ("post", "/api/runs/{run}/selections"): (None, {"ids": [1, 2, 9, 1001]}),
 }
 
 # short names of the routes, as the expectations below use them
@@ -69,9 +70,10 @@ NAMES = {"/api/runs": "runs", "/api/runs/{run}": "run", "/api/runs/{run}/version
          "/api/runs/{run}/heads/history": "history", "/api/runs/{run}/checkpoints/{step}/instance": "instance",
          "/api/runs/{run}/checkpoints/{step}/instance/attention": "attention",
          "/api/runs/{run}/checkpoints/{step}/prune": "prune", "/api/runs/{run}/datamap": "datamap",
-         "/api/runs/{run}/selection": "selection", "/api/runs/{run}/checkpoints/{step}/generate": "generate"}
+         "/api/runs/{run}/selection": "selection", "/api/runs/{run}/selections": "selections",
+         "/api/runs/{run}/checkpoints/{step}/generate": "generate"}
 PER_STEP = {"points", "projection", "table", "heads", "thumbnails", "instance", "attention", "prune", "generate"}
-RUN_WIDE = {"runs", "run", "version", "curves", "example", "history", "datamap", "selection"}
+RUN_WIDE = {"runs", "run", "version", "curves", "example", "history", "datamap", "selection", "selections"}
 # The routes that answer 200 in every state of a run (the page learns the state from them)
 ALWAYS_200 = {"runs", "version"}
 # What an undamaged route answers where it is not 200: the tiny run is a classifier, which does not generate
@@ -87,8 +89,9 @@ def on(*names: str, steps=STEPS) -> set:
 RUN_FILES = {
     "run.json": on(*PER_STEP, *(RUN_WIDE - ALWAYS_200)),
     "examples.parquet": on("run", "table", "example", "points", "datamap", "heads", "instance", "attention",
-                           "prune", "selection"),
-    "dynamics/part-000000.parquet": on("curves", "example", "datamap", "table", "points", "selection"),
+                           "prune", "selection", "selections"),
+    "dynamics/part-000000.parquet": on("curves", "example", "datamap", "table", "points", "selection",
+                                       "selections"),
 }
 # The run list answers 200 whatever is damaged; runs whose summary cannot be read are listed with an error
 LISTED_AS_DAMAGED = {"run.json", "examples.parquet"}

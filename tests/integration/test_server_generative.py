@@ -49,6 +49,7 @@ EXPECTED = {
     ("post", "/api/runs/{run}/checkpoints/{step}/prune"): 200,
     ("get", "/api/runs/{run}/datamap"): 200,
     ("post", "/api/runs/{run}/selection"): 200,
+    ("post", "/api/runs/{run}/selections"): 200,
 }
 # valid parameters of the runs: (query, JSON body)
 REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
@@ -60,6 +61,7 @@ REQUESTS: dict[tuple[str, str], tuple[dict | None, dict | None]] = {
     ("post", "/api/runs/{run}/checkpoints/{step}/generate"): (None, {"id": 3, "max_new_tokens": 3}),
     ("post", "/api/runs/{run}/checkpoints/{step}/prune"): (None, {"masked_heads": [[0, 1]], "ids": [1, 2, 3]}),
     ("post", "/api/runs/{run}/selection"): (None, {"ids": [1, 2, 1000, 99999]}),
+    ("post", "/api/runs/{run}/selections"): (None, {"ids": [1, 2, 1000, 99999]}),
 }
 
 

@@ -110,3 +110,26 @@ def test_an_example_in_the_probe_set_has_its_region_by_the_runs_rule(served):
     row = dm.iloc[int(np.argmax(dm["id"].to_numpy() == 0))]
     detail = client.get("/api/runs/three/examples/0").json()
     assert detail["dynamics"]["region"] == row["region"]
+
+
+def test_a_data_map_selection_as_a_handle_says_what_the_list_says(served):
+    client, run = served
+    dm_ids = np.asarray(sorted(run.dynamics_observations()["id"].unique().tolist()), dtype="<i8")
+    held = client.post("/api/runs/three/selections", content=dm_ids.tobytes(),
+                       headers={"Content-Type": "application/octet-stream"})
+    assert held.status_code == 200, held.text
+    listed = client.post("/api/runs/three/selection", json={"ids": dm_ids.tolist()}).json()
+    assert {k: v for k, v in held.json().items() if k not in ("handle", "count")} == listed
+    assert held.json()["count"] == len(dm_ids) == 15
+    # the table by handle lists exactly the registered ones: probed, or registered with add_examples
+    page = client.post("/api/runs/three/table", json={"selection": held.json()["handle"]}).json()
+    assert sorted(r["id"] for r in page["rows"]) == sorted(set(run.examples["id"]) & set(dm_ids.tolist()))
+    assert page["total"] == listed["listed"] == 5
+
+
+def test_a_selection_of_training_examples_only_cannot_be_measured(served):
+    client, _ = served
+    handle = client.post("/api/runs/three/selections", json={"ids": UNREGISTERED}).json()["handle"]
+    step = client.get("/api/runs/three").json()["checkpoints"][-1]["step"]
+    r = client.post(f"/api/runs/three/checkpoints/{step}/heads", json={"scope": "selection", "selection": handle})
+    assert r.status_code == 422 and "probe set" in r.json()["detail"]

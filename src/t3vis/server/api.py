@@ -16,6 +16,11 @@ A run is followed while it is written: GET /api/runs/{run}/version answers 200 i
 (server/runs.py looks at most twice a second, for all clients together); the page polls it and
 refetches what changed. A run waiting for its recorder is listed as {name, waiting, detail};
 its other routes answer 409 until it starts.
+
+A selection of any size travels as a handle (server/selections.py): POST /runs/{run}/selections
+takes int64 ids or a bitmap over the probe rows and answers a handle that the table, heads,
+pruning and summary routes take as `selection` in place of `ids`. A handle the server no longer
+holds answers 410, and the page posts the selection again.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError, UnsupportedModelError
 from t3vis.server import models as M
@@ -38,7 +46,8 @@ from t3vis.server.lru import LRU
 from t3vis.server.model_cache import ModelCache
 from t3vis.server.projections import Job, Projections
 from t3vis.server.runs import RunHandle, RunNotStartedError, RunRegistry
-from t3vis.server.table import Tables
+from t3vis.server.selections import SelectionExpired, SelectionStore, distinct_ids, ids_from_bytes, rows_from_bitmap
+from t3vis.server.table import Tables, point_names
 from t3vis.store import schema
 from t3vis.store.reader import Checkpoint
 
@@ -62,6 +71,10 @@ class ArrowResponse(Response):
 ERRORS: dict[int | str, dict[str, typing.Any]] = {code: {"model": M.Error, "description": text} for code, text in (
     (401, "no or bad token (servers bound beyond localhost)"), (404, "unknown run, checkpoint, layer, head or example"),
     (409, "the run's files are damaged or missing"), (413, "request too large"), (422, "bad parameters"))}
+# the routes that take a selection handle may also answer that the server no longer holds it
+EXPIRED: dict[int | str, dict[str, typing.Any]] = {410: {"model": M.Error, "description": "the selection handle "
+                                                         "is not held (evicted, or the server restarted): post the "
+                                                         "selection again"}}
 
 
 def _header(description: str, kind: str = "string") -> dict:
@@ -81,6 +94,7 @@ class Context:
     models: ModelCache
     attention_texts: LRU[tuple[str, str | None]]   # free (text, target) of recent instance views, by key
     baselines: LRU                            # unmasked evaluations, by (run, step, weights, ids)
+    selections: SelectionStore                # selection handles -> ids, per run
 
     def run(self, name: str) -> RunHandle:
         return self.registry.get(name)
@@ -88,7 +102,7 @@ class Context:
 
 def make_context(registry: RunRegistry, model_cache: int) -> Context:
     return Context(registry, Tables(), Projections(), ModelCache(model_cache), LRU(ATTENTION_KEYS),
-                   LRU(BASELINES))
+                   LRU(BASELINES), SelectionStore())
 
 
 def get_context(request: Request) -> Context:
@@ -205,9 +219,13 @@ def curves(run: RunName, ctx: Ctx):
             responses=_binary("Arrow IPC stream, one row per probe row", ARROW,
                               {"X-T3vis-Rows": _header("rows", "integer")}),
             summary="per-point columns of a checkpoint (Arrow)")
-def points(run: RunName, step: Step, ctx: Ctx):
+def points(run: RunName, step: Step, ctx: Ctx,
+           columns: str | None = Query(None, max_length=1_000, description="comma-separated point columns to "
+                                       "answer (e.g. id,label), in this order; absent: all (the run info's "
+                                       "point_columns)")):
     h = ctx.run(run)
-    table = ctx.tables.points(h, h.checkpoint(step))
+    ck = h.checkpoint(step)
+    table = ctx.tables.points(h, ck, point_names(h, columns))
     return ArrowResponse(_arrow_bytes(table), headers={"X-T3vis-Rows": str(table.num_rows)})
 
 
@@ -217,6 +235,9 @@ def points(run: RunName, step: Step, ctx: Ctx):
                                   "X-T3vis-Sampled": _header("true when fitted on a sample"),
                                   "X-T3vis-Mean-Preservation": _header("mean preservation", "number")}),
                        202: {"model": M.ProjectionStatus, "description": "being computed: poll the same URL"}},
+            description="encoding=f32 (default): float32 (N, 3) row-major. encoding=u16: 16 + 5N bytes, "
+                        "little-endian: float32 x_min, x_max, y_min, y_max; N uint16 x (0 -> x_min, 65535 -> "
+                        "x_max); N uint16 y; N uint8 preservation (round(p * 254); 255 = missing).",
             summary="2-D layout of one layer at one checkpoint (binary; 202 while it is computed)")
 def projection(run: RunName, step: Step, ctx: Ctx,
                layer: int = Query(description="0 = embeddings, 1..L the blocks", ge=0, le=100_000),
@@ -226,28 +247,103 @@ def projection(run: RunName, step: Step, ctx: Ctx,
                    "previous", description="with aligned: fit each checkpoint onto the one before it (previous: "
                    "a new checkpoint never moves earlier layouts) or anchor at the last checkpoint (final)"),
                stack: str | None = Query(None, max_length=64, description="whose hidden states (an encoder-decoder's "
-                                         "encoder or decoder); default: the run's default stack")):
+                                         "encoder or decoder); default: the run's default stack"),
+               encoding: typing.Literal["f32", "u16"] = Query(
+                   "f32", description="f32: float32 (N, 3); u16: quantised, 5 bytes a point (see the description)")):
     h = ctx.run(run)
     answer = ctx.projections.request(h, h.checkpoint(step), layer, method, aligned, stack, align=align)
     if isinstance(answer, Job):
         status = M.ProjectionStatus(status=answer.status, progress=answer.progress, message=answer.message)
         return JSONResponse(status.model_dump(), status_code=202)
-    return OctetResponse(answer.data, headers={"X-T3vis-Rows": str(answer.rows),
+    data = answer.data
+    if encoding == "u16":
+        from t3vis.server.encodings import projection_u16
+
+        data = projection_u16(data)
+    return OctetResponse(data, headers={"X-T3vis-Rows": str(answer.rows),
                                                "X-T3vis-Sampled": "true" if answer.sampled else "false",
                                                "X-T3vis-Mean-Preservation": f"{answer.mean_preservation:.6f}"})
 
 
 # -- table and examples --------------------------------------------------------------
 
-@router.post("/runs/{run}/table", response_model=M.TablePage, summary="filter, sort and page the examples")
+@router.post("/runs/{run}/table", response_model=M.TablePage, responses=EXPIRED,
+             summary="filter, sort and page the examples")
 def table(run: RunName, query: M.TableQuery, ctx: Ctx):
-    return ctx.tables.page(ctx.run(run), query)
+    h = ctx.run(run)
+    return ctx.tables.page(h, query, _chosen(ctx, h, query.ids, query.selection))
 
 
-@router.post("/runs/{run}/selection", response_model=M.SelectionSummary,
+def _chosen(ctx: Context, h: RunHandle, ids: list[int] | None, selection: str | None) -> np.ndarray | None:
+    """The selected ids of a request: its ids (in their order), a handle's (sorted, distinct), or None
+    where it names none. Both is a 422; a handle not held for this run a 410."""
+    if ids is not None and selection is not None:
+        raise InvalidInputError("give either ids or selection (a handle from POST /api/runs/{run}/selections), "
+                                "not both")
+    if selection is not None:
+        try:
+            return ctx.selections.get(h.name, selection)
+        except SelectionExpired as e:
+            raise HTTPException(status_code=410, detail=e.detail) from None
+    return None if ids is None else np.asarray(ids, dtype=np.int64)
+
+
+@router.post("/runs/{run}/selection", response_model=M.SelectionSummary, responses=EXPIRED,
              summary="how many selected examples the table lists, are not probed, have no text")
 def selection(run: RunName, query: M.SelectionQuery, ctx: Ctx):
-    return ctx.tables.selection(ctx.run(run), query.ids)
+    h = ctx.run(run)
+    chosen = _chosen(ctx, h, query.ids, query.selection)
+    if chosen is None:
+        raise InvalidInputError("give the selection: ids (a list) or selection (a handle from "
+                                "POST /api/runs/{run}/selections)")
+    return ctx.tables.selection(h, chosen)
+
+
+SELECTION_BODY = {"requestBody": {"required": True, "content": {
+    OCTET: {"schema": {"type": "string", "format": "binary", "description": "the selected ids as little-endian "
+                       "int64 (any count); with ?over=probes a bitmap over the probe rows: bit i (byte i >> 3, "
+                       "bit i & 7, least significant first) set when probe row i is selected, ceil(num_probe / 8) "
+                       "bytes"}},
+    "application/json": {"schema": M.NewSelection.model_json_schema()}}}}
+
+
+@router.post("/runs/{run}/selections", response_model=M.SelectionHandleAnswer, openapi_extra=SELECTION_BODY,
+             summary="hold a selection of any size; answers its handle (and what it holds)")
+async def new_selection(run: RunName, request: Request, ctx: Ctx,
+                        over: typing.Literal["probes"] | None = Query(
+                            None, description="probes: the octet-stream body is a bitmap over the probe rows")):
+    body = await request.body()
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return await run_in_threadpool(_hold_selection, ctx, run, body, kind, over)
+
+
+def _hold_selection(ctx: Context, run: str, body: bytes, kind: str, over: str | None) -> M.SelectionHandleAnswer:
+    h = ctx.run(run)
+    if kind == OCTET and over == "probes":
+        probe_ids = ctx.tables.probe_ids(h)              # probe row i -> its id
+        ids = distinct_ids(probe_ids[rows_from_bitmap(body, len(probe_ids))])
+    elif kind == OCTET:
+        ids = ids_from_bytes(body)
+    elif kind == "application/json" or kind.endswith("+json"):
+        if over is not None:
+            raise InvalidInputError("over=probes takes a bitmap: send it as application/octet-stream")
+        ids = distinct_ids(_new_selection(body).ids)
+    else:
+        raise InvalidInputError(f"a selection is sent as {OCTET} (int64 ids, or a bitmap with ?over=probes) or "
+                                f"as application/json {{\"ids\": [...]}}; got content type {kind or 'none'!r}")
+    if not len(ids):
+        raise InvalidInputError("the selection is empty: select at least one example")
+    summary = ctx.tables.selection(h, ids)          # first: a run that cannot answer holds no handle
+    handle = ctx.selections.put(h.name, ids)
+    return M.SelectionHandleAnswer(handle=handle, count=len(ids), **summary.model_dump())
+
+
+def _new_selection(body: bytes) -> M.NewSelection:
+    """A JSON selection body; what does not fit is a 422 worded as FastAPI's own."""
+    try:
+        return M.NewSelection.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors()]) from None
 
 
 @router.get("/runs/{run}/examples/{example_id}", response_model=M.ExampleDetail,
@@ -277,21 +373,23 @@ def example(run: RunName, ctx: Ctx,
 
 # -- heads -----------------------------------------------------------------------------
 
-@router.post("/runs/{run}/checkpoints/{step}/heads", response_model=M.HeadsAnswer,
+@router.post("/runs/{run}/checkpoints/{step}/heads", response_model=M.HeadsAnswer, responses=EXPIRED,
              summary="head importance (L x H) of one stack for the probe set, a selection or one example")
 def heads(run: RunName, step: Step, query: M.HeadsQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
     stack = h.run.stack(query.stack).name           # 404 naming the stacks there are
+    ids = _chosen(ctx, h, query.ids, query.selection)
     if query.scope == "all":
         importance, n, skipped = ck.stack_head_importance(stack), int(h.meta.get("num_probe", 0)), 0
     else:
-        if not query.ids:
-            raise InvalidInputError(f"scope {query.scope!r} needs ids: the examples to measure importance over")
-        if query.scope == "example" and len(query.ids) != 1:
-            raise InvalidInputError(f"scope 'example' takes exactly one id; got {len(query.ids)} "
+        if ids is None or not len(ids):
+            raise InvalidInputError(f"scope {query.scope!r} needs ids (or a selection handle): the examples to "
+                                    "measure importance over")
+        if query.scope == "example" and len(ids) != 1:
+            raise InvalidInputError(f"scope 'example' takes exactly one id; got {len(ids)} "
                                     "(use scope 'selection' for several)")
-        chosen = ctx.tables.probe_rows(h, query.ids)
+        chosen = ctx.tables.probe_rows(h, ids)
         from t3vis.analysis.heads import importance_from_gate_gradients
 
         importance = importance_from_gate_gradients(ck.example_gate_gradients(chosen.rows, stack=stack),
@@ -628,16 +726,17 @@ def _reference(entry, task, text: str, target: str | None, max_length: int) -> l
 # -- pruning -----------------------------------------------------------------------------
 
 @router.post("/runs/{run}/checkpoints/{step}/prune", response_model=M.PruneAnswer | M.GenerativePruneAnswer,
-             summary="measures with heads masked: a classifier's accuracy and flips, a language model's loss, "
-                     "perplexity, token accuracy and generations")
+             responses=EXPIRED, summary="measures with heads masked: a classifier's accuracy and flips, a language "
+                                        "model's loss, perplexity, token accuracy and generations")
 def prune(run: RunName, step: Step, query: M.PruneQuery, ctx: Ctx):
     h = ctx.run(run)
     ck = h.checkpoint(step)
     masks = _stack_masks(h, query.masked_heads)
-    if query.ids is not None:
-        if not query.ids:
+    ids = _chosen(ctx, h, query.ids, query.selection)
+    if ids is not None:
+        if not len(ids):
             raise InvalidInputError("ids is empty: give the examples to evaluate, or null for the whole probe set")
-        chosen = ctx.tables.probe_rows(h, query.ids)
+        chosen = ctx.tables.probe_rows(h, ids)
     else:
         chosen = ctx.tables.probe_set(h)
         if not len(chosen.ids):

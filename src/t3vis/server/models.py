@@ -22,6 +22,9 @@ ProjectionMethod = Literal["pca", "umap", "tsne"]
 Region = Literal["easy-to-learn", "ambiguous", "hard-to-learn"]
 
 I64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]     # DuckDB BIGINT range
+# a selection held by the server (POST /runs/{run}/selections), in place of an id list
+SelectionHandle = Annotated[str, Field(pattern=r"^sel-[0-9a-f]{16}$", description=(
+    "a selection handle from POST /api/runs/{run}/selections, in place of ids (not both)"))]
 
 
 class _Strict(BaseModel):
@@ -153,6 +156,7 @@ class TableQuery(_Strict):
     search: str | None = Field(default=None, max_length=MAX_SEARCH,
                                description="case-insensitive substring of the text")
     ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    selection: SelectionHandle | None = None
     split: str | None = Field(default=None, max_length=200)
     sort: SortKey = "id"
     descending: bool = False
@@ -187,6 +191,12 @@ class TablePage(BaseModel):
 
 
 class SelectionQuery(_Strict):
+    ids: list[I64] | None = Field(default=None, max_length=MAX_IDS, description="the selected example ids")
+    selection: SelectionHandle | None = None
+
+
+class NewSelection(_Strict):
+    """POST /runs/{run}/selections as JSON (binary bodies carry any number of ids)."""
     ids: list[I64] = Field(max_length=MAX_IDS, description="the selected example ids")
 
 
@@ -199,6 +209,12 @@ class SelectionSummary(BaseModel):
     without_text: int = Field(description="ids the run knows that have no text recorded (register them with "
                                           "Recorder.add_examples)")
     unknown: int = Field(description="ids this run does not know at all")
+
+
+class SelectionHandleAnswer(SelectionSummary):
+    """A selection the server now holds: its handle, to name it by, and what it holds."""
+    handle: str = Field(description="sel-<16 hex>: the same run and set of ids always give the same handle")
+    count: int = Field(description="distinct ids selected (= n)")
 
 
 # -- one example ---------------------------------------------------------------------
@@ -245,6 +261,7 @@ StackName = Annotated[str, Field(min_length=1, max_length=64, description="an at
 class HeadsQuery(_Strict):
     scope: Literal["all", "selection", "example"] = "all"
     ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    selection: SelectionHandle | None = None
     stack: StackName | None = Field(None, description="null: the run's default stack")
 
 
@@ -368,6 +385,7 @@ class PruneQuery(_Strict):
         default_factory=list, description="[layer, head] pairs of the default stack, or {stack: [[layer, head]]}; "
                                           "layer is the block index 0..L-1")
     ids: list[I64] | None = Field(default=None, max_length=MAX_IDS)
+    selection: SelectionHandle | None = None
     max_new_tokens: int = Field(20, ge=1, le=MAX_NEW_TOKENS,
                                 description=f"generative runs, a selection of at most {MAX_GENERATIONS}: tokens "
                                             "to generate before and after")

@@ -12,6 +12,10 @@ Which columns a run's table, points and history have comes from its task (server
 a classification run's pred, correct, gold_prob; a generative run's perplexity, mean_prob,
 token_accuracy, n_tokens and target text. A filter or sort on a column the run lacks is a 422.
 
+A selection of ids (a list, or a handle's ids: server/selections.py) reaches DuckDB as an Arrow
+table registered on the query's cursor and joined, never as bound list values: a million ids cost
+a hash join, not a million parameters.
+
 The data map (confidence, variability, region per example) is computed by
 `t3vis.cartography` through the reader and materialised once per run and version of its
 dynamics files as a DuckDB table, so filters and sorts on it cost what a join costs.
@@ -36,6 +40,7 @@ from t3vis.errors import CorruptRunError, InvalidInputError, NotFoundError
 from t3vis.server.columns import Columns
 from t3vis.server.models import SelectionSummary, TablePage, TableQuery, TableRow
 from t3vis.server.runs import RunHandle
+from t3vis.server.selections import distinct_ids
 
 log = logging.getLogger("t3vis.server")
 
@@ -44,7 +49,7 @@ _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.BinderE
                 duckdb.ConversionException)
 
 # TableQuery field -> (the wide table's column it reads, its condition on the wide table (w), the value
-# bound as $field)
+# bound as $field); ids (or a selection handle) filter through the registered table CHOSEN instead
 FILTERS = (
     ("labels", "label", "w.label IN (SELECT unnest($labels::BIGINT[]))"),
     ("preds", "pred", "w.pred IN (SELECT unnest($preds::BIGINT[]))"),
@@ -54,11 +59,11 @@ FILTERS = (
     ("conf_min", "confidence", "w.confidence >= $conf_min"),
     ("conf_max", "confidence", "w.confidence <= $conf_max"),
     ("regions", "region", "w.region IN (SELECT unnest($regions::VARCHAR[]))"),
-    ("ids", "id", "w.id IN (SELECT unnest($ids::BIGINT[]))"),
     ("split", "split", "w.split = $split"),
 )
+CHOSEN = "chosen"            # the name a query's selected ids are registered under (our own identifier)
 UNSORTABLE = ("split", "region")     # wide columns a table is not sorted by (TableQuery.sort lists the others)
-MAX_TABLES = 6               # materialised tables kept (wide per checkpoint, texts per run)
+MAX_TABLES = 8               # materialised tables kept (wide per checkpoint, texts and facts per run)
 REGION_RULE_KEY = b"t3vis.region_rule"    # the data map's schema metadata: its RegionRule, as JSON
 DATAMAP_SCHEMA = pa.schema([("id", pa.int64()), ("confidence", pa.float32()), ("variability", pa.float32()),
                             ("correctness", pa.float32()), ("region", pa.string()), ("probe_row", pa.int32())])
@@ -120,6 +125,7 @@ class Tables:
         self._datamaps: dict[int, tuple[object, str]] = {}      # run index -> (version, table name)
         self._serial = 0
         self._tables: OrderedDict[tuple, tuple[object, str]] = OrderedDict()
+        self._probe_ids: dict[int, tuple[tuple, np.ndarray]] = {}     # run index -> (examples stamp, ids)
 
     def close(self) -> None:
         """Close the database (the app is stopping); a later query opens a fresh one."""
@@ -127,6 +133,7 @@ class Tables:
             db, self._db = self._db, None
             self._datamaps.clear()
             self._tables.clear()
+            self._probe_ids.clear()
         if db is not None:
             db.close()
 
@@ -146,10 +153,14 @@ class Tables:
             self._db = duckdb.connect(":memory:")
         return self._db.cursor()
 
-    def _query(self, handle: RunHandle, sql: str, params: dict, what: str, *, arrow: bool = False):
+    def _query(self, handle: RunHandle, sql: str, params: dict, what: str, *, arrow: bool = False,
+               relations: dict[str, pa.Table] | None = None):
         """Run sql on a fresh cursor (arrow=True: as a pyarrow Table); damaged or missing files
-        become CorruptRunError (409)."""
+        become CorruptRunError (409). relations: Arrow tables the sql reads by name (registered on
+        this cursor only, so concurrent requests never see each other's)."""
         cursor = self._cursor()
+        for name, table in (relations or {}).items():
+            cursor.register(name, table)
         try:
             if arrow:
                 return cursor.sql(sql, params=params).to_arrow_table()
@@ -240,7 +251,8 @@ class Tables:
         return self._materialised(("texts", handle.index), _stamp(handle.examples_path), sql,
                                   {"examples": handle.checked_examples_path()}, handle, "the examples table")
 
-    def page(self, handle: RunHandle, q: TableQuery) -> TablePage:
+    def page(self, handle: RunHandle, q: TableQuery, chosen: np.ndarray | None = None) -> TablePage:
+        """One page of the example table; chosen: the selected ids to filter by (a handle's), else q.ids."""
         ck = handle.checkpoint(q.step) if (q.step is not None or handle.checkpoints()) else None
         columns = handle.columns
         _check_columns(handle, q, columns)
@@ -250,6 +262,11 @@ class Tables:
         where = [sql for field, _, sql in FILTERS if getattr(q, field) is not None]
         params: dict = {field: _bindable(getattr(q, field)) for field, _, _ in FILTERS
                         if getattr(q, field) is not None}
+        if chosen is None and q.ids is not None:
+            chosen = np.asarray(q.ids, dtype=np.int64)
+        relations = {} if chosen is None else {CHOSEN: _id_table(chosen)}
+        if chosen is not None:
+            where.append(f"w.id IN (SELECT id FROM {CHOSEN})")
         if q.search:
             # a literal substring of a lower-cased text (no pattern characters), kept lowered in memory
             found_in = " OR ".join(f"contains(lower_{c}, lower($search))" for c in columns.texts)
@@ -268,12 +285,13 @@ class Tables:
         counted = bool(q.search)
         window = ", count(*) OVER () AS total" if counted else ""
         found = self._query(handle, f"SELECT w.id{window} FROM {wide} w{where_sql} ORDER BY {order} "
-                                    "LIMIT $limit OFFSET $offset", page_params, "the example table").fetchall()
+                                    "LIMIT $limit OFFSET $offset", page_params, "the example table",
+                            relations=relations).fetchall()
         if counted and found:
             total = found[0][1]
         else:
             total = self._query(handle, f"SELECT count(*) FROM {wide} w{where_sql}", params,
-                                "the example table").fetchone()[0]
+                                "the example table", relations=relations).fetchone()[0]
         if not found:
             return TablePage(total=int(total), offset=q.offset, limit=q.limit, rows=[])
         names = (*columns.wide, *columns.texts)
@@ -286,17 +304,40 @@ class Tables:
 
     # -- per-point columns and the data map, as Arrow ------------------------------------
 
-    def points(self, handle: RunHandle, ck) -> pa.Table:
-        """One row per probe row, in probe order: id, split, [label], the task's outputs, the data map."""
-        dm = self.datamap_table(handle)
+    def points(self, handle: RunHandle, ck, names: list[str] | None = None) -> pa.Table:
+        """One row per probe row, in probe order: id, split, [label], the task's outputs, the data map;
+        names: only these columns, in this order (checked against the run's: see point_names). The
+        files a lean answer does not need are not read."""
         columns = handle.columns
-        sql = (f"SELECT {_select(columns)} FROM read_parquet($examples) e "
-               f"LEFT JOIN read_parquet($outputs) o ON o.id = e.id "
-               f"LEFT JOIN {dm} d ON d.id = e.id WHERE e.probe_row >= 0 ORDER BY e.probe_row")
-        result = self._query(handle, sql, {"examples": handle.checked_examples_path(),
-                                           "outputs": handle.checked_outputs_path(ck)}, "the per-point columns",
-                             arrow=True)
-        return _dictionary_encoded(result.cast(columns.points_schema()), ("split", "region"))
+        names = list(columns.wide) if names is None else names
+        sources = _sources(columns)
+        params = {"examples": handle.checked_examples_path()}
+        joins = ""
+        if any(sources[c] == "o" for c in names):
+            params["outputs"] = handle.checked_outputs_path(ck)
+            joins += " LEFT JOIN read_parquet($outputs) o ON o.id = e.id"
+        if any(sources[c] == "d" for c in names):
+            joins += f" LEFT JOIN {self.datamap_table(handle)} d ON d.id = e.id"
+        sql = (f"SELECT {_select(columns, names=names)} FROM read_parquet($examples) e{joins} "
+               "WHERE e.probe_row >= 0 ORDER BY e.probe_row")
+        result = self._query(handle, sql, params, "the per-point columns", arrow=True)
+        schema = pa.schema([(name, columns.points_schema().field(name).type) for name in names])
+        return _dictionary_encoded(result.cast(schema), [c for c in ("split", "region") if c in names])
+
+    def probe_ids(self, handle: RunHandle) -> np.ndarray:
+        """The ids of the probe rows, in probe order (row i of the points and of the projection),
+        read once per version of the examples table."""
+        stamp = _stamp(handle.examples_path)
+        with self._lock:
+            known = self._probe_ids.get(handle.index)
+            if known is not None and known[0] == stamp:
+                return known[1]
+        table = self._query(handle, "SELECT id FROM read_parquet($examples) WHERE probe_row >= 0 ORDER BY probe_row",
+                            {"examples": handle.checked_examples_path()}, "the examples table", arrow=True)
+        ids = table.column("id").to_numpy().astype(np.int64, copy=False)
+        with self._lock:
+            self._probe_ids[handle.index] = (stamp, ids)
+        return ids
 
     def datamap(self, handle: RunHandle) -> pa.Table:
         dm = self.datamap_table(handle)
@@ -310,24 +351,30 @@ class Tables:
 
     # -- what a selection holds ------------------------------------------------------------
 
-    def selection(self, handle: RunHandle, ids: list[int]) -> SelectionSummary:
+    def selection(self, handle: RunHandle, ids) -> SelectionSummary:
         """How many of the selected ids the table lists, how many are not probed (training only)
         and how many have no text: a data-map selection of training examples observed in a plain
         loop has no text (and so no table row) unless the loop registered them with add_examples."""
-        texts, dm = self._text_table(handle), self.datamap_table(handle)
+        facts, dm = self._facts_table(handle), self.datamap_table(handle)
         known = "(t.id IS NOT NULL OR d.id IS NOT NULL)"
         sql = ("SELECT count(*), count(t.id), "
                f"count(*) FILTER (WHERE {known} AND coalesce(t.probe_row, -1) < 0), "
-               f"count(*) FILTER (WHERE {known} AND coalesce(trim(t.text), '') = ''), "
+               f"count(*) FILTER (WHERE {known} AND NOT coalesce(t.has_text, false)), "
                f"count(*) FILTER (WHERE NOT {known}) "
-               "FROM (SELECT DISTINCT unnest($ids::BIGINT[]) AS id) u "
-               f"LEFT JOIN (SELECT id, any_value(probe_row) AS probe_row, any_value(text) AS text FROM {texts} "
-               "GROUP BY id) t ON t.id = u.id "
-               f"LEFT JOIN {dm} d ON d.id = u.id")
-        n, listed, not_probed, without_text, unknown = self._query(handle, sql, {"ids": ids},
-                                                                   "the examples table").fetchone()
+               f"FROM {CHOSEN} u LEFT JOIN {facts} t ON t.id = u.id LEFT JOIN {dm} d ON d.id = u.id")
+        n, listed, not_probed, without_text, unknown = self._query(
+            handle, sql, {}, "the examples table", relations={CHOSEN: _id_table(distinct_ids(ids))}).fetchone()
         return SelectionSummary(n=int(n), listed=int(listed), not_probed=int(not_probed),
                                 without_text=int(without_text), unknown=int(unknown))
+
+    def _facts_table(self, handle: RunHandle) -> str:
+        """One row per example id: its probe row and whether it has a text, what a selection's summary
+        counts, materialised once per version of the examples table (a summary of 500,000 ids is then
+        two joins, not a group-by of every text)."""
+        sql = ("SELECT id, any_value(probe_row) AS probe_row, coalesce(trim(any_value(text)), '') <> '' AS has_text "
+               "FROM read_parquet($examples) GROUP BY id")
+        return self._materialised(("facts", handle.index), _stamp(handle.examples_path), sql,
+                                  {"examples": handle.checked_examples_path()}, handle, "the examples table")
 
     # -- examples --------------------------------------------------------------------------
 
@@ -345,36 +392,43 @@ class Tables:
             found["label"] = None           # a placeholder in examples.parquet, not a class
         return found
 
-    def probe_rows(self, handle: RunHandle, ids: list[int]) -> ProbeSelection:
+    def probe_rows(self, handle: RunHandle, ids) -> ProbeSelection:
         """The probe rows, labels and texts of the given ids, in their order. An id seen in training
         only (probe_row -1, or known only to the data map) is left out and counted in `skipped`: a
         data-map selection mixes both kinds. An id the run does not know at all is a 404; a
         selection with no probed id is a 422."""
+        ids = np.asarray(ids, dtype=np.int64)
         target = ", e.target" if "target" in handle.columns.texts else ""
-        sql = (f"SELECT u.id, e.probe_row, e.label, e.text{target} FROM (SELECT unnest($ids::BIGINT[]) AS id, "
-               "generate_subscripts($ids::BIGINT[], 1) AS k) u LEFT JOIN read_parquet($examples) e ON e.id = u.id "
-               "ORDER BY u.k")
-        rows = self._query(handle, sql, {"ids": ids, "examples": handle.checked_examples_path()},
-                           "the examples table").fetchall()
-        unlisted = sorted({r[0] for r in rows if r[1] is None})
-        unknown = [i for i in unlisted if i not in self._datamap_ids(handle, unlisted)]
-        if unknown:
-            raise NotFoundError(f"run {handle.name!r} has no example with id {unknown[0]}"
+        sql = (f"SELECT u.id, e.probe_row, e.label, e.text{target} FROM {CHOSEN} u "
+               "LEFT JOIN read_parquet($examples) e ON e.id = u.id ORDER BY u.k")
+        order = pa.table({"id": ids, "k": np.arange(len(ids), dtype=np.int64)})
+        found = self._query(handle, sql, {"examples": handle.checked_examples_path()}, "the examples table",
+                            arrow=True, relations={CHOSEN: order})
+        probe_row = found.column("probe_row").to_numpy(zero_copy_only=False)     # float, NaN where unlisted
+        unlisted = np.unique(ids[np.isnan(probe_row.astype(np.float64))])
+        unknown = np.setdiff1d(unlisted, self._datamap_ids(handle, unlisted))
+        if len(unknown):
+            raise NotFoundError(f"run {handle.name!r} has no example with id {int(unknown[0])}"
                                 + (f" (nor {len(unknown) - 1} other id(s) given)" if len(unknown) > 1 else ""))
-        probed = [r for r in rows if r[1] is not None and r[1] >= 0]
-        if not probed:
-            raise InvalidInputError(f"none of the {len(rows)} ids is in the probe set of run {handle.name!r} "
+        probed = np.flatnonzero(probe_row >= 0)          # NaN compares false: unlisted ids are left out
+        if not len(probed):
+            raise InvalidInputError(f"none of the {len(ids)} ids is in the probe set of run {handle.name!r} "
                                     "(they were seen in training only, so no checkpoint recorded them)")
-        return _selection(probed, skipped=len(rows) - len(probed), with_target=bool(target))
+        kept = found.take(pa.array(probed))
+        return ProbeSelection(ids=kept.column("id").to_numpy().astype(np.int64, copy=False),
+                              rows=kept.column("probe_row").to_numpy().astype(np.int64),
+                              labels=kept.column("label").to_numpy(zero_copy_only=False).astype(np.int64),
+                              texts=kept.column("text").to_pylist(), skipped=len(ids) - len(probed),
+                              targets=kept.column("target").to_pylist() if target else None)
 
-    def _datamap_ids(self, handle: RunHandle, ids: list[int]) -> set[int]:
+    def _datamap_ids(self, handle: RunHandle, ids: np.ndarray) -> np.ndarray:
         """Which of ids the data map knows (training examples observed but not in examples.parquet)."""
-        if not ids:
-            return set()
+        if not len(ids):
+            return np.empty(0, dtype=np.int64)
         dm = self.datamap_table(handle)
-        rows = self._query(handle, f"SELECT DISTINCT id FROM {dm} WHERE id IN (SELECT unnest($ids::BIGINT[]))",
-                           {"ids": ids}, "the data map").fetchall()
-        return {int(r[0]) for r in rows}
+        found = self._query(handle, f"SELECT DISTINCT id FROM {dm} WHERE id IN (SELECT id FROM {CHOSEN})", {},
+                            "the data map", arrow=True, relations={CHOSEN: _id_table(ids)})
+        return found.column("id").to_numpy(zero_copy_only=False).astype(np.int64)
 
     def probe_set(self, handle: RunHandle) -> ProbeSelection:
         """Every probe example, in probe order."""
@@ -445,13 +499,39 @@ def _selection(rows: list[tuple], *, skipped: int, with_target: bool) -> ProbeSe
 _ABSENT = {"label": None, "pred": None, "correct": None, "gold_prob": None}
 
 
-def _select(columns: Columns, *, cast: bool = True) -> str:
-    """The wide columns from examples (e), outputs (o) and the data map (d); cast: each as its wire
-    type (the points' Arrow), else as stored (the example table keeps the data map's float64)."""
-    sources = {"id": "e", "split": "e", "label": "e", **{c: "o" for c in columns.outputs},
-               "confidence": "d", "variability": "d", "region": "d"}
+def _sources(columns: Columns) -> dict[str, str]:
+    """Where each wide column comes from: examples (e), outputs (o) or the data map (d)."""
+    return {"id": "e", "split": "e", "label": "e", **{c: "o" for c in columns.outputs},
+            "confidence": "d", "variability": "d", "region": "d"}
+
+
+def _select(columns: Columns, *, cast: bool = True, names=None) -> str:
+    """The wide columns (or names of them) from examples (e), outputs (o) and the data map (d); cast:
+    each as its wire type (the points' Arrow), else as stored (the example table keeps the data map's
+    float64)."""
+    sources = _sources(columns)
     return ", ".join(f"{sources[c]}.{c}::{columns.sql_type(c)} AS {c}" if cast else f"{sources[c]}.{c}"
-                     for c in columns.wide)
+                     for c in (columns.wide if names is None else names))
+
+
+def _id_table(ids) -> pa.Table:
+    """Selected ids as the one-column Arrow table (id int64) a query joins with (zero-copy from numpy)."""
+    return pa.table({"id": np.asarray(ids, dtype=np.int64)})
+
+
+def point_names(handle: RunHandle, columns: str | None) -> list[str] | None:
+    """The point columns a `columns=` query names ("id,label"), in its order, each once; None: all. A
+    name the run does not have is a 422 listing the ones it has."""
+    if columns is None:
+        return None
+    names = list(dict.fromkeys(c.strip() for c in columns.split(",") if c.strip()))
+    known = handle.columns.wide
+    unknown = [c for c in names if c not in known]
+    if unknown or not names:
+        raise InvalidInputError(f"run {handle.name!r} has no point column {', '.join(map(repr, unknown))}; its "
+                                f"columns are {', '.join(known)}" if unknown else
+                                f"columns is empty: name some of {', '.join(known)} (or leave it out for all)")
+    return names
 
 
 def _json_value(value):
