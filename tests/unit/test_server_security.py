@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from server_fixtures import record_tiny_run
@@ -125,6 +126,21 @@ def test_body_and_id_lists_are_bounded(run_dir):
     assert r.status_code == 413
     r = client.post("/api/runs/tiny/checkpoints/5/prune", json={"masked_heads": [], "ids": list(range(100_001))})
     assert r.status_code == 422 and "ids" in r.json()["detail"]
+
+
+def test_a_selection_of_ids_may_be_sixteen_times_the_body_limit(run_dir):
+    """A data-map selection of a million training ids is 8 MB of int64: the selections route
+    takes 16x the limit; every other route keeps it."""
+    client = TestClient(create_app([run_dir], max_body=1024))
+    ids = np.arange(2000, dtype="<i8")                      # 16,000 bytes: over 1 KB, under 16 KB
+    r = client.post("/api/runs/tiny/selections", content=ids.tobytes(),
+                    headers={"content-type": "application/octet-stream"})
+    assert r.status_code != 413
+    r = client.post("/api/runs/tiny/selections", content=np.arange(2100, dtype="<i8").tobytes(),
+                    headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 413 and "16 KB" not in r.json()["detail"] and "16384 bytes" in r.json()["detail"]
+    r = client.post("/api/runs/tiny/table", content=b" " * 2000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "1024 bytes" in r.json()["detail"]
 
 
 def test_cors_closed_unless_an_origin_is_given(run_dir):

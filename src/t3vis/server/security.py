@@ -4,7 +4,8 @@
   it, as `Authorization: Bearer TOKEN` or `?token=TOKEN` (the page's first URL); otherwise 401.
   Compared in constant time.
 - Bodies: at most MAX_BODY bytes, by Content-Length up front and by counting a streamed body;
-  otherwise 413 before the handler runs.
+  otherwise 413 before the handler runs. A selection posted as ids (`POST .../selections`, 8
+  bytes per id) may take SELECTION_BODY_FACTOR times that: 16,777,216 ids by default.
 - Static files: only regular files inside the package's static folder, after decoding; any
   path with a `..`, `.` or empty segment, a backslash, a NUL, a drive or an absolute part is
   404, and the resolved file must still lie inside the folder (symlinks out are refused).
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs
 from starlette.exceptions import HTTPException
 
 MAX_BODY = 8 * 1024 * 1024
+SELECTION_BODY_FACTOR = 16         # a selection's ids: 8 B each, so 128 MB is 16M ids
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 NOT_BUILT_PAGE = """<!doctype html>
@@ -110,14 +112,15 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        message = f"request body too large: at most {self.max_bytes // (1024 * 1024)} MB"
+        limit = self.max_bytes * (SELECTION_BODY_FACTOR if scope.get("path", "").endswith("/selections") else 1)
+        message = f"request body too large: at most {_megabytes(limit)}"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     return await _send_json(send, 422, "the Content-Length header is not a number")
-                if declared > self.max_bytes:
+                if declared > limit:
                     return await _send_json(send, 413, message)
         seen = 0
         started = False
@@ -127,7 +130,7 @@ class BodyLimitMiddleware:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge(413, message)
             return msg
 
@@ -142,6 +145,10 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await _send_json(send, 413, message)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
 class _TooLarge(HTTPException):
