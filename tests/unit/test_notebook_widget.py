@@ -46,11 +46,14 @@ class Page:
             assert self.arrived.wait_for(lambda: any(check(v) for v in self.versions), timeout=timeout), self.versions
             return next(v for v in self.versions if check(v))
 
-    def ask(self, request_id: str, method: str, path: str, body: str | None = None) -> tuple[dict, bytes]:
+    def ask(self, request_id: str, method: str, path: str, body: str | None = None, *, buffer: bytes | None = None,
+            content_type: str | None = None) -> tuple[dict, bytes]:
         message = {"type": "request", "id": request_id, "method": method, "path": path}
         if body is not None:
             message["body"] = body
-        self.widget._on_message(self.widget, message, [])
+        if content_type is not None:
+            message["content_type"] = content_type
+        self.widget._on_message(self.widget, message, [memoryview(buffer)] if buffer is not None else [])
         with self.arrived:
             assert self.arrived.wait_for(lambda: request_id in self.answers, timeout=30), f"no answer to {path}"
         content, buffers = self.answers[request_id]
@@ -80,6 +83,20 @@ def test_the_page_requests_are_answered_as_the_server_answers_them(widget, run_d
             assert content["status"] == expected.status_code
             assert data == expected.content
             assert content["headers"]["content-type"] == expected.headers["content-type"]
+
+
+def test_a_binary_body_travels_as_the_messages_buffer_with_its_content_type(widget, run_dir):
+    """A selection of more ids than a JSON list may hold is posted as int64 bytes."""
+    page = Page(widget)
+    probes = t3vis.open_run(run_dir).examples
+    ids = probes["id"][probes["probe_row"] >= 0].to_numpy()[:5].astype("<i8")
+    path = "/runs/tiny/selections"
+    content, data = page.ask("bin", "POST", path, buffer=ids.tobytes(), content_type="application/octet-stream")
+    with TestClient(create_app([run_dir])) as http:
+        expected = http.post("/api" + path, content=ids.tobytes(), headers={"content-type": "application/octet-stream"})
+    assert content["status"] == expected.status_code == 200
+    assert data == expected.content
+    assert json.loads(data)["count"] == 5
 
 
 def test_a_request_after_close_gets_a_503_that_says_why(run_dir):

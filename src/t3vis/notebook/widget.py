@@ -6,7 +6,9 @@ travel over the widget's comm and are answered by the server's app running in th
 has one (kernel_routing.py), so the widget follows a run while a cell trains it.
 
 Messages (the widget's custom messages; docs/api.md "Notebook widget"):
-  page -> kernel  {type: "request", id, method, path, body?}   path relative to /api, with its query
+  page -> kernel  {type: "request", id, method, path, body?}   path relative to /api, with its query;
+                  a JSON body as the string `body`, or a binary one (a selection's ids or bitmap) as
+                  the message's one buffer with its `content_type`
   kernel -> page  {type: "response", id, status, headers}      the body as the message's one buffer
   kernel -> page  {type: "version", run}                        the run's new version (JSON) as the buffer
 
@@ -85,11 +87,10 @@ class ViewerWidget(anywidget.AnyWidget):
         if not isinstance(content, dict) or content.get("type") != "request":
             return
         request_id = str(content.get("id", ""))
-        body = content.get("body")
+        body, headers = _request_body(content, buffers)
         try:
             answer = self._server.request(str(content.get("method", "GET")), "/api" + str(content.get("path", "")),
-                                          body.encode() if isinstance(body, str) else b"",
-                                          {"content-type": "application/json"} if body is not None else None)
+                                          body, headers)
         except BridgeClosedError as e:
             self._reply(request_id, _error(503, str(e)))
             return
@@ -171,6 +172,18 @@ def _outcome(done) -> BridgeResponse:
         return done.result()
     except Exception as e:           # the app answers its own errors; this is the bridge failing
         return _error(500, f"the viewer's in-process server failed: {e}")
+
+
+def _request_body(content: dict, buffers: list) -> tuple[bytes, dict | None]:
+    """A request's body and headers: a binary body travels as the message's buffer (with its
+    content type), a JSON one as the string `body`."""
+    if buffers:
+        kind = content.get("content_type")
+        return bytes(buffers[0]), {"content-type": kind if isinstance(kind, str) else "application/octet-stream"}
+    body = content.get("body")
+    if isinstance(body, str):
+        return body.encode(), {"content-type": "application/json"}
+    return b"", None
 
 
 def _error(status: int, detail: str) -> BridgeResponse:
