@@ -78,6 +78,23 @@ def test_a_batch_refused_on_one_rank_fails_the_flush_on_every_rank(tmp_path):
     assert run.checkpoints == []
 
 
+PROBE_FAILS_ON_RANK_1 = """
+    if rank == 1:
+        def probe_failing(*args, **kwargs):
+            raise RuntimeError("out of memory on rank 1 (simulated)")
+        rec._probe = probe_failing
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_probe_failing_on_one_rank_fails_the_snapshot_on_every_rank(tmp_path):
+    finished = start_ranks(tmp_path, tmp_path / "run", extra=PROBE_FAILS_ON_RANK_1)
+    assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
+    assert all("out of memory on rank 1 (simulated)" in err for _, _, err in finished)
+    assert t3vis.open_run(tmp_path / "run").checkpoints == []
+    assert list((tmp_path / "run" / schema.CHECKPOINTS_DIR).iterdir()) == []    # no staging or scratch left
+
+
 def single_process(run_dir: Path):
     import torch
     from conftest import make_labels, make_model, make_texts
@@ -113,6 +130,8 @@ def test_two_rank_snapshot_equals_single_process(tmp_path):
     assert d.examples["id"].tolist() == list(range(N_TEXTS))
 
     dc, sc = d.checkpoint(1), s.checkpoint(1)
+    # the ranks' scratch files are gone: the checkpoint holds what a single process writes, no more
+    assert sorted(p.name for p in dc.path.iterdir()) == sorted(p.name for p in sc.path.iterdir())
     do, so = dc.outputs, sc.outputs
     assert do["id"].tolist() == so["id"].tolist() == list(range(N_TEXTS))
     np.testing.assert_array_equal(do["pred"].to_numpy(), so["pred"].to_numpy())
@@ -149,3 +168,47 @@ def test_two_rank_snapshot_equals_single_process(tmp_path):
     np.testing.assert_allclose(dd["confidence"].to_numpy(), sd["confidence"].to_numpy(), atol=1e-5)
     np.testing.assert_array_equal(dd["correctness"].to_numpy(), sd["correctness"].to_numpy())
     np.testing.assert_array_equal(dd["epochs"].to_numpy(), np.ones(N_TEXTS))
+
+
+# a model whose hidden states outweigh everything else rank 0 holds during a snapshot
+BIG_N, BIG_LAYERS, BIG_DIMS = 4000, 4, 128
+SHARD_HIDDEN_BYTES = (BIG_LAYERS + 1) * (BIG_N // WORLD) * BIG_DIMS * 2     # float16
+
+PEAK_ON_RANK_0 = """
+    import tracemalloc
+    from conftest import make_labels, make_texts, make_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer("bert")
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size={dims}, num_hidden_layers={layers}, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="eager"))
+    texts, labels = make_texts({n}), make_labels({n})
+    rec = t3vis.Recorder({run_dir!r}, model, tokenizer, texts, labels, batch_size=64, save_weights=False)
+    # files are moved a chunk at a time (8 MB, against a real run's shards of gigabytes): here, as
+    # far below this test's shards, so that the peak shows what else rank 0 holds
+    import t3vis.store.rows
+    t3vis.store.rows.CHUNK_BYTES = {chunk}
+    tracemalloc.start()            # numpy's arrays count; memory-mapped pages do not
+    rec.snapshot(step=1)
+    _, peak = tracemalloc.get_traced_memory()
+    print("RESULT " + json.dumps({{"rank": rank, "peak": peak}}), flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_rank_0_never_holds_more_than_one_shard_of_hidden_states(tmp_path):
+    body = textwrap.dedent(PEAK_ON_RANK_0).format(n=BIG_N, layers=BIG_LAYERS, dims=BIG_DIMS,
+                                                  chunk=SHARD_HIDDEN_BYTES // 32, run_dir=str(tmp_path / "run"))
+    results = ranks.results(ranks.start_ranks(ranks.script(body, tmp_path / "dist-init", WORLD), WORLD,
+                                              port=29535, timeout=240))
+    peak = next(r["peak"] for r in results if r["rank"] == 0)
+    print(f"rank 0 peak {peak} bytes (traced), one shard of hidden states {SHARD_HIDDEN_BYTES}")
+    ck = t3vis.open_run(tmp_path / "run").checkpoint(1)
+    hidden = np.asarray(ck.hidden_states)
+    assert hidden.shape == (BIG_LAYERS + 1, BIG_N, BIG_DIMS) and hidden.nbytes == WORLD * SHARD_HIDDEN_BYTES
+    assert np.isfinite(hidden).all() and (np.abs(hidden).sum(-1) > 0).all()    # every rank's rows arrived
+    # gathering the ranks' hidden states would hold all of them (and their concatenation) at once
+    assert peak < SHARD_HIDDEN_BYTES, f"rank 0 held {peak} bytes at its peak; one shard is {SHARD_HIDDEN_BYTES}"

@@ -157,3 +157,23 @@ def test_label_names_follow_the_same_rules_as_t3vis_record(tmp_path):
     examples = t3vis.open_run(tmp_path / "named").examples.set_index("id")
     assert list(examples.loc[range(6), "label"]) == [0, 1, 2, 0, 1, 2]
     assert list(examples.loc[[100, 101], "label"]) == [2, 0]
+
+
+def test_a_snapshot_streams_to_its_files_exactly_what_an_in_memory_probe_measures(tmp_path):
+    """The snapshot writes its per-example arrays a batch at a time (scattered rows, length-sorted
+    batches) through spool files; what lands is what probe() keeps in memory, and nothing else."""
+    from t3vis.record.probe import probe
+
+    model, tokenizer = make_model("bert")
+    texts, labels = make_texts(23), make_labels(23)
+    rec = t3vis.Recorder(tmp_path / "run", model, tokenizer, texts, labels, batch_size=5, save_weights=False)
+    rec.snapshot(step=1)
+    expected = probe(model, tokenizer, texts, labels, batch_size=5, layout=rec.layout)
+    ck = t3vis.open_run(tmp_path / "run").checkpoint(1)
+    assert sorted(p.name for p in ck.path.iterdir()) == ["gate_grads.npy", "heads.npz", "hidden.npy", "meta.json",
+                                                          "outputs.parquet"]     # no spool or scratch file left
+    np.testing.assert_array_equal(np.asarray(ck.hidden_states), expected.hidden)
+    np.testing.assert_array_equal(ck.example_gate_gradients(), expected.gate_grads)
+    np.testing.assert_allclose(ck.head_importance_raw, np.abs(expected.gate_grads.astype(np.float64)).sum(0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.stack(ck.outputs["probs"]), expected.probs, rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Rank awareness under torch.distributed: shard the probe set, gather to rank 0."""
+"""Rank awareness under torch.distributed: shard the probe set, gather small things to rank 0, and
+let every rank know of an error on rank 0 (so none waits forever for it)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def shards(n: int) -> list[np.ndarray]:
+    """Every rank's contiguous block of 0..n-1, in rank order: together, 0..n-1."""
+    return np.array_split(np.arange(n), world_size())
+
+
 def shard(n: int) -> np.ndarray:
-    """This rank's contiguous block of 0..n-1; concatenating blocks in rank order gives 0..n-1."""
-    return np.array_split(np.arange(n), world_size())[rank()]
+    """This rank's block of shards(n)."""
+    return shards(n)[rank()]
 
 
 def max_over_ranks(value: int) -> int:
@@ -52,9 +58,34 @@ def on_main(fn):
             result = fn()
         except Exception as e:  # re-raised below, on every rank
             error = e
-    box = [error]
+    settle(error)
+    return result
+
+
+def share_from_main(value=None):
+    """Rank 0's value on every rank (the others pass nothing). An exception as the value is
+    raised on every rank instead, once all have it."""
+    if not is_distributed():
+        if isinstance(value, BaseException):
+            raise value
+        return value
+    box = [value if rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], BaseException):
+        dist.barrier()
+        raise box[0]
+    return box[0]
+
+
+def settle(error: BaseException | None = None) -> None:
+    """The end of a step rank 0 finishes alone: every rank raises rank 0's error (given on rank 0,
+    None for success; the others' arguments are ignored), or returns once all know there is none."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    box = [error if rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     dist.barrier()  # no rank leaves (and perhaps tears the group down) before all have the news
     if box[0] is not None:
         raise box[0]
-    return result

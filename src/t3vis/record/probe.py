@@ -6,7 +6,9 @@ stack, then one `torch.autograd.grad` to the gated head outputs: the per-example
 loss with respect to each head's gate (Michel et al. 2019) without touching any parameter's
 `.grad`. The task encodes the examples, scores them (a class, or every target token) and picks
 the positions that are pooled into one state per layer. The model is left as it was found:
-training flags restored, hooks removed.
+training flags restored, hooks removed. The per-example arrays (hidden states, gate gradients)
+go where the caller says, a batch at a time: arrays in memory, or files (store/rows.py) so that
+memory does not grow with the number of examples.
 
 A layer is one application of a block: where one block serves every layer (ALBERT) the hidden
 states, gate gradients and attention maps still come one per layer.
@@ -26,17 +28,27 @@ from t3vis.models.batches import unwrap
 from t3vis.models.head_gradients import capture_stack_contexts, stack_gate_gradients
 from t3vis.models.structure import AttentionLayout, eval_mode, find_stacks
 from t3vis.record.attention_stats import AttentionStats
+from t3vis.store.rows import MemoryRows, RowSink
 from t3vis.tasks import get_task
 from t3vis.tasks.base import Batch, Examples, Stream, Task, TokenOutputs
+
+
+@dataclass
+class StackSinks:
+    """Where a probe pass puts one stack's per-example arrays (in memory, or files: store/rows.py)."""
+
+    hidden: RowSink | None      # (L+1, n, d) float16, rows along axis 1; None for cross-attention
+    gate_grads: RowSink         # (n, L, H) float32
 
 
 @dataclass
 class StackRecord:
     """What one probe pass measures in one attention stack."""
 
-    hidden: np.ndarray | None   # (L+1, n, d) float16; None for cross-attention (its states are the decoder's)
-    gate_grads: np.ndarray      # (n, L, H) float32, signed d loss / d gate; 0 for NaN examples
+    hidden: RowSink | None      # (L+1, n, d) float16; None for cross-attention (its states are the decoder's)
+    gate_grads: RowSink         # (n, L, H) float32, signed d loss / d gate; 0 for NaN examples
     attention: AttentionStats
+    importance_raw: np.ndarray  # (L, H) float64: sum over the examples of |d loss / d gate|; merges by addition
 
 
 @dataclass
@@ -84,15 +96,11 @@ class ProbeResult:
     def hidden(self) -> np.ndarray:
         hidden = self.stacks[self.default_stack].hidden
         assert hidden is not None
-        return hidden
-
-    @hidden.setter
-    def hidden(self, value: np.ndarray) -> None:
-        self.stacks[self.default_stack].hidden = value
+        return hidden.read()
 
     @property
     def gate_grads(self) -> np.ndarray:
-        return self.stacks[self.default_stack].gate_grads
+        return self.stacks[self.default_stack].gate_grads.read()
 
     @property
     def attention(self) -> AttentionStats:
@@ -146,26 +154,40 @@ def probe(model: nn.Module, tokenizer, texts: Sequence[str], targets=None, *, ta
           progress: Callable[[int], None] | None = None) -> ProbeResult:
     """Run the fused probe pass over texts (and their labels or target texts, as the task wants).
 
-    hidden_out, if given, is filled in place (memory-mapped files): one array for the default
+    hidden_out, if given, is filled in place (a memory-mapped file, say): one array for the default
     stack, or {stack: array}."""
     model = unwrap(model)
     task = get_task(task)
     task.check_model(model)
     examples = task.examples(model, texts, targets)
+    layouts = tuple(stacks or ((layout,) if layout is not None else find_stacks(model)))
+    if hidden_out is not None and not isinstance(hidden_out, Mapping):
+        hidden_out = {default_stack(layouts): hidden_out}
+    sinks = {s.stack: in_memory(s, len(examples), (hidden_out or {}).get(s.stack)) for s in layouts}
     return probe_examples(model, tokenizer, examples, task, pooling=pooling, batch_size=batch_size,
-                          max_length=max_length, thumbnail_size=thumbnail_size,
-                          stacks=stacks or ((layout,) if layout is not None else None), hidden_out=hidden_out,
+                          max_length=max_length, thumbnail_size=thumbnail_size, stacks=layouts, out=sinks,
                           progress=progress)
+
+
+def in_memory(layout: AttentionLayout, n: int, hidden: np.ndarray | None = None) -> StackSinks:
+    """A stack's sinks in memory for n examples (hidden, if given, is the array its hidden states go into)."""
+    hidden_rows = None
+    if layout.hidden_output is not None:
+        if hidden is None:
+            hidden = np.empty((layout.num_layers + 1, n, layout.hidden_size), np.float16)
+        hidden_rows = MemoryRows(hidden, axis=1)
+    return StackSinks(hidden_rows, MemoryRows(np.zeros((n, layout.num_layers, layout.num_heads), np.float32)))
 
 
 def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, *, pooling: str = "auto",
                    batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
-                   stacks: Sequence[AttentionLayout] | None = None,
-                   hidden_out: np.ndarray | Mapping[str, np.ndarray] | None = None,
+                   stacks: Sequence[AttentionLayout] | None = None, out: Mapping[str, StackSinks] | None = None,
                    progress: Callable[[int], None] | None = None, lockstep: int = 0,
                    filler: Examples | None = None) -> ProbeResult:
     """probe() for examples the task has already checked (the Recorder's).
 
+    out: where each stack's per-example arrays go, a batch at a time (files, for a Recorder: its
+    memory then does not grow with the examples); by default, arrays in memory.
     lockstep: run at least this many batches, repeating a batch of `filler` (results discarded)
     after the real ones. Under FSDP every forward and backward is a collective: ranks whose
     shards make fewer batches than others' would leave those waiting forever."""
@@ -175,9 +197,8 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
     pooling = task.resolve_pooling(pooling, tokenizer)
     device = next(model.parameters()).device
     n = len(examples)
-    if hidden_out is not None and not isinstance(hidden_out, Mapping):
-        hidden_out = {default: hidden_out}
-    records = {layout.stack: _empty_record(layout, n, thumbnail_size, (hidden_out or {}).get(layout.stack))
+    records = {layout.stack: _empty_record(layout, thumbnail_size,
+                                           out[layout.stack] if out is not None else in_memory(layout, n))
                for layout in layouts}
     outputs: dict[str, np.ndarray] = {}
     token_rows: list[TokenOutputs] = []
@@ -198,24 +219,27 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                 token_order.append(batch.rows)
             if progress is not None:
                 progress(len(batch.rows))
+        for record in records.values():
+            for sink in (record.hidden, record.gate_grads):
+                if sink is not None:
+                    sink.finish()
         done = -(-n // batch_size)
         if lockstep > done:
             spare = filler if filler is not None else examples
             extra = task.encode(model, tokenizer, spare, np.arange(min(len(spare), batch_size)),
                                 max_length=max_length, device=device)
-            scratch = {layout.stack: _empty_record(layout, len(spare), thumbnail_size, None) for layout in layouts}
+            scratch = {layout.stack: _empty_record(layout, thumbnail_size, in_memory(layout, len(spare)))
+                       for layout in layouts}
             for _ in range(lockstep - done):
                 _probe_batch(model, layouts, task, extra, pooling, scratch, separators)
     return ProbeResult(records, outputs, _in_order(token_rows, token_order, n), default)
 
 
-def _empty_record(layout: AttentionLayout, n: int, thumbnail_size: int, out: np.ndarray | None) -> StackRecord:
-    hidden = None
-    if layout.hidden_output is not None:
-        hidden = out if out is not None else np.empty((layout.num_layers + 1, n, layout.hidden_size), np.float16)
-    return StackRecord(hidden, np.zeros((n, layout.num_layers, layout.num_heads), np.float32),
+def _empty_record(layout: AttentionLayout, thumbnail_size: int, sinks: StackSinks) -> StackRecord:
+    return StackRecord(sinks.hidden, sinks.gate_grads,
                        AttentionStats(layout.num_layers, layout.num_heads, thumbnail_size,
-                                      cross=layout.queries != layout.keys))
+                                      cross=layout.queries != layout.keys),
+                       np.zeros((layout.num_layers, layout.num_heads)))
 
 
 def _in_order(rows: list[TokenOutputs], order: list[np.ndarray], n: int) -> TokenArrays | None:
@@ -242,7 +266,9 @@ def _probe_batch(model, layouts, task: Task, batch: Batch, pooling: str, records
     with torch.no_grad():
         for layout, grads in zip(layouts, gate_grads):
             record = records[layout.stack]
-            record.gate_grads[batch.rows] = grads.detach().cpu().numpy()
+            batch_grads = grads.detach().cpu().numpy()
+            record.gate_grads.put(batch.rows, batch_grads)
+            record.importance_raw += np.abs(batch_grads).sum(0, dtype=np.float64)
             queries, keys = batch.streams[layout.queries], batch.streams[layout.keys]
             valid = queries.valid
             separator = torch.isin(keys.ids, separators.to(keys.ids.device)) & keys.valid
@@ -252,6 +278,6 @@ def _probe_batch(model, layouts, task: Task, batch: Batch, pooling: str, records
             if record.hidden is not None:
                 states = getattr(out, str(layout.hidden_output))
                 pooled = torch.stack([pool(h.detach(), queries, pooling).to(device) for h in states])   # (L+1, B, d)
-                record.hidden[:, batch.rows] = pooled.to(torch.float16).cpu().numpy()
+                record.hidden.put(batch.rows, pooled.to(torch.float16).cpu().numpy())
         result = task.outputs(out.logits, batch, losses.detach().float().cpu().numpy())
     return result.per_example, result.tokens

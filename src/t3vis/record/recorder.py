@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -21,11 +21,12 @@ from t3vis.record import distributed as dist_utils
 from t3vis.record.attention_stats import AttentionStats
 from t3vis.record.model_weights import save_model_weights
 from t3vis.record.observations import Observation, checked_step, whole_epoch
-from t3vis.record.probe import ProbeResult, StackRecord, TokenArrays, default_stack, probe_examples
+from t3vis.record.probe import ProbeResult, StackRecord, StackSinks, TokenArrays, default_stack, probe_examples
 from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
-from t3vis.store.writer import RunWriter, folder_bytes
+from t3vis.store.rows import RowFile, RowSink
+from t3vis.store.writer import CheckpointStage, RunWriter, folder_bytes
 from t3vis.tasks import get_task
 from t3vis.tasks.arguments import as_integer_vector
 from t3vis.tasks.base import Examples, Task, TrainingRow
@@ -119,7 +120,7 @@ class Recorder:
         self.label_names = self.examples.label_names
         self.options = ProbeOptions(pooling=self.task.resolve_pooling(pooling, tokenizer), batch_size=batch_size,
                                     max_length=max_length, thumbnail_size=thumbnail_size)
-        self.truncated = int((self.task.token_lengths(tokenizer, self.examples) > max_length).sum())
+        self.truncated = self._count_truncated(max_length)
         if self.truncated:
             log.warning("%d of %d probe examples are longer than max_length=%d tokens and are truncated",
                         self.truncated, len(self.texts), max_length)
@@ -138,6 +139,13 @@ class Recorder:
         self.keep_serving = keep_serving
         if serve and dist_utils.rank() == 0:
             self._start_viewer(serve_port)
+
+    def _count_truncated(self, max_length: int, chunk: int = 8192) -> int:
+        """Probe examples longer than max_length tokens, tokenised a chunk at a time: the tokenizer's
+        output for a whole large probe set would take more memory than the probe pass."""
+        n = len(self.examples)
+        return sum(int((self.task.token_lengths(self.tokenizer, self.examples.subset(np.arange(i, min(i + chunk, n))))
+                        > max_length).sum()) for i in range(0, n, chunk))
 
     def _start_viewer(self, port: int) -> None:
         # the server is imported only where it is asked for
@@ -345,41 +353,117 @@ class Recorder:
         weights_location: a folder that already holds this checkpoint's weights (e.g. the Trainer's
         checkpoint-<step>): meta.json references it and nothing is copied. Otherwise the weights are
         saved into the checkpoint if the keep_weights policy keeps them, and the weights of earlier
-        checkpoints the policy no longer keeps are deleted."""
+        checkpoints the policy no longer keeps are deleted.
+
+        The per-example arrays (hidden states, gate gradients) go to the checkpoint's staging folder
+        a batch at a time, so memory does not grow with the probe set. Under torch.distributed each
+        rank writes its shard there (the run folder must be one every rank sees: one machine, or a
+        shared disk) and rank 0 copies the shards into place one at a time, a chunk at a time."""
         self.flush()
         started = time.perf_counter()
         if not dist_utils.is_distributed():
-            return self._write_snapshot(step, epoch, metrics, weights_location, None, started)
-        gathered = dist_utils.gather_to_main(self._probe(dist_utils.shard(len(self.texts)), step))
-        summary = dist_utils.on_main(
-            lambda: self._write_snapshot(step, epoch, metrics, weights_location, gathered, started))
-        return summary if summary is not None else SnapshotSummary(int(step), epoch, {}, None)
+            return self._write_snapshot(step, epoch, metrics, weights_location, started, self._probe_all)
+        if dist_utils.rank() != 0:
+            self._probe_for_main(step)
+            return SnapshotSummary(int(step), epoch, {}, None)
+        return self._snapshot_on_main(step, epoch, metrics, weights_location, started)
+
+    def _probe_all(self, stage: CheckpointStage, step: int) -> ProbeResult:
+        """A single process probes every example straight into the checkpoint's files."""
+        n = len(self.texts)
+        return self._probe(np.arange(n), step, self._stage_sinks(stage, n))
+
+    def _snapshot_on_main(self, step: int, epoch: float | None, metrics: dict | None, weights_location,
+                          started: float) -> SnapshotSummary:
+        """Rank 0's side of a distributed snapshot: it opens the checkpoint, tells the others where
+        it stages, probes its own shard, merges every rank's, writes the rest; _probe_for_main is
+        the others' side, collective for collective."""
+        shared = False
+
+        def probe_ranks(stage: CheckpointStage, step: int) -> ProbeResult:
+            nonlocal shared
+            dist_utils.share_from_main(str(stage.path))
+            shared = True
+            parts = dist_utils.gather_to_main(self._probe_shard(stage, step))
+            failed = [part for part in parts if isinstance(part, Exception)]
+            if failed:
+                raise failed[0]
+            return self._merge_shards(stage, parts)
+
+        try:
+            summary = self._write_snapshot(step, epoch, metrics, weights_location, started, probe_ranks)
+        except Exception as error:
+            if not shared:      # the others still wait to hear where to write
+                dist_utils.share_from_main(error)
+            dist_utils.settle(error)
+            raise
+        dist_utils.settle()
+        return summary
+
+    def _probe_for_main(self, step: int) -> None:
+        """A rank other than 0: probe this rank's shard into rank 0's staging folder."""
+        folder = dist_utils.share_from_main()          # raises rank 0's error, if it had one
+        dist_utils.gather_to_main(self._probe_shard(CheckpointStage(Path(folder)), step))
+        dist_utils.settle()                           # raises rank 0's error (or this rank's, passed on)
+
+    def _probe_shard(self, stage: CheckpointStage, step: int) -> ProbeResult | Exception:
+        """This rank's shard, probed into scratch files of the staging folder; an error is returned,
+        for rank 0 to pass on to every rank."""
+        rows = dist_utils.shard(len(self.texts))
+        # every rank runs as many batches as the rank with the most (FSDP's passes are collectives)
+        lockstep = dist_utils.max_over_ranks(-(-len(rows) // self.options["batch_size"]))
+        try:
+            if not stage.path.is_dir():
+                raise InvalidInputError(f"rank {dist_utils.rank()} cannot see the folder rank 0 stages the checkpoint "
+                                        f"in ({stage.path}): under torch.distributed the run folder must be on a "
+                                        "disk every rank shares")
+            result = self._probe(rows, step, self._stage_sinks(stage, len(rows), f"rank-{dist_utils.rank()}"),
+                                 lockstep)
+            for record in result.stacks.values():
+                for sink in (record.hidden, record.gate_grads):
+                    if isinstance(sink, RowFile):
+                        sink.sync()       # on a shared disk, rank 0 may read it from another host
+            return result
+        except Exception as error:
+            return error
+
+    def _merge_shards(self, stage: CheckpointStage, parts: list[ProbeResult]) -> ProbeResult:
+        """The ranks' results as one, their per-example files copied into the checkpoint's in rank
+        order, one shard at a time (each shard's file removed once it is in)."""
+        final = self._stage_sinks(stage, len(self.texts))
+        for part, rows in zip(parts, dist_utils.shards(len(self.texts))):
+            start = int(rows[0]) if len(rows) else 0
+            for name, record in part.stacks.items():
+                _move_rows(record.hidden, final[name].hidden, start)
+                _move_rows(record.gate_grads, final[name].gate_grads, start)
+        return _merge(parts, final)
+
+    def _stage_sinks(self, stage: CheckpointStage, n: int, scratch: str | None = None) -> dict[str, StackSinks]:
+        """Each stack's per-example files in the staging folder: the checkpoint's own, or a rank's
+        scratch copies of them (n rows each)."""
+        def file(name: str, stack: str) -> str:
+            final = self._file(name, stack)
+            return final if scratch is None else stage.scratch(f"{scratch}-{final}")
+
+        return {s.stack: StackSinks(
+            None if s.hidden_output is None else stage.hidden_rows(s.num_layers + 1, n, s.hidden_size,
+                                                                   file(schema.HIDDEN, s.stack)),
+            stage.gate_grad_rows(n, s.num_layers, s.num_heads, file(schema.GATE_GRADS, s.stack)))
+            for s in self.stacks}
 
     def _write_snapshot(self, step: int, epoch: float | None, metrics: dict | None, weights_location,
-                        gathered: list[ProbeResult] | None, started: float) -> SnapshotSummary:
-        """gathered: the ranks' results, or None to probe here, straight into the memory-mapped file."""
+                        started: float, probe_into: Callable[[CheckpointStage, int], ProbeResult]) -> SnapshotSummary:
+        """probe_into: fills the stage's per-example files and returns the rest of what was measured."""
         where = None if weights_location is None else str(weights_location)
         if where is not None:  # before the checkpoint appears, so the server never sees it unnamed
             self.writer.add_weights_root(where)
         with self.writer.checkpoint(step, epoch=epoch, metrics=metrics or {}, weights_location=where) as stage:
-            hidden = {s.stack: stage.hidden_array(s.num_layers + 1, len(self.texts), s.hidden_size,
-                                                  self._file(schema.HIDDEN, s.stack))
-                      for s in self.stacks if s.hidden_output is not None}
-            if gathered is None:
-                result = self._probe(np.arange(len(self.texts)), step, hidden_out=hidden)
-            else:
-                result = _merge(gathered)
-                for stack, array in hidden.items():
-                    array[:] = result.stacks[stack].hidden
-            for stack, array in hidden.items():
-                _flush(array)
-                result.stacks[stack].hidden = array  # the file holds them now; drop the ranks' in-memory copy
+            result = probe_into(stage, step)
             stage.metrics.update(self.task.metrics(result.outputs, np.asarray(self.splits)),
                                  probe_seconds=time.perf_counter() - started)
-            stage.write_outputs(self._outputs_frame(result), self.task.format.output_columns)
+            stage.write_outputs(self._output_columns(result), self.task.format.output_columns)
             for stack, record in result.stacks.items():
                 stage.write_heads(_heads_arrays(record), self._file(schema.HEADS, stack))
-                stage.write_gate_grads(record.gate_grads, self._file(schema.GATE_GRADS, stack))
             if result.tokens is not None:
                 stage.write_tokens(result.tokens.arrays())
             if where is None and self._keeps_weights_of(step):
@@ -419,28 +503,21 @@ class Recorder:
     def _file(self, name: str, stack: str) -> str:
         return schema.stack_file(name, stack, self.default_stack)
 
-    def _probe(self, rows: np.ndarray, step: int, hidden_out: dict[str, np.ndarray] | None = None) -> ProbeResult:
+    def _probe(self, rows: np.ndarray, step: int, out: dict[str, StackSinks], lockstep: int = 0) -> ProbeResult:
         bar = None
         if self.progress and dist_utils.rank() == 0:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(rows), desc=f"probe step {step}", unit="ex", leave=False)
-        batch_size = self.options["batch_size"]
-        # every rank runs as many batches as the rank with the most (FSDP's passes are collectives)
-        lockstep = dist_utils.max_over_ranks(-(-len(rows) // batch_size))
         try:
             return probe_examples(self.model, self.tokenizer, self.examples.subset(rows), self.task,
-                                  stacks=self.stacks, hidden_out=hidden_out, progress=bar.update if bar else None,
+                                  stacks=self.stacks, out=out, progress=bar.update if bar else None,
                                   lockstep=lockstep, filler=self.examples.subset([0]), **self.options)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _outputs_frame(self, r: ProbeResult) -> pd.DataFrame:
-        columns: dict[str, object] = {"id": self.ids}
-        for name in self.task.format.output_columns[1:]:
-            values = r.outputs[name]
-            columns[name] = list(values) if values.ndim > 1 else values
-        return pd.DataFrame(columns)
+    def _output_columns(self, r: ProbeResult) -> dict[str, np.ndarray]:
+        return {"id": self.ids, **{name: r.outputs[name] for name in self.task.format.output_columns[1:]}}
 
     def close(self) -> None:
         self.flush()
@@ -458,24 +535,26 @@ def _serve_until_interrupted(viewer) -> None:
         viewer.stop()
 
 
-def _flush(array: np.ndarray) -> None:
-    """Write a memory-mapped array's pages to its file (a plain array has none)."""
-    if isinstance(array, np.memmap):
-        array.flush()
+def _move_rows(shard: RowSink | None, final: RowSink | None, start: int) -> None:
+    """A rank's scratch file into its rows of the checkpoint's file, then gone."""
+    if shard is None or final is None:
+        return
+    assert isinstance(shard, RowFile) and isinstance(final, RowFile)
+    shard.copy_into(final, start)
+    shard.remove()
 
 
-def _merge(parts: list[ProbeResult]) -> ProbeResult:
-    """The ranks' results, in rank order (each rank probed a contiguous shard)."""
-    if len(parts) == 1:
-        return parts[0]
+def _merge(parts: list[ProbeResult], sinks: dict[str, StackSinks]) -> ProbeResult:
+    """The ranks' results, in rank order (each rank probed a contiguous shard); their per-example
+    arrays are already in sinks."""
     stacks = {}
     for name, first in parts[0].stacks.items():
         attention = AttentionStats(first.attention.num_layers, first.attention.num_heads,
                                    first.attention.thumbnail_size, cross=first.attention.cross)
         for p in parts:
             attention.merge(p.stacks[name].attention)
-        hidden = None if first.hidden is None else np.concatenate([p.stacks[name].hidden for p in parts], axis=1)
-        stacks[name] = StackRecord(hidden, np.concatenate([p.stacks[name].gate_grads for p in parts]), attention)
+        importance_raw = np.sum([p.stacks[name].importance_raw for p in parts], axis=0)
+        stacks[name] = StackRecord(sinks[name].hidden, sinks[name].gate_grads, attention, importance_raw)
     probed = [p for p in parts if p.outputs]          # a rank whose shard was empty has no outputs
     outputs = {k: np.concatenate([p.outputs[k] for p in probed]) for k in probed[0].outputs}
     token_parts = [p.tokens for p in probed if p.tokens is not None]
@@ -484,7 +563,7 @@ def _merge(parts: list[ProbeResult]) -> ProbeResult:
 
 
 def _heads_arrays(r: StackRecord) -> dict[str, np.ndarray]:
-    raw = np.abs(r.gate_grads).sum(0)                                    # (L, H)
+    raw = r.importance_raw                                              # (L, H): sum of |gate gradient|
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     importance = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
     return {"importance": importance.astype(np.float32), "importance_raw": raw.astype(np.float32),

@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from t3vis.store.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from t3vis.store.rows import RowFile
 from t3vis.tasks.formats import CLASSIFICATION
 
 
@@ -69,9 +70,27 @@ class CheckpointStage:
             shape=(num_layers_plus_one, num_examples, hidden_size),
         )
 
-    def write_outputs(self, outputs: pd.DataFrame, columns: tuple[str, ...] = CLASSIFICATION.output_columns) -> None:
-        """The task's output columns (TaskFormat.output_columns), each with its stored type."""
-        missing = [c for c in columns if c not in outputs.columns]
+    def hidden_rows(self, num_layers_plus_one: int, num_examples: int, hidden_size: int,
+                    file: str = schema.HIDDEN) -> RowFile:
+        """hidden_array's file, written a batch of examples at a time (rows along axis 1): the
+        writer never holds more of it than a batch, however many examples there are."""
+        return RowFile(self.path / file, (num_layers_plus_one, num_examples, hidden_size), np.float16, axis=1)
+
+    def gate_grad_rows(self, num_examples: int, num_layers: int, num_heads: int,
+                       file: str = schema.GATE_GRADS) -> RowFile:
+        """write_gate_grads' file (float32, see there), written a batch of examples at a time."""
+        return RowFile(self.path / file, (num_examples, num_layers, num_heads), np.float32, axis=0)
+
+    def scratch(self, name: str) -> str:
+        """The name of a hidden file in the staging folder for work in progress (a rank's shard):
+        whoever makes it removes it before the checkpoint completes; a failed one takes it along."""
+        return f".scratch-{name}"
+
+    def write_outputs(self, outputs: pd.DataFrame | Mapping[str, np.ndarray],
+                      columns: tuple[str, ...] = CLASSIFICATION.output_columns) -> None:
+        """The task's output columns (TaskFormat.output_columns), each with its stored type: a
+        frame, or arrays by column name (probs (N, C), the others (N,))."""
+        missing = [c for c in columns if c not in outputs]
         if missing:
             raise InvalidInputError(f"checkpoint outputs lack column(s) {missing}")
         pq.write_table(pa.table({c: _output_column(c, outputs[c]) for c in columns}), self.path / schema.OUTPUTS,
@@ -233,11 +252,12 @@ _OUTPUT_TYPES = {"id": np.int64, "pred": np.int32, "loss": np.float32, "gold_pro
                  "n_tokens": np.int32}
 
 
-def _output_column(name: str, values: pd.Series) -> pa.Array:
+def _output_column(name: str, values: pd.Series | np.ndarray) -> pa.Array:
     if name == "probs":
-        probs = np.asarray(np.stack(values.to_numpy()), dtype=np.float32)
+        rows = values.to_numpy() if isinstance(values, pd.Series) else values
+        probs = np.asarray(rows if rows.ndim == 2 else np.stack(list(rows)), dtype=np.float32)
         return pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1])
-    return pa.array(values.to_numpy(_OUTPUT_TYPES[name]))
+    return pa.array(np.asarray(values, dtype=_OUTPUT_TYPES[name]))
 
 
 def _readable_meta(path: Path) -> dict | None:
