@@ -18,10 +18,14 @@ baseline opened in the same run of this benchmark (same server, same browser, sa
    on the baseline; the same click is also timed idle on the 1M run against the baseline.)
 4. The built bundle: bytes of src/t3vis/server/static/assets/*.js and *.css, raw and gzip -9.
 
-Each ratio is 1M / baseline (or busy / idle), held to a target in TARGETS below, as are the
-longest main-thread task and the JS heap per point; the baseline page is opened before and
-after the 1M page and its median is used. Long main-thread tasks (PerformanceObserver) and the JS heap are
-reported for the 1M page: a frozen page shows there.
+The 1M page is held to absolute targets (TARGETS below, issue 15): first render, the longest
+main-thread task from load through the lasso, the lasso's release -> selection + table, and the
+time per mouse move while it is dragged; each is printed beside its ratio to the baseline (1M /
+baseline, for regressions that scale with the points). The table sort and the sort while a
+projection computes are held as ratios (1M / baseline, busy / idle), the JS heap per point as
+an absolute; the baseline page is opened before and after the 1M page and its median is used.
+Long main-thread tasks (PerformanceObserver) and the JS heap are reported for the 1M page.
+T3VIS_STATIC_DIR measures a viewer built elsewhere (`npx vite build --outDir DIR`).
 
 Both runs are written by bench/_synthetic.py (no model); their default projection (last layer,
 PCA) is seeded into the run's cache with a clustered random layout, so the server answers it
@@ -32,8 +36,9 @@ serves both; Chromium runs headless with WebGL on SwiftShader (the flags of test
 
 Environment: T3VIS_BENCH_BROWSER_N (1000000), T3VIS_BENCH_BROWSER_BASE_N (10000),
 T3VIS_BENCH_BROWSER_CLICKS (5 clicks per sample set), T3VIS_BENCH_BROWSER_BUSY_METHOD (tsne),
-T3VIS_CHROMIUM (/usr/bin/chromium). Needs the built viewer (`make frontend`) and chromium;
-without them main() raises with the command that fixes it (run_all shows an ERROR row).
+T3VIS_CHROMIUM (/usr/bin/chromium), T3VIS_STATIC_DIR (the package's static/). Needs the built
+viewer (`make frontend`) and chromium; without them main() raises with the command that fixes it
+(run_all shows an ERROR row).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from _synthetic import seed_projection, synthetic_run
 from t3vis.server.launch import BackgroundServer
 
 BENCH = "browser"
-STATIC = C.REPO / "src" / "t3vis" / "server" / "static"
+STATIC = Path(os.environ.get("T3VIS_STATIC_DIR") or C.REPO / "src" / "t3vis" / "server" / "static")
 CHROMIUM = os.environ.get("T3VIS_CHROMIUM", "/usr/bin/chromium")
 # as tests/browser/conftest.py (WebGL without a GPU: ANGLE on SwiftShader), plus precise heap sizes
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -64,18 +69,20 @@ VIEWPORT = {"width": 1600, "height": 1000}
 STEP, LAYER, METHOD = 100, 1, "pca"      # synthetic_run: one checkpoint at step 100, layers 0..1 (1 is the last)
 LASSO_FRAC = 0.5
 LASSO_STEPS = 6                           # mouse moves per side of the lasso's rectangle
+LASSO_SETTLE_S = 3.0                      # after a lasso shows, its long tasks are collected this long
 BUSY_SPACING_S = 1.0                      # between table clicks while a projection computes
 METHOD_LABELS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
 
-# Targets (<=), from a run at the defaults on 2 shared cores (1,000,000 vs 10,000 points):
-# first render 5.99x, lasso 10.6x, lasso drag per move 6.97x, table sort 1.21x, sort while t-SNE
-# computes / idle 1.32x, longest task 0.93 s, JS heap 255.5 MB (256 B/point). Each keeps a margin
-# of about 1.5x and misses on the regressions it stands for: work per point in JavaScript
-# objects scales with 100x the points (render, lasso, heap: a JS object per point is well over
-# 400 B); a sort done in the page instead of the server grows with the rows; a projection
-# computed on the server's event loop holds every request until it is done (about 200x idle).
-TARGETS = {"render": 10.0, "lasso": 16.0, "lasso_move": 11.0, "sort": 2.0, "busy": 3.0,
-           "longest_task_s": 2.0, "heap_per_point": 400.0}
+# Targets (<=). On the 1M page, absolute (issue 15): first render 3 s, no main-thread task over
+# 0.2 s from load through the lasso, a lasso's release -> count and first table page 1 s, a drag
+# redrawn at least 10 times a second (0.1 s a mouse move); the ratios to the baseline are printed
+# beside them. Kept from the earlier ratio targets (a run at the defaults on 2 shared cores: table
+# sort 1.21x, sort while t-SNE computes / idle 1.32x, JS heap 256 B/point, each with a margin of
+# about 1.5x): a sort done in the page instead of the server grows with the rows; a projection
+# computed on the server's event loop holds every request until it is done (about 200x idle); a
+# JS object per point is well over 400 B.
+TARGETS = {"render_s": 3.0, "longest_task_s": 0.2, "lasso_s": 1.0, "lasso_move_s": 0.1,
+           "sort": 2.0, "busy": 3.0, "heap_per_point": 400.0}
 
 
 class Unavailable(RuntimeError):
@@ -311,6 +318,9 @@ def measure_run(browser, server: BackgroundServer, name: str, n: int, clicks: in
           flush=True)
     t_lasso = p.eval("() => performance.now()")
     out["lasso"] = lasso(p, timeout_s)
+    # the page's work for the lasso goes on after the table shows it (the plots repaint the
+    # selection): its long tasks count too
+    p.page.wait_for_timeout(LASSO_SETTLE_S * 1000)
     long_lasso = p.longtasks(t_lasso)
     out["longest_task_lasso_s"] = max((d for _, d in long_lasso), default=0.0) / 1000
     out["heap_after_lasso"] = p.heap()
@@ -381,7 +391,7 @@ def main() -> list[dict]:
         folder = Path(tmp)
         big_dir = make_run(folder, "big", n_big)
         base_dir = make_run(folder, "base", n_base)
-        server = BackgroundServer(create_app([big_dir, base_dir]))
+        server = BackgroundServer(create_app([big_dir, base_dir], static_dir=STATIC))
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -417,23 +427,27 @@ def main() -> list[dict]:
     # no heap figure (a Chromium without precise memory info) cannot pass the memory target
     heap = float("nan") if big["heap_after_render"] is None else float(big["heap_after_render"])
     rows += [
-        C.result(BENCH, f"first render, {nb} points", big["render"]["s"], "s", detail=detail),
+        C.result(BENCH, f"first render, {nb} points", big["render"]["s"], "s", target=TARGETS["render_s"],
+                 detail=detail),
         C.result(BENCH, f"first render {nb} / {n_base:,} points", big["render"]["s"] / base_render, "x",
-                 target=TARGETS["render"], detail={"base_s": [base["render"]["s"], base2["render"]["s"]]}),
-        C.result(BENCH, f"longest main-thread task while loading, {nb} points", big["longest_task_render_s"], "s",
-                 target=TARGETS["longest_task_s"]),
+                 detail={"base_s": [base["render"]["s"], base2["render"]["s"]]}),
+        C.result(BENCH, f"longest main-thread task, load through lasso, {nb} points",
+                 max(big["longest_task_render_s"], big["longest_task_lasso_s"]), "s", target=TARGETS["longest_task_s"],
+                 detail={"render_s": big["longest_task_render_s"], "lasso_s": big["longest_task_lasso_s"]}),
         C.result(BENCH, f"JS heap after first render, {nb} points", heap, "B"),
         C.result(BENCH, f"JS heap per point after first render, {nb} points", heap / n_big, "B/pt",
                  target=TARGETS["heap_per_point"], detail={"heap_reported": big["heap_after_render"] is not None}),
         C.result(BENCH, f"lasso release -> selection + table, {nb} points", big["lasso"]["s"], "s",
-                 detail={"selected": big["lasso"]["selected"], "drag_s": big["lasso"]["drag_s"]}),
-        C.result(BENCH, f"lasso {nb} / {n_base:,} points", big["lasso"]["s"] / base_lasso, "x", target=TARGETS["lasso"],
+                 target=TARGETS["lasso_s"],
+                 detail={"selected": big["lasso"]["selected"], "table_total": big["lasso"]["table_total"],
+                         "drag_s": big["lasso"]["drag_s"]}),
+        C.result(BENCH, f"lasso {nb} / {n_base:,} points", big["lasso"]["s"] / base_lasso, "x",
                  detail={"base_s": [base["lasso"]["s"], base2["lasso"]["s"]],
                          "base_selected": [base["lasso"]["selected"], base2["lasso"]["selected"]]}),
-        C.result(BENCH, f"lasso drag: time per mouse move, {nb} points", big["lasso"]["move_s"], "s"),
+        C.result(BENCH, f"lasso drag: time per mouse move, {nb} points", big["lasso"]["move_s"], "s",
+                 target=TARGETS["lasso_move_s"]),
         C.result(BENCH, f"lasso drag per move {nb} / {n_base:,} points",
-                 big["lasso"]["move_s"] / C.median([base["lasso"]["move_s"], base2["lasso"]["move_s"]]), "x",
-                 target=TARGETS["lasso_move"]),
+                 big["lasso"]["move_s"] / C.median([base["lasso"]["move_s"], base2["lasso"]["move_s"]]), "x"),
         C.result(BENCH, f"table sort click -> rows p50, {nb} rows", big_sort, "s", detail={"times": big["sort_idle"]}),
         C.result(BENCH, f"table sort {nb} / {n_base:,} rows", big_sort / base_sort, "x", target=TARGETS["sort"],
                  detail={"base_times": base["sort_idle"] + base2["sort_idle"]}),

@@ -13,6 +13,8 @@ import { viewName } from './lib/embed';
 import { selection, setSelection } from './lib/stores';
 import { sameSelection } from './lib/selection';
 import { useTransport } from './lib/transport';
+import DecodeWorker from './lib/decode.worker?worker&inline';
+import { useDecodeWorker } from './lib/offthread';
 import { pushedVersions, useVersionFeed } from './lib/live';
 import type { RunVersion } from './lib/types';
 
@@ -28,10 +30,7 @@ const hostStyles = pageStyles.replace(/:root\b/g, ':host').replace(/\bbody\s*\{[
 
 /** The selection trait, both ways: a lasso in the widget is read in Python; Python's assignment selects. */
 function syncSelection(model: AnyModel<Model>): () => void {
-  const held = () => {
-    const ids = model.get('selected_ids');
-    return ids === null ? null : new Set(ids);
-  };
+  const held = () => model.get('selected_ids');
   const fromModel = () => {
     if (!sameSelection(get(selection), held())) setSelection(model.get('selected_ids'), 'python');
   };
@@ -50,6 +49,8 @@ function syncSelection(model: AnyModel<Model>): () => void {
 function initialize({ model }: InitializeProps<Model>): () => void {
   const { transport, dispose } = commTransport(model);
   useTransport(transport);
+  // the widget is one module with no files beside it: its decoding worker is inlined (a blob URL)
+  useDecodeWorker(() => new DecodeWorker());
   useVersionFeed(pushedVersions((onPush) => {
     // the kernel watches the run and pushes {type: "version", run} with the version as JSON
     const listener = (msg: unknown, buffers: DataView[]) => {

@@ -55,7 +55,7 @@ def three(tmp_path_factory, built_frontend):
     from t3vis.server import create_app
 
     path = record_three_class_run(tmp_path_factory.mktemp("three") / "three")
-    live = BackgroundServer(create_app([path]))
+    live = BackgroundServer(create_app([path], static_dir=built_frontend.parent))   # the viewer under test
     yield {"server": live, "path": path}
     live.stop()
 

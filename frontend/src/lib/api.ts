@@ -1,6 +1,5 @@
 // Typed client of the t3vis HTTP API (docs/api.md): token handling, JSON, binary arrays
 // and Arrow IPC tables decoded into typed arrays.
-import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import type {
   Alignment, ByteTensor, Curves, DataMap, GenerateRequest, GenerationAnswer, GenerativePruneResponse, HeadHistory, ExampleDetail,
   HeadScope, HeadsResponse, InstanceRequest, InstanceResponse, Points, Projection, ProjectionMethod, ProjectionStatus,
@@ -9,20 +8,15 @@ import type {
 } from './types';
 
 import { REGION_NAMES } from './filters';
+import { ApiError } from './errors';
+export { ApiError } from './errors';
+export { decodeDataMap, decodePoints, decodeProjection, parseRegionRule, REGION_RULE_KEY } from './decode';
 import { send } from './transport';
+import { decodeProjection } from './decode';
+import { decodeDataMapBody, decodePointsBody } from './offthread';
+import type { Selection } from './selection';
 
 export const REGIONS = REGION_NAMES;
-
-/** An error answer of the API ({detail}) or a network failure. */
-export class ApiError extends Error {
-  status: number;
-  detail: string;
-  constructor(status: number, detail: string) {
-    super(status ? `${detail} (HTTP ${status})` : detail);
-    this.status = status;
-    this.detail = detail;
-  }
-}
 
 export function isAbort(err: unknown): boolean {
   return err instanceof DOMException && err.name === 'AbortError';
@@ -65,16 +59,38 @@ function describeValidation(detail: unknown): string {
   return JSON.stringify(detail);
 }
 
+let inFlight = 0;
+
 async function request(path: string, init: RequestInit = {}): Promise<Response> {
   let res: Response;
+  inFlight++;
   try {
     res = await send(path, { ...init, headers: headers(init.headers as Record<string, string>) });
   } catch (err) {
     if (isAbort(err)) throw err;
     throw new ApiError(0, `cannot reach the t3vis server (${(err as Error).message}); is \`t3vis serve\` running?`);
+  } finally {
+    inFlight--;
   }
   if (!res.ok) throw await errorOf(res);
   return res;
+}
+
+/** Resolves once no API request has been waiting for `quietMs`, or after `maxMs` at most: work
+ *  that can wait (repainting a million points) lets the answers a gesture asked for land first. */
+export function requestsSettled(quietMs = 80, maxMs = 3000): Promise<void> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    let quietSince = inFlight ? Infinity : t0;
+    const check = () => {
+      const now = performance.now();
+      if (inFlight) quietSince = Infinity;
+      else if (quietSince === Infinity) quietSince = now;
+      if (now - quietSince >= quietMs || now - t0 >= maxMs) resolve();
+      else setTimeout(check, 20);
+    };
+    setTimeout(check, 20);
+  });
 }
 
 async function getJSON<T>(path: string, signal?: AbortSignal): Promise<T> {
@@ -88,140 +104,13 @@ async function postJSON<T>(path: string, body: unknown, signal?: AbortSignal): P
   return res.json() as Promise<T>;
 }
 
-async function getArrow(path: string, signal?: AbortSignal): Promise<Table> {
-  const res = await request(path, { signal });
-  return tableFromIPC(new Uint8Array(await res.arrayBuffer()));
+async function getBody(path: string, signal?: AbortSignal): Promise<ArrayBuffer> {
+  return (await request(path, { signal })).arrayBuffer();
 }
 
 async function getBytes(path: string, signal?: AbortSignal): Promise<ByteTensor> {
   const res = await request(path, { signal });
   return decodeBytes(new Uint8Array(await res.arrayBuffer()), res.headers.get('X-T3vis-Shape'), `binary answer of ${path}`);
-}
-
-// ---- Arrow columns to typed arrays -------------------------------------------------------
-
-function floats(v: Vector | null, n: number): Float32Array {
-  const out = new Float32Array(n).fill(NaN);
-  if (!v) return out;
-  if (v.nullCount === 0) {
-    const arr = v.toArray() as ArrayLike<number>;
-    for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
-  } else {
-    for (let i = 0; i < n; i++) {
-      const x = v.get(i);
-      out[i] = x === null ? NaN : Number(x);
-    }
-  }
-  return out;
-}
-
-function ints(v: Vector | null, n: number, missing = -1): Int32Array {
-  const out = new Int32Array(n).fill(missing);
-  if (!v) return out;
-  if (v.nullCount === 0) {
-    const arr = v.toArray() as ArrayLike<number | bigint>;
-    for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
-    return out;
-  }
-  for (let i = 0; i < n; i++) {
-    const x = v.get(i);
-    out[i] = x === null || x === undefined ? missing : Number(x);
-  }
-  return out;
-}
-
-function ids(v: Vector | null, n: number): Float64Array {
-  const out = new Float64Array(n);
-  if (!v) return out;
-  const arr = v.toArray() as ArrayLike<number | bigint>;
-  for (let i = 0; i < n; i++) out[i] = Number(arr[i]);
-  return out;
-}
-
-function regionCodes(v: Vector | null, n: number): Int8Array {
-  const out = new Int8Array(n).fill(-1);
-  if (!v) return out;
-  for (let i = 0; i < n; i++) {
-    const s = v.get(i);
-    out[i] = s === null ? -1 : (REGIONS as readonly string[]).indexOf(String(s));
-  }
-  return out;
-}
-
-export function decodePoints(t: Table): Points {
-  const n = t.numRows;
-  const correctV = t.getChild('correct');
-  const correct = new Uint8Array(n).fill(255);
-  if (correctV) for (let i = 0; i < n; i++) {
-    const c = correctV.get(i);
-    correct[i] = c === null ? 255 : c ? 1 : 0;
-  }
-  const splitV = t.getChild('split');
-  const split: string[] = [];
-  const splitCode = new Int8Array(n);
-  if (splitV) for (let i = 0; i < n; i++) {
-    const s = String(splitV.get(i) ?? '');
-    let k = split.indexOf(s);
-    if (k < 0) k = split.push(s) - 1;
-    splitCode[i] = k;
-  }
-  return {
-    n,
-    id: ids(t.getChild('id'), n),
-    label: ints(t.getChild('label'), n),
-    pred: ints(t.getChild('pred'), n),
-    correct,
-    loss: floats(t.getChild('loss'), n),
-    goldProb: floats(t.getChild('gold_prob'), n),
-    confidence: floats(t.getChild('confidence'), n),
-    variability: floats(t.getChild('variability'), n),
-    region: regionCodes(t.getChild('region'), n),
-    split,
-    splitCode,
-    perplexity: floats(t.getChild('perplexity'), n),
-    meanProb: floats(t.getChild('mean_prob'), n),
-    tokenAccuracy: floats(t.getChild('token_accuracy'), n),
-    nTokens: floats(t.getChild('n_tokens'), n),
-  };
-}
-
-/** The region rule of a data map's schema metadata (JSON); null when absent or malformed. */
-export function parseRegionRule(text: string | null | undefined): RegionRule | null {
-  if (!text) return null;
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (!v || typeof v !== 'object') return null;
-  const r = v as Record<string, unknown>;
-  const numbers = ['num_classes', 'confidence_threshold', 'variability_quantile', 'variability_cut'];
-  if (!numbers.every((k) => typeof r[k] === 'number' && Number.isFinite(r[k]))) return null;
-  const describe: Record<string, string> = {};
-  if (r.describe && typeof r.describe === 'object') {
-    for (const [k, s] of Object.entries(r.describe as Record<string, unknown>)) if (typeof s === 'string') describe[k] = s;
-  }
-  return {
-    num_classes: r.num_classes as number, confidence_threshold: r.confidence_threshold as number,
-    variability_quantile: r.variability_quantile as number, variability_cut: r.variability_cut as number, describe,
-  };
-}
-
-export const REGION_RULE_KEY = 't3vis.region_rule';
-
-export function decodeDataMap(t: Table): DataMap {
-  const n = t.numRows;
-  return {
-    n,
-    rule: parseRegionRule(t.schema.metadata.get(REGION_RULE_KEY)),
-    id: ids(t.getChild('id'), n),
-    confidence: floats(t.getChild('confidence'), n),
-    variability: floats(t.getChild('variability'), n),
-    correctness: floats(t.getChild('correctness'), n),
-    region: regionCodes(t.getChild('region'), n),
-    probeRow: ints(t.getChild('probe_row'), n),
-  };
 }
 
 // ---- Endpoints ---------------------------------------------------------------------------
@@ -249,22 +138,30 @@ export const api = {
   /** Where the run stands and a number that grows with every checkpoint, dynamics part or run.json change. */
   version: (run: string, signal?: AbortSignal) => getJSON<RunVersion>(`${runPath(run)}/version`, signal),
 
-  points: async (run: string, step: number, signal?: AbortSignal) =>
-    decodePoints(await getArrow(`${ckPath(run, step)}/points`, signal)),
+  /** Per-point columns of a checkpoint, decoded off the main thread; `columns`: only these (and
+   *  the rest missing: NaN, -1), else all. */
+  points: async (run: string, step: number, signal?: AbortSignal, columns: string[] | null = null) =>
+    decodePointsBody(await getBody(`${ckPath(run, step)}/points${columns ? `?columns=${enc(columns.join(','))}` : ''}`, signal)),
 
-  datamap: async (run: string, signal?: AbortSignal) => decodeDataMap(await getArrow(`${runPath(run)}/datamap`, signal)),
+  datamap: async (run: string, signal?: AbortSignal) => decodeDataMapBody(await getBody(`${runPath(run)}/datamap`, signal)),
 
-  table: (run: string, q: TableQuery, signal?: AbortSignal) => postJSON<TablePage>(`${runPath(run)}/table`, q, signal),
+  /** A page of the table; with a selection, of its examples only. */
+  table: (run: string, q: TableQuery, sel: Selection | null, signal?: AbortSignal) =>
+    withSelection(run, sel, signal, (ref) => postJSON<TablePage>(`${runPath(run)}/table`, { ...q, ...ref }, signal)),
 
-  selection: (run: string, idList: number[], signal?: AbortSignal) =>
-    postJSON<SelectionSummary>(`${runPath(run)}/selection`, { ids: idList }, signal),
+  /** What a selection holds (not probed, without text). */
+  selection: (run: string, sel: Selection, signal?: AbortSignal) =>
+    sel.size <= INLINE_IDS
+      ? postJSON<SelectionSummary>(`${runPath(run)}/selection`, { ids: Array.from(sel.ids) }, signal)
+      : selectionHandle(run, sel, signal),
 
   example: (run: string, id: number, signal?: AbortSignal) =>
     getJSON<ExampleDetail>(`${runPath(run)}/examples/${id}`, signal),
 
-  heads: (run: string, step: number, scope: HeadScope, idList: number[] | null, signal?: AbortSignal,
+  heads: (run: string, step: number, scope: HeadScope, sel: Selection | null, signal?: AbortSignal,
     stack: string | null = null) =>
-    postJSON<HeadsResponse>(`${ckPath(run, step)}/heads`, { scope, ids: idList, ...(stack ? { stack } : {}) }, signal),
+    withSelection(run, sel, signal, (ref) =>
+      postJSON<HeadsResponse>(`${ckPath(run, step)}/heads`, { scope, ...(ref ?? { ids: null }), ...(stack ? { stack } : {}) }, signal)),
 
   thumbnails: (run: string, step: number, signal?: AbortSignal, stack: string | null = null) =>
     getBytes(`${ckPath(run, step)}/heads/thumbnails${stackQuery(stack)}`, signal),
@@ -281,9 +178,10 @@ export const api = {
     getJSON<HeadHistory>(`${runPath(run)}/heads/history${stackQuery(stack)}`, signal),
 
   /** A classifier's measures with heads masked; `estimate`: at once, from a seeded sample, with 95% intervals. */
-  prune: (run: string, step: number, masked: [number, number][], idList: number[] | null, signal?: AbortSignal,
+  prune: (run: string, step: number, masked: [number, number][], sel: Selection | null, signal?: AbortSignal,
     estimate = false) =>
-    postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ids: idList, estimate }, signal),
+    withSelection(run, sel, signal, (ref) =>
+      postJSON<PruneResponse>(`${ckPath(run, step)}/prune`, { masked_heads: masked, ...(ref ?? { ids: null }), estimate }, signal)),
 
   // ---- generative runs ----
 
@@ -309,20 +207,21 @@ export const api = {
     postJSON<GenerationAnswer>(`${ckPath(run, step)}/generate`, req, signal),
 
   /** Mask heads of any stacks: measures before and after, and generations for at most 20 examples. */
-  pruneStacks: (run: string, step: number, masked: Record<string, [number, number][]>, idList: number[] | null,
+  pruneStacks: (run: string, step: number, masked: Record<string, [number, number][]>, sel: Selection | null,
     maxNewTokens = 20, signal?: AbortSignal) =>
-    postJSON<GenerativePruneResponse>(`${ckPath(run, step)}/prune`,
-      { masked_heads: masked, ids: idList, max_new_tokens: maxNewTokens }, signal),
+    withSelection(run, sel, signal, (ref) => postJSON<GenerativePruneResponse>(`${ckPath(run, step)}/prune`,
+      { masked_heads: masked, ...(ref ?? { ids: null }), max_new_tokens: maxNewTokens }, signal)),
 
   /**
    * The projection of (step, layer, method). While the server computes it (202), polls the
-   * same URL every `pollMs` and reports progress; resolves with the decoded float32 (N, 3).
+   * same URL every `pollMs` and reports progress; resolves with the decoded columns (asked for
+   * quantised: 5 bytes a point instead of 12; a float32 answer is read as well).
    * `align`: each layout aligned to the previous checkpoint's, or all to the last checkpoint's.
    */
   async projection(run: string, step: number, layer: number, method: ProjectionMethod,
     onProgress: (s: ProjectionStatus) => void, signal?: AbortSignal, pollMs = 500,
     stack: string | null = null, align: Alignment = 'previous'): Promise<Projection> {
-    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true&align=${align}${stackQuery(stack, '&')}`;
+    const path = `${ckPath(run, step)}/projection?layer=${layer}&method=${method}&aligned=true&align=${align}&encoding=u16${stackQuery(stack, '&')}`;
     for (;;) {
       const res = await request(path, { signal });
       if (res.status === 202) {
@@ -334,30 +233,10 @@ export const api = {
       }
       const mp = res.headers.get('X-T3vis-Mean-Preservation');
       return decodeProjection(await res.arrayBuffer(), res.headers.get('X-T3vis-Rows'),
-        res.headers.get('X-T3vis-Sampled'), mp);
+        res.headers.get('X-T3vis-Sampled'), mp, 'u16');
     }
   },
 };
-
-/** The float32 (N, 3) body of a projection (x, y, preservation per row) into columns. */
-export function decodeProjection(buf: ArrayBuffer, rowsHeader: string | null, sampledHeader: string | null,
-  meanHeader: string | null): Projection {
-  const flat = new Float32Array(buf, 0, Math.floor(buf.byteLength / 4));
-  if (buf.byteLength % 4) throw new ApiError(0, `projection body of ${buf.byteLength} bytes is not float32`);
-  const n = rowsHeader !== null ? Number(rowsHeader) : flat.length / 3;
-  if (!Number.isInteger(n) || flat.length !== n * 3) throw new ApiError(0, `projection has ${flat.length} floats, expected ${n} x 3`);
-  const x = new Float32Array(n), y = new Float32Array(n), p = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x[i] = flat[3 * i];
-    y[i] = flat[3 * i + 1];
-    p[i] = flat[3 * i + 2];
-  }
-  return {
-    n, x, y, preservation: p,
-    sampled: sampledHeader === 'true',
-    meanPreservation: meanHeader !== null && meanHeader !== '' && Number.isFinite(Number(meanHeader)) ? Number(meanHeader) : null,
-  };
-}
 
 /** A uint8 body with its X-T3vis-Shape header, checked against each other. */
 export function decodeBytes(data: Uint8Array, shapeHeader: string | null, what = 'binary answer'): ByteTensor {
@@ -382,7 +261,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /** The API caps id lists at 100,000. */
 export const MAX_IDS = 100_000;
 
-export function idList(sel: Set<number> | null): number[] | null {
+/** Ids in a list (the notebook widget's selection trait): the first MAX_IDS. */
+export function idList(sel: Iterable<number> | null): number[] | null {
   if (!sel) return null;
   const out: number[] = [];
   for (const id of sel) {
@@ -390,4 +270,74 @@ export function idList(sel: Set<number> | null): number[] | null {
     out.push(id);
   }
   return out;
+}
+
+// ---- Selections of any size --------------------------------------------------------------
+
+/** Selections up to this size travel as their ids; larger ones as a handle the server holds. */
+export const INLINE_IDS = 10_000;
+
+/** How a request names its selection: its ids, or the handle of ids posted before. */
+export type SelectionRef = { ids: number[] } | { selection: string };
+
+type Handle = SelectionSummary & { handle: string; count: number };
+
+/** Handles by selection and run: a selection is posted once, whatever reads it. */
+const handles = new WeakMap<Selection, Map<string, Promise<Handle>>>();
+
+/** The selection's ids as little-endian int64 (ids are integers below 2^53). */
+function int64Body(sel: Selection): ArrayBuffer {
+  const words = new Uint32Array(sel.size * 2);
+  const view = new DataView(words.buffer);
+  for (let i = 0; i < sel.size; i++) {
+    const id = sel.ids[i];
+    if (id >= 0 && id < 4294967296) view.setUint32(8 * i, id, true);
+    else view.setBigInt64(8 * i, BigInt(id), true);
+  }
+  return words.buffer;
+}
+
+function postHandle(run: string, sel: Selection): Promise<Handle> {
+  return request(`${runPath(run)}/selections`, {
+    method: 'POST', body: int64Body(sel), headers: { 'Content-Type': 'application/octet-stream' },
+  }).then((r) => r.json() as Promise<Handle>);
+}
+
+/** The server's handle of a selection (posted once per run; posted again after `forget`). */
+function selectionHandle(run: string, sel: Selection, signal?: AbortSignal): Promise<Handle> {
+  let byRun = handles.get(sel);
+  if (!byRun) handles.set(sel, (byRun = new Map()));
+  let h = byRun.get(run);
+  if (!h) {
+    h = postHandle(run, sel);
+    byRun.set(run, h);
+    h.catch(() => byRun.delete(run));
+  }
+  // the post is shared: one caller giving up does not cancel it for the others
+  return signal ? abortable(h, signal) : h;
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new DOMException('aborted', 'AbortError'));
+  return new Promise<T>((resolve, reject) => {
+    signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')), { once: true });
+    p.then(resolve, reject);
+  });
+}
+
+/** Call with the selection named as the server takes it; a handle the server no longer holds
+ *  (410: evicted, or the server restarted) is posted again and the call retried once. */
+export async function withSelection<T>(run: string, sel: Selection | null, signal: AbortSignal | undefined,
+  call: (ref: SelectionRef | null) => Promise<T>): Promise<T> {
+  if (!sel) return call(null);
+  if (sel.size <= INLINE_IDS) return call({ ids: Array.from(sel.ids) });
+  const first = await selectionHandle(run, sel, signal);
+  try {
+    return await call({ selection: first.handle });
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 410) throw err;
+    handles.get(sel)?.delete(run);
+    const again = await selectionHandle(run, sel, signal);
+    return call({ selection: again.handle });
+  }
 }

@@ -50,6 +50,8 @@ export const interpolateGoldProb = interpolateRgbBasis(['#b2182b', '#ef8a62', '#
 /** variability: low recedes (pale), high stands out (purple). */
 export const interpolateVariability = interpolateRgbBasis(['#e3e0ef', '#b4a7d6', '#7b5ea7', '#3f1f69']);
 export const FILTERED = '#eceef2';
+/** Points outside a big selection (drawn by recolouring, ReglScatter.svelte). */
+export const UNSELECTED = '#dde0e7';
 
 /** Indices sorted by value, ascending (or descending), NaN first. */
 export function orderBy(values: Float32Array, descending = false): Int32Array {

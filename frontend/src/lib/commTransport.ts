@@ -1,11 +1,12 @@
 // The API over a notebook widget's comm: each request is a custom message to the kernel, which
 // answers it with the server's app running there (t3vis/notebook/widget.py) and sends the body back
-// as the message's one buffer. Protocol: docs/api.md "Notebook widget".
+// as the message's one buffer. A binary request body (a selection's ids) goes the same way: as the
+// request's one buffer, with its content type. Protocol: docs/api.md "Notebook widget".
 import type { Transport } from './transport';
 
 /** The part of an anywidget model this needs. */
 export interface CommModel {
-  send(content: unknown): void;
+  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[]): void;
   on(event: 'msg:custom', callback: (msg: unknown, buffers: DataView[]) => void): void;
   off(event: 'msg:custom', callback: (msg: unknown, buffers: DataView[]) => void): void;
 }
@@ -23,6 +24,17 @@ function isAnswer(msg: unknown): msg is Answer {
 
 /** Statuses a Response may not carry a body with. */
 const NO_BODY = new Set([101, 204, 205, 304]);
+
+/** A request body of bytes, as the one buffer a comm message carries; null for text or none. */
+function binaryBody(body: BodyInit | null | undefined): ArrayBuffer | null {
+  if (body instanceof ArrayBuffer) return body;
+  if (ArrayBuffer.isView(body)) return body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength) as ArrayBuffer;
+  return null;
+}
+
+function contentType(headers: HeadersInit | undefined): string {
+  return new Headers(headers).get('Content-Type') ?? 'application/octet-stream';
+}
 
 export function commTransport(model: CommModel): { transport: Transport; dispose: () => void } {
   const pending = new Map<string, { resolve: (r: Response) => void; reject: (e: unknown) => void }>();
@@ -47,8 +59,10 @@ export function commTransport(model: CommModel): { transport: Transport; dispose
     signal?.addEventListener('abort', () => {
       if (pending.delete(id)) reject(new DOMException('The request was aborted.', 'AbortError'));
     }, { once: true });
-    const body = typeof init.body === 'string' ? init.body : undefined;
-    model.send({ type: 'request', id, method: init.method ?? 'GET', path, ...(body === undefined ? {} : { body }) });
+    const request = { type: 'request', id, method: init.method ?? 'GET', path };
+    const bytes = binaryBody(init.body);
+    if (bytes) model.send({ ...request, content_type: contentType(init.headers) }, undefined, [bytes]);
+    else model.send(typeof init.body === 'string' ? { ...request, body: init.body } : request);
   });
 
   return {

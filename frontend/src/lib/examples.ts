@@ -1,5 +1,7 @@
 // Example details fetched on demand (hover tooltips, the instance view), cached per run.
 import { api } from './api';
+import { rowIndexOf, type RowIndex, type RowSet } from './rows';
+import { Selection, type IdsLike } from './selection';
 import type { ExampleDetail } from './types';
 
 const cache = new Map<string, Promise<ExampleDetail>>();
@@ -17,29 +19,19 @@ export function exampleDetail(run: string, id: number): Promise<ExampleDetail> {
 }
 
 /** id -> row index, for linking views that hold the same examples in different orders. */
-export function indexOf(ids: Float64Array): Map<number, number> {
-  const m = new Map<number, number>();
-  for (let i = 0; i < ids.length; i++) m.set(ids[i], i);
-  return m;
+export function indexOf(ids: Float64Array): RowIndex {
+  return rowIndexOf(ids);
 }
 
-export function rowsOf(sel: Set<number> | null, index: Map<number, number> | null): number[] | null {
+/** Which rows of a view a selection holds (null: no selection, or the view has no rows yet). */
+export function rowsOf(sel: IdsLike | null, index: RowIndex | null): RowSet | null {
   if (!sel || !index) return null;
-  const out: number[] = [];
-  for (const id of sel) {
-    const r = index.get(id);
-    if (r !== undefined) out.push(r);
-  }
-  return out;
+  return index.rowsOf(sel instanceof Selection ? sel : Selection.of(sel));
 }
 
-/** The ids of a selection that are probe examples (per-checkpoint analyses know only those). */
-export function probeIds(sel: Set<number> | null, probeIndex: Map<number, number> | null, max = 100_000): number[] | null {
+/** The probe examples of a selection (per-checkpoint analyses know only those); null when none
+ *  is selected; all of it while the probes are unknown. */
+export function probeSelection(sel: Selection | null, probeIndex: RowIndex | null): Selection | null {
   if (!sel) return null;
-  const out: number[] = [];
-  for (const id of sel) {
-    if (out.length >= max) break;
-    if (!probeIndex || probeIndex.has(id)) out.push(id);
-  }
-  return out;
+  return probeIndex ? probeIndex.within(sel) : sel;
 }

@@ -2,7 +2,8 @@
 // run / checkpoint / layer / method, the focused example and head, and the notices shown.
 // The URL holds the state, so a copied link reopens the same picture.
 import { derived, get, writable } from 'svelte/store';
-import { combineSelection, type SelectOp } from './selection';
+import { combineSelection, Selection, type IdsLike, type SelectOp } from './selection';
+import { rowIndexOf } from './rows';
 import { decodeFilter, encodeFilter, NO_FILTER, type FilterMode, type PointFilter } from './filters';
 import type { Alignment, ColorBy, DataMap, Points, ProjectionMethod, RunInfo, RunVersion, SaliencyMethod, SelectionSummary } from './types';
 import { isSequenceTask, resolveStack, runTask } from './task';
@@ -26,8 +27,8 @@ export const headStackInfo = derived([runInfo, headStack], ([$run, $s]) => resol
 /** The projections' stack, resolved against the run. */
 export const hiddenStackInfo = derived([runInfo, hiddenStack], ([$run, $s]) => resolveStack($run, $s));
 
-/** Example ids selected by lasso, brush or table; null: nothing selected. */
-export const selection = writable<Set<number> | null>(null);
+/** Example ids selected by lasso, brush or table (sorted, of any size); null: nothing selected. */
+export const selection = writable<Selection | null>(null);
 /** What the current selection holds (not probed, without text), as the server counts it; null
  *  while nothing is selected or the count is on its way. */
 export const selectionSummary = writable<SelectionSummary | null>(null);
@@ -47,27 +48,23 @@ export const points = writable<Points | null>(null);
 export const datamap = writable<DataMap | null>(null);
 
 /** id -> probe row of the current checkpoint's points. */
-export const probeIndex = derived(points, ($p) => {
-  if (!$p) return null;
-  const m = new Map<number, number>();
-  for (let i = 0; i < $p.n; i++) m.set($p.id[i], i);
-  return m;
-});
+export const probeIndex = derived(points, ($p) => ($p ? rowIndexOf($p.id) : null));
 
 /** Replace the selection (or add to it, subtract from it) with example ids; null clears it. */
-export function setSelection(ids: Iterable<number> | null, source: string, op: SelectOp = 'replace'): void {
+export function setSelection(ids: IdsLike | null, source: string, op: SelectOp = 'replace'): void {
   selectionSource.set(source);
   selection.set(ids === null ? (op === 'replace' ? null : get(selection)) : combineSelection(get(selection), ids, op));
 }
 
 /** A gesture on a plot picked these rows: select their ids, only those the filter keeps (mask
  *  null: all); a single picked point also becomes the example in focus. */
-export function selectRows(rows: number[], idOf: ArrayLike<number>, mask: ArrayLike<number> | null,
+export function selectRows(rows: ArrayLike<number>, idOf: ArrayLike<number>, mask: ArrayLike<number> | null,
                            source: string, op: SelectOp): void {
-  const kept = mask ? rows.filter((r) => mask[r]) : rows;
-  const ids = kept.map((r) => idOf[r]);
-  setSelection(ids, source, op);
-  if (ids.length === 1 && op === 'replace') focusId.set(ids[0]);
+  const ids = new Float64Array(rows.length);
+  let k = 0;
+  for (let i = 0; i < rows.length; i++) if (!mask || mask[rows[i]]) ids[k++] = idOf[rows[i]];
+  setSelection(Selection.of(ids.subarray(0, k)), source, op);
+  if (k === 1 && op === 'replace') focusId.set(ids[0]);
 }
 
 /** Filters on point attributes, applied to the projections and the table. */
@@ -225,7 +222,7 @@ export function syncUrl(): () => void {
     $pstack, $align]) => {
     const query = encodeUrlState({
       run: $run, step: $step, layer: $layer, method: $method, color: $color, example: $focus, head: $head,
-      selection: $sel ? [...$sel] : null, saliency: $sal, filter: $filter,
+      selection: $sel && $sel.size <= URL_SELECTION_MAX ? [...$sel] : null, saliency: $sal, filter: $filter,
       compare: $cmp ? [$cmp.step, $cmp.layer] : null, stack: $stack, hiddenStack: $pstack, align: $align,
     }, window.location.search);
     const url = `${window.location.pathname}?${query}${window.location.hash}`;

@@ -256,3 +256,20 @@ const CURVE_KINDS: Record<Behaviour, CurveKind[]> = {
 export function curveKinds(info: RunInfo | null | undefined): CurveKind[] {
   return CURVE_KINDS[behaviourOf(info)];
 }
+
+/** The points' columns (GET .../points?columns=) each colour is drawn from. */
+const COLOR_COLUMNS: Record<ColorBy, string[]> = {
+  label: ['label'], pred: ['pred'], correct: ['correct'], loss: ['loss'], gold_prob: ['gold_prob'],
+  confidence: ['confidence'], variability: ['variability'], region: ['region'], preservation: [],
+  perplexity: ['perplexity'], token_accuracy: ['token_accuracy'], mean_prob: ['mean_prob'],
+};
+
+/** Runs with at least this many probe examples draw first from the columns the colour needs. */
+export const FIRST_COLUMNS_FROM = 100_000;
+
+/** The columns a big run's first picture needs (ids and the colour's), fetched before the rest;
+ *  null for a run small enough to fetch them all at once. */
+export function firstColumns(info: RunInfo | null | undefined, by: ColorBy): string[] | null {
+  if (!info || info.num_probe < FIRST_COLUMNS_FROM) return null;
+  return ['id', ...COLOR_COLUMNS[shownColor(info, by)]];
+}

@@ -4,14 +4,15 @@ import { commTransport, type CommModel } from '../../src/lib/commTransport';
 /** A model whose kernel side is a function from a request to an answer (or no answer). */
 function fakeModel() {
   const sent: Record<string, unknown>[] = [];
+  const sentBuffers: (ArrayBuffer[] | undefined)[] = [];
   let listener: ((msg: unknown, buffers: DataView[]) => void) | null = null;
   const model: CommModel = {
-    send: (content) => sent.push(content as Record<string, unknown>),
+    send: (content, _callbacks, buffers) => { sent.push(content as Record<string, unknown>); sentBuffers.push(buffers); },
     on: (_e, cb) => { listener = cb; },
     off: (_e, cb) => { if (listener === cb) listener = null; },
   };
   const answer = (msg: unknown, body?: Uint8Array) => listener?.(msg, body ? [new DataView(body.buffer)] : []);
-  return { model, sent, answer, listening: () => listener !== null };
+  return { model, sent, sentBuffers, answer, listening: () => listener !== null };
 }
 
 describe('the API over a widget comm', () => {
@@ -51,6 +52,19 @@ describe('the API over a widget comm', () => {
     const bytes = new Uint8Array([0, 255, 7, 128, 1]);
     answer({ type: 'response', id: sent[0].id, status: 200, headers: { 'x-t3vis-shape': '5' } }, bytes);
     expect([...new Uint8Array(await (await pending).arrayBuffer())]).toEqual([0, 255, 7, 128, 1]);
+  });
+
+  it('sends a binary request body as the message buffer, with its content type', async () => {
+    const { model, sent, sentBuffers } = fakeModel();
+    const { transport } = commTransport(model);
+    const ids = new BigInt64Array([3n, 5n, 1n << 40n]);
+    void transport('/runs/demo/selections', {
+      method: 'POST', body: new Uint8Array(ids.buffer, 8, 16), headers: { 'Content-Type': 'application/octet-stream' },
+    });
+    expect(sent[0]).toMatchObject({ method: 'POST', content_type: 'application/octet-stream' });
+    expect(sent[0]).not.toHaveProperty('body');
+    expect(sentBuffers[0]).toHaveLength(1);
+    expect([...new BigInt64Array(sentBuffers[0]![0])]).toEqual([5n, 1n << 40n]);    // the view's bytes only
   });
 
   it('rejects an aborted request as an AbortError and ignores its late answer', async () => {

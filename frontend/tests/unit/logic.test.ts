@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { attentionRow, attentionWeight } from '../../src/lib/attention';
-import { indexOf, probeIds, rowsOf } from '../../src/lib/examples';
+import { indexOf, probeSelection, rowsOf } from '../../src/lib/examples';
+import { Selection } from '../../src/lib/selection';
 import { fixed, layerLabel, metric, metricLabel, pct } from '../../src/lib/format';
 import { cellAt, headSeries } from '../../src/lib/heads';
 import { frameFits, frameOf, pointStyle, toNdc } from '../../src/lib/frame';
@@ -34,10 +35,13 @@ describe('heads', () => {
 describe('examples', () => {
   const index = indexOf(Float64Array.from([10, 20, 30]));
   it('links ids to rows', () => {
-    expect(rowsOf(new Set([30, 10, 99]), index)).toEqual([2, 0]);
+    expect(rowsOf(new Set([30, 10, 99]), index)).toEqual({ mask: Uint8Array.from([1, 0, 1]), count: 2 });
     expect(rowsOf(null, index)).toBeNull();
-    expect(probeIds(new Set([10, 99]), index)).toEqual([10]);
-    expect(probeIds(new Set([1, 2, 3]), null, 2)).toEqual([1, 2]);
+    expect(index.get(20)).toBe(1);
+    expect(index.get(21)).toBeUndefined();
+    expect([...probeSelection(Selection.of([10, 99]), index)!]).toEqual([10]);
+    expect([...probeSelection(Selection.of([3, 1, 2]), null)!]).toEqual([1, 2, 3]);
+    expect(probeSelection(Selection.of([99]), index)).toBeNull();
   });
 });
 

@@ -1,0 +1,85 @@
+"""A selection bigger than the API's 100,000-id lists reaches the table whole: on a synthetic run of
+150,000 probes (bench/_synthetic.py) whose projection puts 120,000 points left of a wide gap, a
+lasso over the left half of the plot selects exactly those, and the selection chip, the table's
+scope and the table's total all say so: the page posts the selection once as binary ids
+(POST /selections) and names it by handle, with no "first 100,000" cap."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from t3vis.server.launch import BackgroundServer
+
+from .browser_support import ROOT, assert_no_console_errors, lasso, selection_size, table_total, wait_projection
+
+N, LEFT = 150_000, 120_000
+STEP, LAYER, METHOD = 100, 1, "pca"      # bench/_synthetic.py: one checkpoint at step 100, layers 0..1
+
+
+def two_clusters(n: int, left: int, seed: int = 3):
+    """(n, 2) float32: `left` points with x in [-10, -2], the rest with x in [2, 10]; y in [-10, 10]."""
+    rng = np.random.default_rng(seed)
+    side = np.zeros(n, dtype=bool)
+    side[rng.choice(n, size=left, replace=False)] = True
+    x = np.where(side, rng.uniform(-10, -2, n), rng.uniform(2, 10, n))
+    y = rng.uniform(-10, 10, n)
+    return np.stack([x, y], axis=1).astype(np.float32), rng.random(n).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, built_frontend):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _synthetic import seed_projection, synthetic_run
+
+    from t3vis.server import create_app
+
+    path = synthetic_run(tmp_path_factory.mktemp("big") / "big", N)
+    layout, preservation = two_clusters(N, LEFT)
+    seed_projection(path, STEP, LAYER, METHOD, layout, preservation)
+    live = BackgroundServer(create_app([path], static_dir=built_frontend.parent))
+    yield live
+    live.stop()
+
+
+def ids_left_of_the_gap(server) -> int:
+    """The probes whose x is negative in the projection the page draws (its quantised answer, read
+    here as the API describes it), counted in Python."""
+    url = (f"{server.url}/api/runs/big/checkpoints/{STEP}/projection"
+           f"?layer={LAYER}&method={METHOD}&aligned=true&encoding=u16")
+    with urllib.request.urlopen(url) as r:
+        body, rows = r.read(), int(r.headers["X-T3vis-Rows"])
+    assert rows == N and len(body) == 16 + 5 * N, f"a quantised projection of {N} rows is 16 + 5N bytes: {len(body)}"
+    x_min, x_max, _, _ = struct.unpack("<4f", body[:16])
+    qx = np.frombuffer(body, dtype="<u2", count=N, offset=16)
+    x = x_min + qx.astype(np.float64) * (x_max - x_min) / 65535
+    return int((x < 0).sum())
+
+
+def test_a_lasso_of_more_than_100000_points_reaches_the_table_whole(page, big):
+    expected = ids_left_of_the_gap(big)
+    assert expected == LEFT > 100_000
+    posted = []
+    page.page.on("request", lambda r: posted.append(r) if r.method == "POST" and "/selections" in r.url else None)
+    page.page.goto(f"{big.url}/?run=big&step={STEP}&layer={LAYER}&method={METHOD}")
+    wait_projection(page, "big", STEP, LAYER, METHOD)
+    page.page.wait_for_function("n => document.querySelector('[data-testid=table-count]')?.dataset.total === String(n)",
+                                arg=N, timeout=120_000)
+    lasso(page, "[data-testid=projection-scatter]", 0.5)
+    page.page.wait_for_selector("[data-testid=selection-chip]", timeout=120_000)
+    assert selection_size(page) == expected
+    page.page.wait_for_function("n => document.querySelector('[data-testid=table-count]')?.dataset.total === String(n)",
+                                arg=expected, timeout=120_000)
+    assert table_total(page) == expected
+    scope = page.page.inner_text("[data-testid=table-scope]")
+    assert f"selection of {expected:,}" in scope, scope
+    assert "first" not in scope, f"the table still caps the selection: {scope!r}"
+    assert posted, "the selection did not travel as a handle (no POST .../selections)"
+    assert posted[0].headers.get("content-type") == "application/octet-stream"
+    assert len(posted[0].post_data_buffer) == 8 * expected, "the posted body is not the selected ids as int64"
+    page.page.screenshot(path=str(ROOT / "test-artifacts" / "big-selection-lasso.png"))
+    assert_no_console_errors(page)
