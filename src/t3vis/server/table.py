@@ -367,6 +367,15 @@ class Tables:
         return SelectionSummary(n=int(n), listed=int(listed), not_probed=int(not_probed),
                                 without_text=int(without_text), unknown=int(unknown))
 
+    def prepare_selections(self, handle: RunHandle) -> None:
+        """Build what a selection's summary reads (once per version); a run that cannot is left
+        for the summary itself to report."""
+        try:
+            self._facts_table(handle)
+            self.datamap_table(handle)
+        except (CorruptRunError, NotFoundError):
+            pass
+
     def _facts_table(self, handle: RunHandle) -> str:
         """One row per example id: its probe row and whether it has a text, what a selection's summary
         counts, materialised once per version of the examples table (a summary of 500,000 ids is then
