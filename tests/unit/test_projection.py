@@ -155,11 +155,13 @@ def test_aligned_layouts_of_an_unchanging_run_stay_still(method):
     rng = np.random.default_rng(1)
     moved = [X + rng.normal(scale=0.01 * X.std(), size=X.shape).astype(np.float32) for _ in range(2)]
     a, b = project_aligned(moved, method)
-    alone = procrustes_align(project(moved[0], method, seed=5), b)
     limit = {"pca": 0.002, "tsne": 0.03, "umap": 0.1}[method]
     assert median_displacement(a, b) < limit
     if method != "pca":                                  # PCA is deterministic: alone == aligned
-        assert median_displacement(a, b) < 0.4 * median_displacement(alone, b)
+        # laid out on its own, a layout lands anywhere its seed takes it: the typical one of three seeds
+        alone = np.median([median_displacement(procrustes_align(project(moved[0], method, seed=seed), b), b)
+                           for seed in (5, 6, 7)])
+        assert median_displacement(a, b) < 0.4 * alone
 
 
 def test_procrustes_undoes_rotation_reflection_scale_and_translation():

@@ -232,3 +232,26 @@ def test_background_work_is_on_by_default_with_umap_of_the_last_layer_and_stops_
     quiet = Projections(background=False)
     quiet.follow(handle)
     assert quiet._follower is None
+
+
+def test_a_large_layout_says_it_was_fitted_on_a_sample_and_its_preservation_measured_on_one(growing, monkeypatch):
+    """The thresholds lowered to this run's 24 examples: what a run of a million points goes through."""
+    handle, _grow = growing
+    monkeypatch.setitem(P.DEFAULT_MAX_FIT, "tsne", 12)
+    monkeypatch.setattr(P, "PRESERVATION_EXACT_UP_TO", 12)
+    monkeypatch.setattr(P, "PRESERVATION_SAMPLE", 8)
+    service = Projections(background=False)
+    deadline = time.monotonic() + 120
+    while not isinstance(answer := service.request(handle, handle.checkpoint(1), LAYER, "tsne", False), Result):
+        assert answer.status != "failed", answer.message
+        assert time.monotonic() < deadline, answer.message
+        time.sleep(0.05)
+    assert answer.sampled
+    body = np.frombuffer(answer.data, "<f4").reshape(answer.rows, 3)
+    X = _states(handle, 1)
+    expected_layout = P.project(X, "tsne", seed=0)
+    np.testing.assert_array_equal(body[:, :2], expected_layout)
+    expected = P.neighborhood_preservation(X, expected_layout, k=10)
+    assert np.isfinite(body[:, 2]).sum() == 8
+    np.testing.assert_array_equal(body[:, 2], expected)
+    assert answer.mean_preservation == pytest.approx(float(np.nanmean(expected)))

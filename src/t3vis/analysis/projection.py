@@ -17,13 +17,18 @@ neighbours. On the demo run's 2,000 last-layer states (10-NN preservation agains
 space, cosine), t-SNE kept 0.208 in the full space against 0.183 after PCA to 50 dimensions,
 same schedule. Measured with bench_projection's 5,000 demo states: UMAP 0.361 without PCA
 against 0.318 after PCA to 50 dimensions, in the same 3.4 s.
-UMAP without PCA took 29.2 s on 50,000 points against 26.4 s with. t-SNE over more
-than `max_fit` points (default 25,000) is fitted on a random sample of `max_fit` points (stratified
-when `strata` is given); every other point is then placed by openTSNE's `transform` against
-that layout (median of its 25 nearest fitted neighbours, then 100 iterations with the fitted
-points held still). The caller learns of it from `return_info=True`: info["sampled"] is the number
-of points the layout was fitted on, or None when every point took part. UMAP and PCA always
-use every point.
+UMAP without PCA took 29.2 s on 50,000 points against 26.4 s with.
+
+Large inputs. Over `max_fit` points (default 25,000, both methods) t-SNE and UMAP are fitted on
+a seeded random sample of `max_fit` points (stratified when `strata` is given), and every
+other point is placed at the inverse-distance-weighted mean of its 10 nearest fitted points'
+positions (`_layouts.place`; nearest after the PCA above, by a pynndescent index of the
+sample). Their own `transform`s would optimise each placed point further; at a million points
+that alone outlasts the fit. PCA above PCA_AXES_FROM rows finds its axes on a seeded sample of
+that many rows and scores the rest by blocks. The caller learns of the sample from
+`return_info=True`: info["sampled"] is the number of points the layout was fitted on, or None
+when every point took part. PCA layouts always use every point. Above PRESERVATION_EXACT_UP_TO
+points, `neighborhood_preservation` measures a seeded sample of points (NaN for the rest).
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ from t3vis.errors import InvalidInputError
 
 METHODS = ("pca", "umap", "tsne")
 METRICS = ("cosine", "euclidean")
-DEFAULT_MAX_FIT = {"tsne": 25_000, "umap": None, "pca": None}
+DEFAULT_MAX_FIT = {"tsne": 25_000, "umap": 25_000, "pca": None}
 # reduce with PCA (pca_dims=-1) above this many points
 DEFAULT_PCA_ABOVE = {"tsne": L.TSNE_EXACT_KNN_UP_TO, "umap": 50_000}
 ONE_BLAS_THREAD_UP_TO = 20_000                     # rows: see _blas_threads
 PRESERVATION_FULL_UP_TO = 20_000                    # neighbourhood_preservation(pca_dims=-1) in the full space
+PRESERVATION_EXACT_UP_TO = 50_000                   # neighbourhood_preservation(sample=-1): every point up to here,
+PRESERVATION_SAMPLE = 2_000                         # above, estimated on a seeded sample of this many
+PCA_AXES_FROM = 100_000                             # above this many rows PCA finds its axes on a sample this big
+PCA_BLOCK_ROWS = 65_536                             # rows per block when PCA scores a large input
+PREPARE_BLOCK_ROWS = 65_536                         # rows per block when `prepare` copies, checks and scales
 
 
 def project(X, method: str = "pca", *, seed: int = 0, init=None, metric: str = "cosine", pca_dims: int | None = -1,
@@ -84,10 +94,14 @@ def _project(Z, method, *, seed, init, metric, pca_dims, max_fit, strata, n_jobs
             Z, info["pca_dims"] = pca(Z, pca_dims), pca_dims       # (N, pca_dims)
         init = _check_init(init, n)
         fit_rows = _sample_rows(n, max_fit, strata, seed)
-        if fit_rows is not None:
-            info["sampled"] = len(fit_rows)
         run = L.tsne if method == "tsne" else L.umap
-        Y = run(Z, seed=seed, init=init, fit_rows=fit_rows, n_jobs=n_jobs, params=params)
+        if fit_rows is None:
+            Y = run(Z, seed=seed, init=init, n_jobs=n_jobs, params=params)
+        else:                                   # fit on the sample, place the rest among it
+            info["sampled"] = len(fit_rows)
+            Y_fit = run(Z[fit_rows], seed=seed, init=None if init is None else init[fit_rows], n_jobs=n_jobs,
+                        params=params)
+            Y = L.place(Z, fit_rows, Y_fit)
     Y = np.ascontiguousarray(Y, dtype=np.float32)
     return (Y, info) if return_info else Y
 
@@ -95,24 +109,73 @@ def _project(Z, method, *, seed, init, metric, pca_dims, max_fit, strata, n_jobs
 def layout_rules(method: str) -> dict:
     """The defaults that shape `method`'s layouts beyond its parameters: a cache key names them,
     so that layouts made under older rules are not served as current ones."""
-    return {"pca_above": DEFAULT_PCA_ABOVE.get(method), **L.default_rules(method)}
+    return {"pca_above": DEFAULT_PCA_ABOVE.get(method), "max_fit": DEFAULT_MAX_FIT.get(method),
+            "pca_axes_from": PCA_AXES_FROM, **L.default_rules(method)}
 
 
 def prepare(X, metric: str = "cosine") -> np.ndarray:
-    """Checked float32 copy of X (N, d); rows scaled to unit length for metric="cosine"."""
+    """Checked float32 copy of X (N, d); rows scaled to unit length for metric="cosine".
+
+    By blocks of PREPARE_BLOCK_ROWS rows, so that a large input (a float16 memmap of a million
+    rows) is read once and no temporary as large as it is made: at a million rows of 384 dims,
+    whole-array copy, check and norms took 10.5 s of CPU, by blocks 3.4 s. Each row's result
+    is the same either way."""
+    X = _checked(X, metric)
+    Z = np.empty(X.shape, np.float32)                                # a copy: the caller's array is kept
+    bad = 0
+    for lo in range(0, X.shape[0], PREPARE_BLOCK_ROWS):
+        bad += _prepare_into(Z[lo:lo + PREPARE_BLOCK_ROWS], X[lo:lo + PREPARE_BLOCK_ROWS], metric)
+    if bad:
+        raise _bad_rows(bad)
+    return Z
+
+
+def prepared_pca(X, k: int, metric: str = "cosine") -> np.ndarray:
+    """pca(prepare(X, metric), k), the same numbers, without the prepared (N, d) copy above
+    PCA_AXES_FROM rows: the axes from the prepared sample, then each block prepared and scored
+    in turn. At a million rows of 384 dims that copy is 1.5 GB and 3.4 s of CPU."""
+    X = _checked(X, metric)
+    n = X.shape[0]
+    if n <= PCA_AXES_FROM:
+        return pca(prepare(X, metric), k)
+    mean, axes = _pca_axes(prepare(X[_pca_rows(n)], metric), k)
+    scores = np.zeros((n, k), np.float32)                            # past the data's dims: zeros, as pca's
+    block = np.empty((min(n, PCA_BLOCK_ROWS), X.shape[1]), np.float32)
+    bad = 0
+    for lo in range(0, n, PCA_BLOCK_ROWS):
+        rows = block[:min(n, lo + PCA_BLOCK_ROWS) - lo]
+        bad += _prepare_into(rows, X[lo:lo + PCA_BLOCK_ROWS], metric)
+        if not bad:
+            scores[lo:lo + len(rows), :axes.shape[1]] = (rows - mean) @ axes
+    if bad:
+        raise _bad_rows(bad)
+    return scores
+
+
+def _checked(X, metric: str) -> np.ndarray:
     if metric not in METRICS:
         raise InvalidInputError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] < 3 or X.shape[1] < 1:
         raise InvalidInputError(f"expected an array of shape (N, d) with N >= 3 rows; got shape {X.shape}")
-    Z = np.array(X, dtype=np.float32)                                # a copy: the caller's array is kept
-    if not np.isfinite(Z).all():
-        bad = int((~np.isfinite(Z)).any(axis=1).sum())
-        raise InvalidInputError(f"{bad} row(s) hold NaN or infinity; drop or fix them before projecting")
+    return X
+
+
+def _prepare_into(out: np.ndarray, X: np.ndarray, metric: str) -> int:
+    """X's rows as float32 into out, scaled to unit length for "cosine"; the number of rows
+    holding NaN or infinity (then out is left unscaled)."""
+    out[...] = X
+    finite = np.isfinite(out)
+    if not finite.all():
+        return int((~finite).any(axis=1).sum())
     if metric == "cosine":
-        norms = np.linalg.norm(Z, axis=1, keepdims=True)
-        Z /= np.maximum(norms, 1e-12)                                # an all-zero row stays zero
-    return Z
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.maximum(norms, 1e-12)                              # an all-zero row stays zero
+    return 0
+
+
+def _bad_rows(bad: int) -> InvalidInputError:
+    return InvalidInputError(f"{bad} row(s) hold NaN or infinity; drop or fix them before projecting")
 
 
 def pca(Z: np.ndarray, k: int) -> np.ndarray:
@@ -120,19 +183,41 @@ def pca(Z: np.ndarray, k: int) -> np.ndarray:
 
     Through the d x d covariance (cheap when N >> d: 100,000 x 384 takes about a second). Each
     axis's sign is fixed so that its largest-magnitude loading is positive: the same data
-    always gives the same picture, not a mirrored one.
+    always gives the same picture, not a mirrored one. Above PCA_AXES_FROM rows the mean and
+    axes come from a seeded sample of PCA_AXES_FROM rows (at a million rows, the covariance of
+    all of them costs ten times as much and moves the top axes by little: the sample holds
+    100,000 points) and the scores are computed by blocks of PCA_BLOCK_ROWS rows, so that no
+    centred copy of Z is ever made.
     """
-    Zc = Z - Z.mean(axis=0, dtype=np.float64).astype(Z.dtype)       # (N, d)
+    if Z.shape[0] <= PCA_AXES_FROM:
+        mean, axes = _pca_axes(Z, k)
+        scores = (Z - mean) @ axes                                   # (N, k_eff)
+    else:
+        mean, axes = _pca_axes(Z[_pca_rows(Z.shape[0])], k)
+        scores = np.empty((Z.shape[0], axes.shape[1]), np.float32)
+        for lo in range(0, Z.shape[0], PCA_BLOCK_ROWS):
+            scores[lo:lo + PCA_BLOCK_ROWS] = (Z[lo:lo + PCA_BLOCK_ROWS] - mean) @ axes
+    if scores.shape[1] < k:                                          # fewer dims than asked: pad with zeros
+        scores = np.hstack([scores, np.zeros((Z.shape[0], k - scores.shape[1]), np.float32)])
+    return np.ascontiguousarray(scores, dtype=np.float32)
+
+
+def _pca_rows(n: int) -> np.ndarray:
+    """The sorted rows, seeded, that PCA finds its axes on above PCA_AXES_FROM rows."""
+    return np.sort(np.random.default_rng(0).choice(n, size=PCA_AXES_FROM, replace=False))
+
+
+def _pca_axes(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (d,) and top min(k, d) principal axes (d, k) of Z (N, d), both float32, signs fixed."""
+    mean = Z.mean(axis=0, dtype=np.float64).astype(Z.dtype)
+    Zc = Z - mean                                                    # (N, d)
     cov = (Zc.T @ Zc).astype(np.float64)                             # (d, d)
     _values, vectors = np.linalg.eigh(cov)                            # ascending
     k_eff = min(k, Z.shape[1])
     axes = vectors[:, ::-1][:, :k_eff]                               # (d, k_eff)
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(k_eff)])
     axes = axes * np.where(signs == 0, 1.0, signs)
-    scores = Zc @ axes.astype(np.float32)                            # (N, k_eff)
-    if k_eff < k:                                                    # fewer dims than asked: pad with zeros
-        scores = np.hstack([scores, np.zeros((Z.shape[0], k - k_eff), np.float32)])
-    return np.ascontiguousarray(scores, dtype=np.float32)
+    return mean, axes.astype(np.float32)
 
 
 def project_aligned(Xs, method: str = "pca", *, anchor: int = -1, seed: int = 0, on_layout=None,
@@ -220,7 +305,8 @@ def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return (s * A @ R + mu_r).astype(np.float32)
 
 
-def neighborhood_preservation(X, Y, k: int = 10, *, metric: str = "cosine", pca_dims: int | None = -1) -> np.ndarray:
+def neighborhood_preservation(X, Y, k: int = 10, *, metric: str = "cosine", pca_dims: int | None = -1,
+                              sample: int | None = -1, seed: int = 0) -> np.ndarray:
     """Per point, the share of its k nearest neighbours in X that are among its k nearest in Y.
 
     X: (N, d) high-dimensional rows; Y: (N, 2) layout. Returns float32 (N,), each in [0, 1];
@@ -231,14 +317,27 @@ def neighborhood_preservation(X, Y, k: int = 10, *, metric: str = "cosine", pca_
     stays affordable at any size. pca_dims=-1: the full space up to PRESERVATION_FULL_UP_TO
     points, PCA to 50 dimensions above (384 dims on 2 cores: 20,000 points took 3.7 s in the
     full space and 1.0 s after PCA; 100,000 took 21 s after PCA).
+    sample: measure only a seeded random sample of this many points (their neighbours are
+    still searched among all N, exactly, in X and in Y) and leave the others NaN; the mean
+    over the sample estimates the mean over all points (its standard error is the per-point
+    spread over sqrt(sample): about 0.005 for 2,000). None: every point. -1: every point up to
+    PRESERVATION_EXACT_UP_TO, a sample of PRESERVATION_SAMPLE above (a million points would
+    take hours exactly; the sample takes seconds). Use np.nanmean for the mean.
     A random layout scores about k / N.
     """
-    Z = prepare(X, metric)
-    with _blas_threads(Z.shape[0]):
-        return _preservation(Z, np.asarray(Y, dtype=np.float32), k, pca_dims)
+    X = _checked(X, metric)
+    n = X.shape[0]
+    if pca_dims == -1:
+        pca_dims = None if n <= PRESERVATION_FULL_UP_TO else 50
+    with _blas_threads(n):
+        if pca_dims is not None and X.shape[1] > pca_dims:
+            Z = prepared_pca(X, pca_dims, metric)
+        else:
+            Z = prepare(X, metric)
+        return _preservation(Z, np.asarray(Y, dtype=np.float32), k, sample, seed)
 
 
-def _preservation(Z: np.ndarray, Y: np.ndarray, k: int, pca_dims: int | None) -> np.ndarray:
+def _preservation(Z: np.ndarray, Y: np.ndarray, k: int, sample: int | None, seed: int) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
     n = Z.shape[0]
@@ -246,16 +345,20 @@ def _preservation(Z: np.ndarray, Y: np.ndarray, k: int, pca_dims: int | None) ->
         raise InvalidInputError(f"X has {n} rows but the layout has {Y.shape[0]}")
     if not 1 <= k < n:
         raise InvalidInputError(f"k must be between 1 and N - 1 = {n - 1}; got {k}")
-    if pca_dims == -1:
-        pca_dims = None if n <= PRESERVATION_FULL_UP_TO else 50
-    if pca_dims is not None and Z.shape[1] > pca_dims:
-        Z = pca(Z, pca_dims)
-    high = _knn(NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Z), Z, k)    # (N, k)
-    low = _knn(NearestNeighbors(n_neighbors=k + 1).fit(Y), Y, k)                        # (N, k)
+    if sample == -1:
+        sample = None if n <= PRESERVATION_EXACT_UP_TO else PRESERVATION_SAMPLE
+    if sample is not None and sample < 1:
+        raise InvalidInputError(f"sample must be a positive number of points (or None); got {sample}")
+    rows = np.arange(n) if sample is None or sample >= n else \
+        np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+    high = _knn(NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(Z), Z[rows], rows, k)   # (m, k)
+    low = _knn(NearestNeighbors(n_neighbors=k + 1).fit(Y), Y[rows], rows, k)                        # (m, k)
     both = np.concatenate([high, low], axis=1)
     both.sort(axis=1)
     shared = (both[:, 1:] == both[:, :-1]).sum(axis=1)               # each row of high/low is duplicate-free
-    return (shared / k).astype(np.float32)
+    out = np.full(n, np.nan, np.float32)
+    out[rows] = shared / k
+    return out
 
 
 def _blas_threads(n: int):
@@ -271,14 +374,15 @@ def _blas_threads(n: int):
     return threadpool_limits(1, user_api="blas") if n <= ONE_BLAS_THREAD_UP_TO else contextlib.nullcontext()
 
 
-def _knn(nn, Z: np.ndarray, k: int) -> np.ndarray:
-    """Indices (N, k) of each row's k nearest other rows (self removed even among duplicates)."""
-    idx = nn.kneighbors(Z, n_neighbors=k + 1, return_distance=False)                    # (N, k+1)
-    is_self = idx == np.arange(len(Z))[:, None]
+def _knn(nn, Q: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Indices (m, k) of the k nearest other points to each query Q (m, p), the points rows (m,) of
+    the fitted set (each query's own row removed even among duplicates)."""
+    idx = nn.kneighbors(Q, n_neighbors=k + 1, return_distance=False)                    # (m, k+1)
+    is_self = idx == rows[:, None]
     drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)   # self, else the farthest
     keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(len(Z)), drop] = False
-    return idx[keep].reshape(len(Z), k)
+    keep[np.arange(len(Q)), drop] = False
+    return idx[keep].reshape(len(Q), k)
 
 
 def _check_init(init, n: int):

@@ -2,7 +2,11 @@
 
 The first request for (run, checkpoint, layer, method, alignment) queues a job and answers its
 status; the client polls the same URL. A job runs t3vis.analysis (this module holds no layout
-logic), then `neighborhood_preservation` for the checkpoint asked for.
+logic), then `neighborhood_preservation` for the checkpoint asked for. Large runs: over
+DEFAULT_MAX_FIT points (25,000) a t-SNE or UMAP layout is fitted on a seeded sample and the rest
+placed among it (`Result.sampled`, the X-T3vis-Sampled header); over PRESERVATION_EXACT_UP_TO
+(50,000) the preservation is measured on a seeded sample of points, NaN for the others, and its
+mean is over those measured. The progress messages say both.
 
 Alignment, three modes:
 - "previous" (aligned, the default): the first checkpoint is laid out on its own; each later one
@@ -76,10 +80,10 @@ Mode = Literal["plain", "previous", "final"]
 
 @dataclass
 class Result:
-    data: bytes                 # float32 (N, 3) row-major: x, y, preservation
+    data: bytes                 # float32 (N, 3) row-major: x, y, preservation (NaN where not measured)
     rows: int
-    sampled: bool
-    mean_preservation: float
+    sampled: bool               # the layout was fitted on a sample and the rest placed among it
+    mean_preservation: float    # over the points measured: every point, or a sample above 50,000
 
 
 JobStatus = Literal["queued", "running", "failed"]
@@ -284,8 +288,9 @@ class Projections:
             with self._compute:
                 cache = ArrayCache(plan.run_dir)
                 layout = self._layout(plan, cache, stage)
-                stage(0.85, f"measuring neighbourhood preservation ({K_NEIGHBOURS} nearest neighbours)")
                 X = plan.ck.hidden(plan.layer, plan.stack)
+                stage(0.85, f"measuring neighbourhood preservation ({K_NEIGHBOURS} nearest neighbours"
+                            f"{_preservation_sample(X.shape[0])})")
                 k = min(K_NEIGHBOURS, X.shape[0] - 1)
                 preservation = neighborhood_preservation(X, layout, k=k)
                 _put(cache, preservation_key(plan.layout_key), preservation)
@@ -327,8 +332,9 @@ class Projections:
                 break
             start -= 1
         if layout is None:
-            stage(0.1, f"laying out layer {layer} with {method}")
-            start, layout = 0, P.project(series[0].hidden(layer, stack), method, seed=SEED)
+            X0 = series[0].hidden(layer, stack)
+            stage(0.1, f"laying out layer {layer} with {method}{_fit_sample(method, X0.shape[0])}")
+            start, layout = 0, P.project(X0, method, seed=SEED)
             self._put_layout(cache, plan.layout_keys[0], layout)
         for i in range(start + 1, plan.target + 1):
             stage(0.1 + 0.75 * (i - start - 1) / (plan.target - start),
@@ -358,8 +364,9 @@ class Projections:
         data[:, :2] = layout
         data[:, 2] = preservation
         max_fit = DEFAULT_MAX_FIT.get(method)
+        measured = preservation[np.isfinite(preservation)]          # a large layout's is measured on a sample
         result = Result(data.tobytes(), n, bool(max_fit is not None and n > max_fit),
-                        float(preservation.mean()) if n else 0.0)
+                        float(measured.mean()) if len(measured) else 0.0)
         self._results.put(key, result)
         return result
 
@@ -457,6 +464,21 @@ class Projections:
         self._run(plan, job)
 
 
+def _fit_sample(method: str, n: int) -> str:
+    """How a layout of n points is made, for a progress message: "" or the sample it is fitted on."""
+    from t3vis.analysis.projection import DEFAULT_MAX_FIT
+
+    max_fit = DEFAULT_MAX_FIT.get(method)
+    return "" if max_fit is None or n <= max_fit else f" (fitted on a sample of {max_fit:,} points, the rest placed)"
+
+
+def _preservation_sample(n: int) -> str:
+    """"" or the sample preservation is estimated on, for a progress message."""
+    from t3vis.analysis.projection import PRESERVATION_EXACT_UP_TO, PRESERVATION_SAMPLE
+
+    return "" if n <= PRESERVATION_EXACT_UP_TO else f", estimated on a sample of {PRESERVATION_SAMPLE:,} points"
+
+
 def _same_shape(other, ck, stack: str) -> bool:
     """Whether other's hidden states of the stack read and have ck's shape (so they align with it)."""
     try:
@@ -497,10 +519,11 @@ def chain_key(fingerprints, layer: int, method: str, stack: str | None = None,
 
 
 def preservation_key(layout_key: dict) -> dict:
-    from t3vis.analysis.projection import PRESERVATION_FULL_UP_TO
+    from t3vis.analysis.projection import PRESERVATION_EXACT_UP_TO, PRESERVATION_FULL_UP_TO, PRESERVATION_SAMPLE
 
     return {"what": "neighbourhood-preservation", "k": K_NEIGHBOURS, "layout": key_digest(layout_key),
-            "full_space_up_to": PRESERVATION_FULL_UP_TO}
+            "full_space_up_to": PRESERVATION_FULL_UP_TO, "exact_up_to": PRESERVATION_EXACT_UP_TO,
+            "sample": PRESERVATION_SAMPLE}
 
 
 def _put(cache: ArrayCache, key: dict, array) -> None:
