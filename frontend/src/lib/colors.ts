@@ -197,8 +197,8 @@ export function encodePoints(by: ColorBy, pts: Points, proj: Projection | null, 
       return continuous('Mean target-token probability at this checkpoint', normalise(pts.meanProb, 0, 1),
         interpolateGoldProb, '0', '1', true);
     case 'preservation': {
-      if (proj) for (let i = 0; i < n; i++) values[i] = Math.max(0, Math.min(1, proj.preservation[i] ?? 0));
-      return continuous('Neighbourhood preservation (10-NN kept in 2-D)', values, interpolatePreservation,
+      // above 50,000 points the server measures a sample: the others are NaN, drawn as missing
+      return continuous('Neighbourhood preservation (10-NN kept in 2-D)', proj ? normalise(proj.preservation, 0, 1) : values, interpolatePreservation,
         '0 distorted', '1 kept', true, proj?.meanPreservation != null ? `mean ${proj.meanPreservation.toFixed(2)}` : undefined);
     }
   }

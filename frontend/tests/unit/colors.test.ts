@@ -53,6 +53,16 @@ describe('encodePoints', () => {
     expect(e.legend.max).toBe('0.20');
     expect(e.legend.note).toMatch(/1 without a value/);
   });
+  it('preservation the server did not measure (a sample above 50,000 points) is missing, not 0', () => {
+    const proj = { n: 3, x: new Float32Array(3), y: new Float32Array(3), preservation: new Float32Array([0.25, NaN, 1]),
+      meanPreservation: 0.625, sampled: true };
+    const e = encodePoints('preservation', points(3), proj, ['a']);
+    expect(e.values[0]).toBe(0.25);
+    expect(Number.isNaN(e.values[1])).toBe(true);
+    expect(e.values[2]).toBe(1);
+    if (e.legend.kind !== 'continuous') throw new Error('continuous legend expected');
+    expect(e.legend.note).toMatch(/mean 0\.63 · 1 without a value/);
+  });
   it('labels are categorical with counts, unknown labels last', () => {
     const e = encodePoints('label', points(3, { label: new Int32Array([0, 1, -1]) }), null, ['neg', 'pos']);
     expect(Array.from(e.values)).toEqual([0, 1, 2]);

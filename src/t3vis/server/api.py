@@ -232,8 +232,10 @@ def points(run: RunName, step: Step, ctx: Ctx,
 @router.get("/runs/{run}/checkpoints/{step}/projection", response_class=OctetResponse,
             responses={**_binary("float32 (N, 3) row-major: x, y, neighbourhood preservation", OCTET,
                                  {"X-T3vis-Rows": _header("N", "integer"),
-                                  "X-T3vis-Sampled": _header("true when fitted on a sample"),
-                                  "X-T3vis-Mean-Preservation": _header("mean preservation", "number")}),
+                                  "X-T3vis-Sampled": _header("true when fitted on a sample (above 25,000 "
+                                                             "points) and the rest placed"),
+                                  "X-T3vis-Mean-Preservation": _header("mean preservation over the points measured "
+                                                                       "(a sample of 2,000 above 50,000)", "number")}),
                        202: {"model": M.ProjectionStatus, "description": "being computed: poll the same URL"}},
             description="encoding=f32 (default): float32 (N, 3) row-major. encoding=u16: 16 + 5N bytes, "
                         "little-endian: float32 x_min, x_max, y_min, y_max; N uint16 x (0 -> x_min, 65535 -> "
