@@ -83,27 +83,15 @@ def test_torch_tsne_separates_blobs_and_keeps_neighbourhoods_as_opentsne_does():
 
     X, labels = blobs()
     Z = prepare(X)
-    ours = _torch_tsne.tsne(Z, seed=0, init=None, fit_rows=None, device="cpu", n_iter=250,
+    ours = _torch_tsne.tsne(Z, seed=0, init=None, device="cpu", n_iter=250,
                             early_exaggeration_iter=100)
     reference = np.asarray(TSNE(random_state=0, n_jobs=1).fit(Z))
     assert nearest_label_accuracy(ours, labels) == 1.0
     ours_kept = neighborhood_preservation(X, ours).mean()
     assert ours_kept >= 0.9 * neighborhood_preservation(X, reference).mean()
-    again = _torch_tsne.tsne(Z, seed=0, init=None, fit_rows=None, device="cpu", n_iter=250,
+    again = _torch_tsne.tsne(Z, seed=0, init=None, device="cpu", n_iter=250,
                              early_exaggeration_iter=100)
     np.testing.assert_array_equal(ours, again)
-
-
-def test_points_left_out_of_a_fit_land_among_their_own_cluster():
-    X, labels = blobs()
-    Z = prepare(X)
-    fit_rows = np.sort(np.random.default_rng(0).choice(len(Z), 300, replace=False))
-    Y = _torch_tsne.tsne(Z, seed=0, init=None, fit_rows=fit_rows, device="cpu", n_iter=200,
-                         early_exaggeration_iter=100)
-    placed = np.setdiff1d(np.arange(len(Z)), fit_rows)
-    centres = np.stack([Y[fit_rows][labels[fit_rows] == c].mean(0) for c in range(4)])
-    nearest_centre = np.argmin(((Y[placed][:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-    assert (nearest_centre == labels[placed]).mean() == 1.0
 
 
 def test_umap_curve_and_fuzzy_graph_are_umap_learns():
@@ -129,7 +117,7 @@ def test_torch_umap_separates_blobs_and_keeps_neighbourhoods_as_umap_learn_does(
 
     X, labels = blobs()
     Z = prepare(X)
-    ours = _torch_umap.umap(Z, seed=0, init=None, fit_rows=None, device="cpu", n_epochs=200)
+    ours = _torch_umap.umap(Z, seed=0, init=None, device="cpu", n_epochs=200)
     reference = import_umap().UMAP(n_neighbors=10, random_state=0, n_jobs=1).fit_transform(Z)
     assert nearest_label_accuracy(ours, labels) == 1.0
     assert neighborhood_preservation(X, ours).mean() >= 0.9 * neighborhood_preservation(X, reference).mean()
@@ -139,8 +127,8 @@ def test_a_warm_start_keeps_an_unchanged_layout_in_place():
     """The aligned chain starts each checkpoint from the one before: unchanged states stay put."""
     X, _ = blobs()
     Z = prepare(X)
-    first = _torch_umap.umap(Z, seed=0, init=None, fit_rows=None, device="cpu", n_epochs=200)
-    again = _torch_umap.umap(Z, seed=1, init=first, fit_rows=None, device="cpu", n_epochs=200, learning_rate=0.1)
+    first = _torch_umap.umap(Z, seed=0, init=None, device="cpu", n_epochs=200)
+    again = _torch_umap.umap(Z, seed=1, init=first, device="cpu", n_epochs=200, learning_rate=0.1)
     scale = np.ptp(first, axis=0).max()
     moved = np.linalg.norm((again - again.mean(0)) * (np.abs(first).max() / np.abs(again).max())
                            - (first - first.mean(0)), axis=1)
@@ -161,3 +149,23 @@ def test_the_environment_keeps_layouts_on_the_cpu_and_odd_parameters_stay_there(
     assert _devices.backend_name("pca", {}, warm=False) == "cpu"
     monkeypatch.setenv(_devices.ENV, "cpu")
     assert _devices.backend_name("umap", {}, warm=False) == "cpu"
+
+
+def test_with_a_device_project_lays_out_on_it_and_caches_apart(monkeypatch):
+    """project() on a machine with a GPU: the torch layouts (here on the CPU, standing in for
+    CUDA), the whole chain of project() around them (sampling and placing) unchanged."""
+    from t3vis.analysis import _layouts
+    from t3vis.analysis.projection import layout_rules, project
+
+    X, labels = blobs(n_per=60)
+    cpu_rules = layout_rules("umap")
+    monkeypatch.setattr(_devices, "layout_device", lambda: "cpu")
+    Y, info = project(X, "umap", n_epochs=100, max_fit=150, return_info=True)
+    assert info["sampled"] == 150
+    fit_rows = np.sort(np.random.default_rng(0).choice(len(X), size=150, replace=False))    # the seeded sample
+    expected_fit = _torch_umap.umap(prepare(X)[fit_rows], seed=0, init=None, device="cpu", n_epochs=100)
+    np.testing.assert_allclose(Y, _layouts.place(prepare(X), fit_rows, expected_fit).astype(np.float32),
+                               rtol=1e-5, atol=1e-5)
+    assert nearest_label_accuracy(Y, labels) == 1.0
+    assert layout_rules("umap")["device"] == "gpu" and cpu_rules["device"] == "cpu"
+    assert layout_rules("pca")["device"] == "cpu"

@@ -42,26 +42,26 @@ def _cuda_device(name: str) -> str | None:
 
 def backend_name(method: str, params: dict, *, warm: bool) -> str:
     """"cuml", "torch" or "cpu": what lays out `method` with `params` on this machine. cuML
-    takes fresh layouts of every point only: a warm start (`warm`, the aligned chain) or a
-    sampled fit runs on torch, whose start and placement are t3vis's own."""
+    takes fresh layouts only: a warm start (`warm`, the aligned chain) runs on torch, which
+    takes the previous layout as its start."""
     if method not in GPU_PARAMS or not set(params) <= GPU_PARAMS[method] or layout_device() is None:
         return "cpu"
     return "cuml" if not warm and importlib.util.find_spec("cuml") is not None else "torch"
 
 
-def gpu_layout(backend: str, method: str, Z: np.ndarray, *, seed: int, init, fit_rows, params: dict) -> np.ndarray:
-    """A layout (N, 2) on the GPU by `backend` ("cuml" or "torch"; see backend_name)."""
-    device = layout_device() or "cuda"
-    if backend == "cuml" and init is None and fit_rows is None:
+def gpu_layout(backend: str, method: str, Z: np.ndarray, *, seed: int, init, n_jobs: int, params: dict) -> np.ndarray:
+    """A layout (N, 2) of every row of Z on the GPU by `backend` ("cuml" or "torch"; see
+    backend_name), called as `_layouts.tsne` and `_layouts.umap` are (n_jobs unused)."""
+    if backend == "cuml" and init is None:
         return _cuml_layout(method, Z, seed=seed, params=params)
+    device = layout_device() or "cuda"
     if method == "tsne":
         from t3vis.analysis import _torch_tsne
 
-        return _torch_tsne.tsne(Z, seed=seed, init=init, fit_rows=fit_rows, device=device,
-                                **{**GPU_TSNE_SCHEDULE, **params})
+        return _torch_tsne.tsne(Z, seed=seed, init=init, device=device, **{**GPU_TSNE_SCHEDULE, **params})
     from t3vis.analysis import _torch_umap
 
-    return _torch_umap.umap(Z, seed=seed, init=init, fit_rows=fit_rows, device=device, **params)
+    return _torch_umap.umap(Z, seed=seed, init=init, device=device, **params)
 
 
 def _cuml_layout(method: str, Z: np.ndarray, *, seed: int, params: dict) -> np.ndarray:

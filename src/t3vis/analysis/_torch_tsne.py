@@ -12,9 +12,9 @@ so this is plain t-SNE (van der Maaten and Hinton 2008) with nothing approximate
 - optimiser: scikit-learn's and openTSNE's (momentum 0.5 then 0.8, per-coordinate gains,
   learning rate max(N / exaggeration / 4, 50)), with the schedule of `_layouts.tsne`.
 
-Points left out of a sampled fit are placed at the affinity-weighted mean of their nearest
-fitted neighbours' positions. The same code runs on the CPU, where the tests check it against
-openTSNE; there `_layouts.tsne` is the faster choice.
+A sampled fit is the caller's (`projection._project` fits a sample and places the rest). The
+same code runs on the CPU, where the tests check it against openTSNE; there `_layouts.tsne` is
+the faster choice.
 """
 
 from __future__ import annotations
@@ -27,39 +27,25 @@ from t3vis.errors import InvalidInputError
 
 BLOCK_ROWS = 4096              # rows per block of the neighbour search and of the repulsion
 EXAGGERATION = 12.0
-PLACE_NEIGHBOURS = 10
 
 
-def tsne(Z: np.ndarray, *, seed: int, init, fit_rows, device: str, n_iter: int = 150,
-         early_exaggeration_iter: int = 100, perplexity: float = 30.0) -> np.ndarray:
+def tsne(Z: np.ndarray, *, seed: int, init, device: str, n_iter: int = 150, early_exaggeration_iter: int = 100,
+         perplexity: float = 30.0) -> np.ndarray:
     """t-SNE layout (N, 2) float64 of Z (N, p) on `device` ("cuda", "cuda:1", "cpu").
 
     init: a starting layout (N, 2) whose scale is kept (a warm start), or None for a PCA start
-    scaled to std 1e-4 as openTSNE's. fit_rows: the rows to fit on (the rest are placed), or None.
-    """
+    scaled to std 1e-4 as openTSNE's."""
     import torch
 
     if not perplexity > 0:
         raise InvalidInputError(f"bad parameter for tsne: perplexity must be positive; got {perplexity}")
-    dev = torch.device(device)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    X = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32), device=dev)             # (N, p)
-    rows = torch.arange(len(X), device=dev) if fit_rows is None else torch.as_tensor(fit_rows, device=dev)
-    fit = X[rows]                                                                            # (n, p)
+    fit = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32), device=torch.device(device))   # (n, p)
     n = len(fit)
     k = int(min(n - 1, max(1, round(3 * perplexity))))
     neighbours, d2 = nearest(fit, fit, k, exclude_self=True)                                 # (n, k) each
     P = _joint_affinities(neighbours, _conditional(d2, min(perplexity, (n - 1) / 3)))      # edges
-    start = _start(fit, init, rows, generator)
-    Y = _optimise(P, start, n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter)  # (n, 2)
-    out = np.empty((len(X), 2), np.float64)
-    fitted_rows = rows.cpu().numpy()
-    out[fitted_rows] = Y.double().cpu().numpy()
-    if fit_rows is not None:
-        rest = np.setdiff1d(np.arange(len(X)), fitted_rows)
-        if len(rest):
-            out[rest] = place(X[torch.as_tensor(rest, device=dev)], fit, Y, perplexity).double().cpu().numpy()
-    return out
+    Y = _optimise(P, _start(fit, init), n_iter=n_iter, early_exaggeration_iter=early_exaggeration_iter)
+    return Y.double().cpu().numpy()
 
 
 def nearest(queries, points, k: int, *, exclude_self: bool):
@@ -115,19 +101,17 @@ def _joint_affinities(neighbours, conditional):
     return torch.cat([i, j]), torch.cat([j, i]), torch.cat([values, values])
 
 
-def _start(fit, init, rows, generator):
-    """A given layout as it is (centred), or the PCA of the fitted rows scaled to std 1e-4."""
+def _start(fit, init):
+    """A given layout as it is (centred), or the PCA of the rows scaled to std 1e-4."""
     import torch
 
     if init is not None:
-        given = torch.as_tensor(np.asarray(init, dtype=np.float32), device=fit.device)[rows]
+        given = torch.as_tensor(np.asarray(init, dtype=np.float32), device=fit.device)
         return given - given.mean(0)
     centred = fit - fit.mean(0)
-    V = principal_axes(centred, 2)
-    Y = centred @ V
-    if Y.shape[1] < 2:                             # a single feature: a second, tiny random axis
-        noise = torch.randn(len(Y), 2 - Y.shape[1], generator=generator).to(fit.device)
-        Y = torch.cat([Y, noise], 1)
+    Y = centred @ principal_axes(centred, 2)
+    if Y.shape[1] < 2:                             # a single feature: a second axis of zeros
+        Y = torch.cat([Y, torch.zeros_like(Y)], 1)
     return Y * (1e-4 / Y[:, 0].std().clamp_min(1e-12))
 
 
@@ -181,12 +165,3 @@ def _gradient(Y, i, j, p):
         w2 = w_all * w_all
         repulsion[lo:lo + BLOCK_ROWS] = w2.sum(1, keepdim=True) * block - w2 @ Y
     return 4.0 * (attraction - repulsion / total)
-
-
-def place(queries, fit, Y, perplexity: float):
-    """Positions (q, 2) for rows left out of the fit: the mean of their PLACE_NEIGHBOURS nearest
-    fitted rows' positions, weighted by a Gaussian affinity at the fit's perplexity rule."""
-    k = min(PLACE_NEIGHBOURS, len(fit))
-    neighbours, d2 = nearest(queries, fit, k, exclude_self=False)
-    weights = _conditional(d2, min(perplexity, max(1.0, (k - 1) / 3))) if k > 1 else d2.new_ones(d2.shape)
-    return (weights[:, :, None] * Y[neighbours]).sum(1)

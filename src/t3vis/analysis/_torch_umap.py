@@ -25,21 +25,17 @@ from t3vis.analysis._torch_tsne import nearest, principal_axes
 
 NEGATIVE_SAMPLES = 5
 INIT_SCALE = 10.0
-PLACE_NEIGHBOURS = 10
 
 
-def umap(Z: np.ndarray, *, seed: int, init, fit_rows, device: str, n_neighbors: int = 10, min_dist: float = 0.1,
+def umap(Z: np.ndarray, *, seed: int, init, device: str, n_neighbors: int = 10, min_dist: float = 0.1,
          n_epochs: int | None = None, learning_rate: float = 1.0) -> np.ndarray:
     """UMAP layout (N, 2) float64 of Z (N, p) on `device`. init: a starting layout (N, 2),
-    rescaled as umap-learn rescales a given one, or None for a PCA start. fit_rows: the rows to
-    fit on (the rest are placed at the mean of their nearest fitted rows), or None."""
+    rescaled as umap-learn rescales a given one, or None for a PCA start."""
     import torch
 
     dev = torch.device(device)
     generator = torch.Generator(device=dev).manual_seed(int(seed))
-    X = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32), device=dev)
-    rows = torch.arange(len(X), device=dev) if fit_rows is None else torch.as_tensor(fit_rows, device=dev)
-    fit = X[rows]
+    fit = torch.as_tensor(np.ascontiguousarray(Z, dtype=np.float32), device=dev)
     n = len(fit)
     k = max(1, min(n_neighbors, n) - 1)                  # umap-learn's n_neighbors counts the point itself
     neighbours, d2 = nearest(fit, fit, k, exclude_self=True)
@@ -48,17 +44,8 @@ def umap(Z: np.ndarray, *, seed: int, init, fit_rows, device: str, n_neighbors: 
     keep = weight >= weight.max() / epochs               # umap-learn drops edges it would never sample
     head, tail, weight = head[keep], tail[keep], weight[keep]
     a, b = curve_parameters(1.0, float(min_dist))
-    Y = _start(fit, init, rows)
-    Y = _optimise(Y, head, tail, weight / weight.max(), a, b, epochs, learning_rate, generator)
-    out = np.empty((len(X), 2), np.float64)
-    fitted_rows = rows.cpu().numpy()
-    out[fitted_rows] = Y.double().cpu().numpy()
-    if fit_rows is not None:
-        rest = np.setdiff1d(np.arange(len(X)), fitted_rows)
-        if len(rest):
-            near, _ = nearest(X[torch.as_tensor(rest, device=dev)], fit, min(PLACE_NEIGHBOURS, n), exclude_self=False)
-            out[rest] = Y[near].mean(1).double().cpu().numpy()
-    return out
+    Y = _optimise(_start(fit, init), head, tail, weight / weight.max(), a, b, epochs, learning_rate, generator)
+    return Y.double().cpu().numpy()
 
 
 def _fuzzy_graph(neighbours, distances, n_neighbors: int):
@@ -109,12 +96,12 @@ def curve_parameters(spread: float, min_dist: float) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def _start(fit, init, rows):
+def _start(fit, init):
     """A given layout, or the fitted rows' PCA, scaled as umap-learn scales an init: to at most INIT_SCALE."""
     import torch
 
     if init is not None:
-        Y = torch.as_tensor(np.asarray(init, dtype=np.float32), device=fit.device)[rows]
+        Y = torch.as_tensor(np.asarray(init, dtype=np.float32), device=fit.device)
     else:
         centred = fit - fit.mean(0)
         V = principal_axes(centred, 2)

@@ -34,9 +34,11 @@ points, `neighborhood_preservation` measures a seeded sample of points (NaN for 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
+from t3vis.analysis import _devices
 from t3vis.analysis import _layouts as L
 from t3vis.errors import InvalidInputError
 
@@ -94,7 +96,7 @@ def _project(Z, method, *, seed, init, metric, pca_dims, max_fit, strata, n_jobs
             Z, info["pca_dims"] = pca(Z, pca_dims), pca_dims       # (N, pca_dims)
         init = _check_init(init, n)
         fit_rows = _sample_rows(n, max_fit, strata, seed)
-        run = L.tsne if method == "tsne" else L.umap
+        run = _layout_function(method, params, warm=init is not None)
         if fit_rows is None:
             Y = run(Z, seed=seed, init=init, n_jobs=n_jobs, params=params)
         else:                                   # fit on the sample, place the rest among it
@@ -106,10 +108,20 @@ def _project(Z, method, *, seed, init, metric, pca_dims, max_fit, strata, n_jobs
     return (Y, info) if return_info else Y
 
 
+def _layout_function(method: str, params: dict, *, warm: bool):
+    """t-SNE or UMAP on this machine: on a CUDA device where one is present (`_devices`), else
+    openTSNE or umap-learn on the CPU. Same call either way: (Z, *, seed, init, n_jobs, params)."""
+    backend = _devices.backend_name(method, params, warm=warm)
+    if backend == "cpu":
+        return L.tsne if method == "tsne" else L.umap
+    return functools.partial(_devices.gpu_layout, backend, method)
+
+
 def layout_rules(method: str) -> dict:
     """The defaults that shape `method`'s layouts beyond its parameters: a cache key names them,
-    so that layouts made under older rules are not served as current ones."""
-    return {"pca_above": DEFAULT_PCA_ABOVE.get(method), "max_fit": DEFAULT_MAX_FIT.get(method),
+    so that layouts made under older rules are not served as current ones (nor a CPU's as a GPU's)."""
+    return {"device": "cpu" if method == "pca" or _devices.layout_device() is None else "gpu",
+            "pca_above": DEFAULT_PCA_ABOVE.get(method), "max_fit": DEFAULT_MAX_FIT.get(method),
             "pca_axes_from": PCA_AXES_FROM, **L.default_rules(method)}
 
 
