@@ -245,14 +245,11 @@ def device_rows(X, source: str) -> list[dict]:
         project(X[:300], method)                                               # CUDA context, kernels: not timed
         times, kept = {}, {}
         for where in ("gpu", "cpu"):
-            os.environ[_devices.ENV] = "cpu" if where == "cpu" else device
+            _set_env(_devices.ENV, "cpu" if where == "cpu" else before)
             found: dict = {}
             times[where] = C.timed(lambda found=found, method=method: found.update(Y=project(X, method)))[0]
             kept[where] = float(neighborhood_preservation(X, found["Y"], k=K, pca_dims=None).mean())
-        if before is None:
-            os.environ.pop(_devices.ENV)
-        else:
-            os.environ[_devices.ENV] = before
+        _set_env(_devices.ENV, before)
         print(f"[projection] {method} on {device} ({_devices.backend_name(method, {}, warm=False)}): "
               f"{times['gpu']:.2f}s, preservation {kept['gpu']:.3f}; on the CPU {times['cpu']:.2f}s, "
               f"{kept['cpu']:.3f}", flush=True)
@@ -261,6 +258,15 @@ def device_rows(X, source: str) -> list[dict]:
                  C.result("projection", f"project {method} CPU / GPU time", times["cpu"] / times["gpu"], "x"),
                  C.result("projection", f"preservation@{K} {method} GPU / CPU", kept["gpu"] / kept["cpu"], "x")]
     return rows
+
+
+def _set_env(name: str, value: str | None) -> None:
+    import os
+
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def scale_rows(Xb, source: str, methods: list[str]) -> list[dict]:
