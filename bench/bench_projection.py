@@ -261,8 +261,6 @@ def device_rows(X, source: str) -> list[dict]:
 
 
 def _set_env(name: str, value: str | None) -> None:
-    import os
-
     if value is None:
         os.environ.pop(name, None)
     else:
