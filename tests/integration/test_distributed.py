@@ -31,10 +31,11 @@ RANK = """
         enc = tokenizer([texts[i] for i in ids], padding=True, return_tensors="pt")
         logits = model(**enc).logits
     rec.observe(torch.tensor(ids), logits, torch.tensor([labels[i] for i in ids]), epoch=0, step=1)
+    reported = {{}}     # what extra adds to this rank's RESULT
     {extra}
     summary = rec.snapshot(step=1, epoch=1.0)
     print("RESULT " + json.dumps({{"rank": rank, "path": None if summary.path is None else str(summary.path),
-                                   "world": dist.get_world_size()}}), flush=True)
+                                   "world": dist.get_world_size(), **reported}}), flush=True)
 """
 
 
@@ -46,8 +47,25 @@ def start_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[tuple[in
     return ranks.start_ranks(ranks.script(body, tmp_path / "dist-init", WORLD), WORLD, port=29531)
 
 
-def run_ranks(tmp_path: Path, run_dir: Path) -> list[dict]:
-    return ranks.results(start_ranks(tmp_path, run_dir))
+def run_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[dict]:
+    return ranks.results(start_ranks(tmp_path, run_dir, extra))
+
+
+# rank 1 does not see rank 0's staging folder, as a rank on another host without the run's disk
+# would not (only its check of rank 0's marker is told so: everything else runs as it would);
+# it reports every per-example file it writes
+RANK_1_ON_ANOTHER_DISK = """
+    import t3vis.record.recorder as recorder
+    from t3vis.store.rows import RowFile
+    if rank == 1:
+        recorder.sees_stage = lambda stage, token: False
+        reported["files"] = []
+        create = RowFile.__init__
+        def recording(self, path, *args, **kwargs):
+            reported["files"].append(str(path))
+            create(self, path, *args, **kwargs)
+        RowFile.__init__ = recording
+"""
 
 
 @pytest.mark.timeout(240)
@@ -87,12 +105,42 @@ PROBE_FAILS_ON_RANK_1 = """
 
 
 @pytest.mark.timeout(240)
-def test_a_probe_failing_on_one_rank_fails_the_snapshot_on_every_rank(tmp_path):
-    finished = start_ranks(tmp_path, tmp_path / "run", extra=PROBE_FAILS_ON_RANK_1)
+@pytest.mark.parametrize("disk", ["shared", "not shared"])
+def test_a_probe_failing_on_one_rank_fails_the_snapshot_on_every_rank(tmp_path, disk):
+    extra = PROBE_FAILS_ON_RANK_1 + (RANK_1_ON_ANOTHER_DISK if disk == "not shared" else "")
+    finished = start_ranks(tmp_path, tmp_path / "run", extra=extra)
     assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
     assert all("out of memory on rank 1 (simulated)" in err for _, _, err in finished)
     assert t3vis.open_run(tmp_path / "run").checkpoints == []
     assert list((tmp_path / "run" / schema.CHECKPOINTS_DIR).iterdir()) == []    # no staging or scratch left
+
+
+SENDING_FAILS_ON_RANK_1 = RANK_1_ON_ANOTHER_DISK + """
+    if rank == 1:
+        def broken_chunks(self, chunk_bytes=None):
+            raise OSError("disk read error on rank 1 (simulated)")
+            yield
+        RowFile.chunks = broken_chunks
+"""
+
+
+WRITING_FAILS_ON_RANK_0 = RANK_1_ON_ANOTHER_DISK + """
+    if rank == 0:
+        def broken_write(self, *args):
+            raise OSError("disk full on rank 0 (simulated)")
+        RowFile.write_chunk = broken_write
+"""
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("extra", "message"), [(SENDING_FAILS_ON_RANK_1, "disk read error on rank 1 (simulated)"),
+                                                (WRITING_FAILS_ON_RANK_0, "disk full on rank 0 (simulated)")])
+def test_a_shard_failing_to_reach_rank_0_fails_the_snapshot_on_every_rank(tmp_path, extra, message):
+    finished = start_ranks(tmp_path, tmp_path / "run", extra=extra)
+    assert all(code != 0 for code, _, _ in finished)   # both failed, neither waited forever
+    assert all(message in err for _, _, err in finished)
+    assert t3vis.open_run(tmp_path / "run").checkpoints == []
+    assert list((tmp_path / "run" / schema.CHECKPOINTS_DIR).iterdir()) == []
 
 
 def single_process(run_dir: Path):
@@ -121,7 +169,23 @@ def test_two_rank_snapshot_equals_single_process(tmp_path):
     assert results[0]["path"] == str(dist_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(1))
     assert results[1]["path"] is None   # only rank 0 writes
     single_process(single_dir)
+    assert_equal_runs(dist_dir, single_dir)
 
+
+@pytest.mark.timeout(240)
+def test_a_rank_that_does_not_see_the_run_folder_sends_its_shard_to_rank_0(tmp_path):
+    dist_dir, single_dir = tmp_path / "distributed", tmp_path / "single"
+    results = sorted(run_ranks(tmp_path, dist_dir, extra=RANK_1_ON_ANOTHER_DISK), key=lambda r: r["rank"])
+    assert results[0]["path"] == str(dist_dir / schema.CHECKPOINTS_DIR / schema.checkpoint_dirname(1))
+    # rank 1 wrote its shard (hidden states, gate gradients) outside the run folder, and removed it
+    assert len(results[1]["files"]) == 2
+    assert not [f for f in results[1]["files"] if Path(f).is_relative_to(dist_dir) or Path(f).exists()]
+    single_process(single_dir)
+    assert_equal_runs(dist_dir, single_dir)
+
+
+def assert_equal_runs(dist_dir: Path, single_dir: Path) -> None:
+    """The distributed run holds what the single process recorded."""
     d, s = t3vis.open_run(dist_dir), t3vis.open_run(single_dir)
     assert [c.step for c in d.checkpoints] == [1]
     assert not [p for p in (dist_dir / schema.CHECKPOINTS_DIR).iterdir() if p.name.startswith(".")]
@@ -191,20 +255,27 @@ PEAK_ON_RANK_0 = """
     # far below this test's shards, so that the peak shows what else rank 0 holds
     import t3vis.store.rows
     t3vis.store.rows.CHUNK_BYTES = {chunk}
+    reported = {{}}
+    {extra}
     tracemalloc.start()            # numpy's arrays count; memory-mapped pages do not
     rec.snapshot(step=1)
     _, peak = tracemalloc.get_traced_memory()
-    print("RESULT " + json.dumps({{"rank": rank, "peak": peak}}), flush=True)
+    print("RESULT " + json.dumps({{"rank": rank, "peak": peak, **reported}}), flush=True)
 """
 
 
 @pytest.mark.timeout(300)
-def test_rank_0_never_holds_more_than_one_shard_of_hidden_states(tmp_path):
-    body = textwrap.dedent(PEAK_ON_RANK_0).format(n=BIG_N, layers=BIG_LAYERS, dims=BIG_DIMS,
+@pytest.mark.parametrize("disk", ["shared", "not shared"])
+def test_rank_0_never_holds_more_than_one_shard_of_hidden_states(tmp_path, disk):
+    extra = textwrap.dedent(RANK_1_ON_ANOTHER_DISK if disk == "not shared" else "").strip()
+    body = textwrap.dedent(PEAK_ON_RANK_0).format(n=BIG_N, layers=BIG_LAYERS, dims=BIG_DIMS, extra=extra,
                                                   chunk=SHARD_HIDDEN_BYTES // 32, run_dir=str(tmp_path / "run"))
     results = ranks.results(ranks.start_ranks(ranks.script(body, tmp_path / "dist-init", WORLD), WORLD,
                                               port=29535, timeout=240))
     peak = next(r["peak"] for r in results if r["rank"] == 0)
+    if disk == "not shared":    # rank 1's shard reached rank 0 over torch.distributed, not through the run folder
+        files = next(r["files"] for r in results if r["rank"] == 1)
+        assert files and not [f for f in files if Path(f).is_relative_to(tmp_path / "run")]
     print(f"rank 0 peak {peak} bytes (traced), one shard of hidden states {SHARD_HIDDEN_BYTES}")
     ck = t3vis.open_run(tmp_path / "run").checkpoint(1)
     hidden = np.asarray(ck.hidden_states)

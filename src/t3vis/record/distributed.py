@@ -1,5 +1,6 @@
-"""Rank awareness under torch.distributed: shard the probe set, gather small things to rank 0, and
-let every rank know of an error on rank 0 (so none waits forever for it)."""
+"""Rank awareness under torch.distributed: shard the probe set, gather small things to rank 0, pass
+big things to rank 0 a message at a time, and let every rank know of an error on rank 0 (so none
+waits forever for it)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,39 @@ def max_over_ranks(value: int) -> int:
     values: list = [None] * world_size()
     dist.all_gather_object(values, value)
     return max(int(v) for v in values)
+
+
+def from_every_rank(value) -> list:
+    """Every rank's (picklable, small) value, in rank order, on every rank ([value] in a single process)."""
+    if not is_distributed():
+        return [value]
+    values: list = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def ask(peer: int, go: bool) -> None:
+    """Rank 0 tells rank `peer`, waiting in asked(), whether to send its messages now."""
+    dist.send_object_list([bool(go)], dst=peer)
+
+
+def asked() -> bool:
+    """A rank other than 0: wait for rank 0's ask(); whether it wants this rank's messages."""
+    box: list = [None]
+    dist.recv_object_list(box, src=0)
+    return bool(box[0])
+
+
+def send_to_main(message) -> None:
+    """One picklable message from this rank to rank 0, which takes it with receive_from()."""
+    dist.send_object_list([message], dst=0)
+
+
+def receive_from(peer: int):
+    """On rank 0: the next message rank `peer` sent with send_to_main()."""
+    box: list = [None]
+    dist.recv_object_list(box, src=peer)
+    return box[0]
 
 
 def gather_to_main(obj):

@@ -28,7 +28,7 @@ from t3vis.models.batches import unwrap
 from t3vis.models.head_gradients import capture_stack_contexts, stack_gate_gradients
 from t3vis.models.structure import AttentionLayout, eval_mode, find_stacks
 from t3vis.record.attention_stats import AttentionStats
-from t3vis.store.rows import MemoryRows, RowSink
+from t3vis.store.rows import MemoryRows, RaggedRows, RowSink
 from t3vis.tasks import get_task
 from t3vis.tasks.base import Batch, Examples, Stream, Task, TokenOutputs
 
@@ -88,7 +88,8 @@ class ProbeResult:
 
     stacks: dict[str, StackRecord]          # in the order the stacks run
     outputs: dict[str, np.ndarray]          # the task's per-example outputs (its output columns but id)
-    tokens: TokenArrays | None              # generative tasks: per target token
+    # generative tasks: per target token, in memory, or in files (store/rows.py), a shard of the examples each
+    tokens: TokenArrays | list[RaggedRows] | None
     default_stack: str
 
     # -- the default stack, and a classifier's outputs, under their one-stack names
@@ -183,11 +184,12 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                    batch_size: int = 32, max_length: int = 128, thumbnail_size: int = 32,
                    stacks: Sequence[AttentionLayout] | None = None, out: Mapping[str, StackSinks] | None = None,
                    progress: Callable[[int], None] | None = None, lockstep: int = 0,
-                   filler: Examples | None = None) -> ProbeResult:
+                   filler: Examples | None = None, tokens_out: RaggedRows | None = None) -> ProbeResult:
     """probe() for examples the task has already checked (the Recorder's).
 
     out: where each stack's per-example arrays go, a batch at a time (files, for a Recorder: its
     memory then does not grow with the examples); by default, arrays in memory.
+    tokens_out: where a generative task's per-token values go, a batch at a time (by default, in memory).
     lockstep: run at least this many batches, repeating a batch of `filler` (results discarded)
     after the real ones. Under FSDP every forward and backward is a collective: ranks whose
     shards make fewer batches than others' would leave those waiting forever."""
@@ -214,7 +216,10 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                 if name not in outputs:
                     outputs[name] = np.empty((n, *values.shape[1:]), values.dtype)
                 outputs[name][batch.rows] = values
-            if tokens is not None:
+            if tokens is not None and tokens_out is not None:
+                tokens_out.put(batch.rows, {"target": tokens.target, "nll": tokens.nll, "prob": tokens.prob,
+                                            "top1": tokens.top1})
+            elif tokens is not None:
                 token_rows.append(tokens)
                 token_order.append(batch.rows)
             if progress is not None:
@@ -232,7 +237,11 @@ def probe_examples(model: nn.Module, tokenizer, examples: Examples, task: Task, 
                        for layout in layouts}
             for _ in range(lockstep - done):
                 _probe_batch(model, layouts, task, extra, pooling, scratch, separators)
-    return ProbeResult(records, outputs, _in_order(token_rows, token_order, n), default)
+    token_values: TokenArrays | list[RaggedRows] | None = _in_order(token_rows, token_order, n)
+    if tokens_out is not None:
+        tokens_out.finish()
+        token_values = [tokens_out]
+    return ProbeResult(records, outputs, token_values, default)
 
 
 def _empty_record(layout: AttentionLayout, thumbnail_size: int, sinks: StackSinks) -> StackRecord:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +28,7 @@ from t3vis.record.probe import ProbeResult, StackRecord, StackSinks, TokenArrays
 from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
-from t3vis.store.rows import RowFile, RowSink
+from t3vis.store.rows import RaggedRows, RowFile, RowSink
 from t3vis.store.writer import CheckpointStage, RunWriter, folder_bytes
 from t3vis.tasks import get_task
 from t3vis.tasks.arguments import as_integer_vector
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from t3vis.server.launch import ViewerProcess
 
 log = logging.getLogger("t3vis.record")
+
+_MARKER = "visible-to-every-rank"    # in the staging folder: a rank that reads rank 0's token there sees it
 
 
 class ProbeOptions(TypedDict):
@@ -355,10 +360,12 @@ class Recorder:
         saved into the checkpoint if the keep_weights policy keeps them, and the weights of earlier
         checkpoints the policy no longer keeps are deleted.
 
-        The per-example arrays (hidden states, gate gradients) go to the checkpoint's staging folder
-        a batch at a time, so memory does not grow with the probe set. Under torch.distributed each
-        rank writes its shard there (the run folder must be one every rank sees: one machine, or a
-        shared disk) and rank 0 copies the shards into place one at a time, a chunk at a time."""
+        The per-example arrays (hidden states, gate gradients; a generative task's per-token values)
+        go to the checkpoint's staging folder a batch at a time, so memory does not grow with the
+        probe set. Under torch.distributed each rank that sees that folder (one machine, or a shared
+        disk) writes its shard there, and rank 0 copies the shards into place one at a time, a
+        chunk at a time; a rank that does not writes its shard in a temporary folder of its own and
+        sends it to rank 0 a chunk at a time."""
         self.flush()
         started = time.perf_counter()
         if not dist_utils.is_distributed():
@@ -371,7 +378,7 @@ class Recorder:
     def _probe_all(self, stage: CheckpointStage, step: int) -> ProbeResult:
         """A single process probes every example straight into the checkpoint's files."""
         n = len(self.texts)
-        return self._probe(np.arange(n), step, self._stage_sinks(stage, n))
+        return self._probe(np.arange(n), step, self._stage_sinks(stage, n), tokens_out=self._token_rows(stage, n))
 
     def _snapshot_on_main(self, step: int, epoch: float | None, metrics: dict | None, weights_location,
                           started: float) -> SnapshotSummary:
@@ -382,13 +389,16 @@ class Recorder:
 
         def probe_ranks(stage: CheckpointStage, step: int) -> ProbeResult:
             nonlocal shared
-            dist_utils.share_from_main(str(stage.path))
+            token = secrets.token_hex(16)
+            marker = stage.path / stage.scratch(_MARKER)
+            marker.write_text(token)
+            dist_utils.share_from_main((str(stage.path), token))
             shared = True
-            parts = dist_utils.gather_to_main(self._probe_shard(stage, step))
-            failed = [part for part in parts if isinstance(part, Exception)]
-            if failed:
-                raise failed[0]
-            return self._merge_shards(stage, parts)
+            sees = dist_utils.from_every_rank(True)       # each other rank reads the marker: sees_stage
+            parts = dist_utils.gather_to_main(self._probe_shard(lambda: stage, step, durable=False))
+            result = self._collect_shards(stage, parts, sees)
+            marker.unlink()
+            return result
 
         try:
             summary = self._write_snapshot(step, epoch, metrics, weights_location, started, probe_ranks)
@@ -401,42 +411,85 @@ class Recorder:
         return summary
 
     def _probe_for_main(self, step: int) -> None:
-        """A rank other than 0: probe this rank's shard into rank 0's staging folder."""
-        folder = dist_utils.share_from_main()          # raises rank 0's error, if it had one
-        dist_utils.gather_to_main(self._probe_shard(CheckpointStage(Path(folder)), step))
+        """A rank other than 0: probe this rank's shard into rank 0's staging folder if it sees it;
+        otherwise into a temporary folder of its own, and send it to rank 0 when asked."""
+        folder, token = dist_utils.share_from_main()          # raises rank 0's error, if it had one
+        stage = CheckpointStage(Path(folder))
+        if dist_utils.from_every_rank(sees_stage(stage, token))[dist_utils.rank()]:
+            dist_utils.gather_to_main(self._probe_shard(lambda: stage, step, durable=True))
+        else:
+            own: list[Path] = []
+
+            def own_stage() -> CheckpointStage:
+                own.append(Path(tempfile.mkdtemp(prefix=f"t3vis-rank-{dist_utils.rank()}-")))
+                return CheckpointStage(own[0])
+
+            try:
+                result = self._probe_shard(own_stage, step, durable=False)
+                dist_utils.gather_to_main(result)
+                if dist_utils.asked() and isinstance(result, ProbeResult):   # asked only once every rank probed
+                    _send_shard(result)
+            finally:
+                for folder in own:
+                    shutil.rmtree(folder, ignore_errors=True)
         dist_utils.settle()                           # raises rank 0's error (or this rank's, passed on)
 
-    def _probe_shard(self, stage: CheckpointStage, step: int) -> ProbeResult | Exception:
-        """This rank's shard, probed into scratch files of the staging folder; an error is returned,
-        for rank 0 to pass on to every rank."""
+    def _probe_shard(self, where: Callable[[], CheckpointStage], step: int, durable: bool) -> ProbeResult | Exception:
+        """This rank's shard, probed into scratch files of where() (rank 0's staging folder, or a
+        folder of this rank's own); an error is returned, for rank 0 to pass on to every rank.
+        durable: sync the files (rank 0 may read them from another host, on a shared disk)."""
         rows = dist_utils.shard(len(self.texts))
         # every rank runs as many batches as the rank with the most (FSDP's passes are collectives)
         lockstep = dist_utils.max_over_ranks(-(-len(rows) // self.options["batch_size"]))
         try:
-            if not stage.path.is_dir():
-                raise InvalidInputError(f"rank {dist_utils.rank()} cannot see the folder rank 0 stages the checkpoint "
-                                        f"in ({stage.path}): under torch.distributed the run folder must be on a "
-                                        "disk every rank shares")
-            result = self._probe(rows, step, self._stage_sinks(stage, len(rows), f"rank-{dist_utils.rank()}"),
-                                 lockstep)
-            for record in result.stacks.values():
-                for sink in (record.hidden, record.gate_grads):
-                    if isinstance(sink, RowFile):
-                        sink.sync()       # on a shared disk, rank 0 may read it from another host
+            stage, scratch = where(), f"rank-{dist_utils.rank()}"
+            result = self._probe(rows, step, self._stage_sinks(stage, len(rows), scratch), lockstep,
+                                 self._token_rows(stage, len(rows), scratch))
+            if durable:
+                for file in _shard_files(result):
+                    file.sync()
             return result
         except Exception as error:
             return error
 
-    def _merge_shards(self, stage: CheckpointStage, parts: list[ProbeResult]) -> ProbeResult:
-        """The ranks' results as one, their per-example files copied into the checkpoint's in rank
-        order, one shard at a time (each shard's file removed once it is in)."""
-        final = self._stage_sinks(stage, len(self.texts))
-        for part, rows in zip(parts, dist_utils.shards(len(self.texts))):
+    def _collect_shards(self, stage: CheckpointStage, parts: list[ProbeResult | Exception],
+                        sees: list[bool]) -> ProbeResult:
+        """The ranks' results as one, their per-example files put into the checkpoint's in rank
+        order, one shard at a time, a chunk of rows at a time: copied from the staging folder for
+        the ranks that see it (sees[rank]), or sent by the others when asked (each waits to be).
+        After an error no rank is asked to send; the error is raised once every rank has its answer."""
+        error = next((part for part in parts if isinstance(part, Exception)), None)
+        final = self._stage_sinks(stage, len(self.texts)) if error is None else {}
+        for peer, (part, rows) in enumerate(zip(parts, dist_utils.shards(len(self.texts)))):
             start = int(rows[0]) if len(rows) else 0
-            for name, record in part.stacks.items():
-                _move_rows(record.hidden, final[name].hidden, start)
-                _move_rows(record.gate_grads, final[name].gate_grads, start)
-        return _merge(parts, final)
+            if sees[peer]:
+                if error is None and isinstance(part, ProbeResult):
+                    try:
+                        self._move_shard(part, final, start)
+                    except Exception as e:  # raised once every rank has its answer
+                        error = e
+                continue
+            dist_utils.ask(peer, error is None)
+            if error is None and isinstance(part, ProbeResult):
+                if isinstance(part.tokens, list):      # its token values come to a copy in the staging folder
+                    part.tokens = [RaggedRows.receiving(stage.path / stage.scratch(f"rank-{peer}-{schema.TOKENS}"),
+                                                        shard.offsets, shard.dtypes)
+                                   for shard in part.tokens if shard.offsets is not None]
+                error = _receive_shard(peer, final, part, start, len(rows))
+        if error is not None:
+            raise error
+        return _merge([part for part in parts if isinstance(part, ProbeResult)], final)
+
+    def _move_shard(self, part: ProbeResult, final: dict[str, StackSinks], start: int) -> None:
+        for name, record in part.stacks.items():
+            _move_rows(record.hidden, final[name].hidden, start)
+            _move_rows(record.gate_grads, final[name].gate_grads, start)
+
+    def _token_rows(self, stage: CheckpointStage, n: int, scratch: str = "all") -> RaggedRows | None:
+        """Where a generative task's per-token values go (files in the stage); None for other tasks."""
+        if not self.task.format.token_outputs:
+            return None
+        return stage.token_rows(n, stage.scratch(f"{scratch}-{schema.TOKENS}"))
 
     def _stage_sinks(self, stage: CheckpointStage, n: int, scratch: str | None = None) -> dict[str, StackSinks]:
         """Each stack's per-example files in the staging folder: the checkpoint's own, or a rank's
@@ -464,7 +517,9 @@ class Recorder:
             stage.write_outputs(self._output_columns(result), self.task.format.output_columns)
             for stack, record in result.stacks.items():
                 stage.write_heads(_heads_arrays(record), self._file(schema.HEADS, stack))
-            if result.tokens is not None:
+            if isinstance(result.tokens, list):
+                stage.write_token_files(result.tokens)
+            elif result.tokens is not None:
                 stage.write_tokens(result.tokens.arrays())
             if where is None and self._keeps_weights_of(step):
                 saved = save_model_weights(self.model, self.tokenizer, stage.weights_dir,
@@ -503,7 +558,8 @@ class Recorder:
     def _file(self, name: str, stack: str) -> str:
         return schema.stack_file(name, stack, self.default_stack)
 
-    def _probe(self, rows: np.ndarray, step: int, out: dict[str, StackSinks], lockstep: int = 0) -> ProbeResult:
+    def _probe(self, rows: np.ndarray, step: int, out: dict[str, StackSinks], lockstep: int = 0,
+               tokens_out: RaggedRows | None = None) -> ProbeResult:
         bar = None
         if self.progress and dist_utils.rank() == 0:
             from tqdm.auto import tqdm
@@ -511,7 +567,8 @@ class Recorder:
         try:
             return probe_examples(self.model, self.tokenizer, self.examples.subset(rows), self.task,
                                   stacks=self.stacks, out=out, progress=bar.update if bar else None,
-                                  lockstep=lockstep, filler=self.examples.subset([0]), **self.options)
+                                  lockstep=lockstep, filler=self.examples.subset([0]), tokens_out=tokens_out,
+                                  **self.options)
         finally:
             if bar is not None:
                 bar.close()
@@ -533,6 +590,64 @@ def _serve_until_interrupted(viewer) -> None:
         viewer.wait()
     except KeyboardInterrupt:
         viewer.stop()
+
+
+def sees_stage(stage: CheckpointStage, token: str) -> bool:
+    """Whether this rank sees rank 0's staging folder: the marker rank 0 wrote there holds token."""
+    try:
+        return (stage.path / stage.scratch(_MARKER)).read_text() == token
+    except OSError:
+        return False
+
+
+def _send_shard(result: ProbeResult) -> None:
+    """This rank's per-example files to rank 0 (_receive_shard), a chunk of rows at a time; then
+    None, or the error that stopped it."""
+    try:
+        for name, record in result.stacks.items():
+            for kind in ("hidden", "gate_grads"):
+                sink = getattr(record, kind)
+                if isinstance(sink, RowFile):
+                    for block, first, data in sink.chunks():
+                        dist_utils.send_to_main(("rows", name, kind, block, first, data))
+        for shard in result.tokens if isinstance(result.tokens, list) else []:
+            for column in shard.dtypes:
+                for data in shard.chunks(column):
+                    dist_utils.send_to_main(("tokens", column, data))
+    except Exception as error:  # rank 0 raises it on every rank
+        dist_utils.send_to_main(error)
+        return
+    dist_utils.send_to_main(None)
+
+
+def _receive_shard(peer: int, final: dict[str, StackSinks], part: ProbeResult, start: int,
+                   shard_rows: int) -> Exception | None:
+    """On rank 0: rank peer's shard (_send_shard) into final's rows start.., and its token values
+    into part.tokens (copies in the staging folder), a chunk at a time; the error that stopped it
+    (the peer's, or writing's: the rest is still taken, then dropped)."""
+    error = None
+    while (message := dist_utils.receive_from(peer)) is not None:
+        if isinstance(message, Exception):
+            return message
+        if error is None:
+            try:
+                if message[0] == "rows":
+                    _, stack, kind, block, first, data = message
+                    getattr(final[stack], kind).write_chunk(start, shard_rows, block, first, data)
+                else:
+                    _, column, data = message
+                    assert isinstance(part.tokens, list)
+                    part.tokens[0].append(column, data)
+            except Exception as e:  # the peer still sends the rest: take it, then report
+                error = e
+    return error
+
+
+def _shard_files(result: ProbeResult) -> list[RowFile | RaggedRows]:
+    """The files a probe pass wrote its per-example and per-token values into."""
+    rows = [sink for record in result.stacks.values() for sink in (record.hidden, record.gate_grads)
+            if isinstance(sink, RowFile)]
+    return [*rows, *(result.tokens if isinstance(result.tokens, list) else [])]
 
 
 def _move_rows(shard: RowSink | None, final: RowSink | None, start: int) -> None:
@@ -557,8 +672,14 @@ def _merge(parts: list[ProbeResult], sinks: dict[str, StackSinks]) -> ProbeResul
         stacks[name] = StackRecord(sinks[name].hidden, sinks[name].gate_grads, attention, importance_raw)
     probed = [p for p in parts if p.outputs]          # a rank whose shard was empty has no outputs
     outputs = {k: np.concatenate([p.outputs[k] for p in probed]) for k in probed[0].outputs}
-    token_parts = [p.tokens for p in probed if p.tokens is not None]
-    tokens = TokenArrays.concatenate(token_parts) if token_parts else None
+    tokens: TokenArrays | list[RaggedRows] | None = None
+    # every rank's, even an empty shard's: each is removed once in
+    in_files = [shard for p in parts if isinstance(p.tokens, list) for shard in p.tokens]
+    in_memory = [p.tokens for p in probed if isinstance(p.tokens, TokenArrays)]
+    if in_files:
+        tokens = in_files
+    elif in_memory:
+        tokens = TokenArrays.concatenate(in_memory)
     return ProbeResult(stacks, outputs, tokens, parts[0].default_stack)
 
 

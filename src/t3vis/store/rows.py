@@ -10,10 +10,12 @@ kernel's page cache, which writes them back and reclaims them on its own).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 CHUNK_BYTES = 8 << 20   # rows RowFile.finish and copy_into move at a time (finish holds about 3 copies)
 
@@ -137,25 +139,46 @@ class RowFile:
     def copy_into(self, target: RowFile, start: int, chunk_bytes: int | None = None) -> None:
         """Copy every row of this file into target's rows start.. (same layout otherwise), a chunk
         of rows of one block at a time: never more than chunk_bytes (CHUNK_BYTES) in memory."""
-        chunk_bytes = chunk_bytes or CHUNK_BYTES
-        if self.axis != target.axis or _without(self.shape, self.axis) != _without(target.shape, target.axis):
-            raise ValueError(f"rows of shape {self.shape} (axis {self.axis}) do not fit {target.shape}")
+        target.check_fits(self.shape, self.axis, start)
+        for block, first, data in self.chunks(chunk_bytes):
+            target.write_chunk(start, self.num_rows, block, first, data)
+
+    def chunks(self, chunk_bytes: int | None = None) -> Iterator[tuple[int, int, bytes]]:
+        """Every row of the file as (block, first row, the bytes of rows first.. of that block),
+        chunk_bytes (CHUNK_BYTES) or less at a time: what copy_into moves, or a rank sends."""
         if self._arrived:
             raise ValueError(f"{self.path.name} has rows put but not finished: finish() it first")
-        step = max(1, chunk_bytes // max(1, self.row_bytes))
-        source, destination = os.open(self.path, os.O_RDONLY), os.open(target.path, os.O_WRONLY)
+        step = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, self.row_bytes))
+        source = os.open(self.path, os.O_RDONLY)
         try:
             for block in range(self.blocks):
-                read_base = self.offset + block * self.num_rows * self.row_bytes
-                write_base = target.offset + (block * target.num_rows + start) * target.row_bytes
+                base = self.offset + block * self.num_rows * self.row_bytes
                 for first in range(0, self.num_rows, step):
                     size = (min(first + step, self.num_rows) - first) * self.row_bytes
-                    chunk = os.pread(source, size, read_base + first * self.row_bytes)
+                    chunk = os.pread(source, size, base + first * self.row_bytes)
                     if len(chunk) != size:
                         raise OSError(f"{self.path} is shorter than its header says")
-                    os.pwrite(destination, chunk, write_base + first * self.row_bytes)
+                    yield block, first, chunk
         finally:
             os.close(source)
+
+    def check_fits(self, shape: tuple[int, ...], axis: int, start: int) -> None:
+        """Raise unless rows of that shape (along axis) fit in this file from row start on."""
+        rows = shape[axis] if axis < len(shape) else 0
+        if axis != self.axis or _without(shape, axis) != self.row_shape or not 0 <= start <= self.num_rows - rows:
+            raise ValueError(f"rows of shape {shape} (axis {axis}) do not fit {self.shape} from row {start}")
+
+    def write_chunk(self, start: int, shard_rows: int, block: int, first: int, data: bytes) -> None:
+        """One of chunks()' chunks of a shard of shard_rows rows into this file's rows start.. ."""
+        rows, remainder = divmod(len(data), max(1, self.row_bytes))
+        if remainder or not (0 <= block < self.blocks and 0 <= first <= shard_rows - rows
+                             and 0 <= start <= self.num_rows - shard_rows):
+            raise ValueError(f"a chunk of {len(data)} bytes at block {block}, row {first} of a shard of "
+                             f"{shard_rows} rows does not fit {self.path.name} {self.shape} from row {start}")
+        destination = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(destination, data, self.offset + (block * self.num_rows + start + first) * self.row_bytes)
+        finally:
             os.close(destination)
 
     def sync(self) -> None:
@@ -168,6 +191,131 @@ class RowFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class RaggedRows:
+    """Ragged per-example columns (a generative probe's values per target token), put a batch of
+    examples at a time, like RowFile's rows: put() appends each column's values to a spool file;
+    finish() writes them again in example order, a chunk at a time, into one raw file per column
+    (`file(column)`), and keeps the offsets (example i's values are offsets[i]:offsets[i+1]).
+    Picklable (names, offsets, nothing open): a rank's shard travels to rank 0 so."""
+
+    def __init__(self, path: str | Path, num_rows: int, dtypes: Mapping[str, DTypeLike]):
+        """path: the files' common name (`<path>.<column>`); rows never put have no values."""
+        self.path, self.num_rows = Path(path), int(num_rows)
+        self.dtypes = {column: np.dtype(dtype) for column, dtype in dtypes.items()}
+        self.offsets: np.ndarray | None = None        # (num_rows + 1,) int64 once finished
+        self._rows: list[np.ndarray] = []
+        self._lengths: list[np.ndarray] = []
+        for column in self.dtypes:
+            self.file(column).write_bytes(b"")
+            self._spool(column).write_bytes(b"")
+
+    def file(self, column: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{column}")
+
+    def _spool(self, column: str) -> Path:
+        return self.path.with_name(f".{self.path.name}.{column}.spool")
+
+    @property
+    def total(self) -> int:
+        """How many values each column holds (once finished)."""
+        assert self.offsets is not None, "finish() first"
+        return int(self.offsets[-1])
+
+    def put(self, rows: np.ndarray, columns: Mapping[str, Sequence[np.ndarray]]) -> None:
+        """Each column's values of examples rows (one array per example, as long as the others')."""
+        rows = np.asarray(rows, np.int64)
+        lengths = np.array([len(values) for values in columns[next(iter(self.dtypes))]], np.int64)
+        for column, dtype in self.dtypes.items():
+            values = columns[column]
+            if len(values) != len(rows) or any(len(v) != n for v, n in zip(values, lengths)):
+                raise ValueError(f"{column}: {len(rows)} examples of {lengths.tolist()} values expected")
+            with open(self._spool(column), "ab") as f:
+                if len(values):
+                    f.write(np.ascontiguousarray(np.concatenate(values), dtype=dtype).data)
+        self._rows.append(rows)
+        self._lengths.append(lengths)
+
+    def finish(self, chunk_bytes: int | None = None) -> None:
+        """Write the spooled values in example order (a chunk at a time) and drop the spools."""
+        if self.offsets is not None:
+            return
+        rows = np.concatenate(self._rows) if self._rows else np.zeros(0, np.int64)
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
+        length_of, start_of = np.zeros(self.num_rows, np.int64), np.zeros(self.num_rows, np.int64)
+        length_of[rows] = lengths                       # an example put twice: its last values
+        start_of[rows] = np.cumsum(lengths) - lengths   # where its values lie in the spool
+        offsets = np.concatenate([[0], np.cumsum(length_of)]).astype(np.int64)
+        spooled = int(lengths.sum())
+        for column, dtype in self.dtypes.items():
+            # values a chunk: each costs its bytes and two int64s of index (where it lies in the spool)
+            budget = max(1, (chunk_bytes or CHUNK_BYTES) // (dtype.itemsize + 16))
+            with open(self.file(column), "wb") as out:
+                first = 0
+                while first < self.num_rows:
+                    last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + budget, "right")) - 1)
+                    last = min(last, self.num_rows)
+                    count = int(offsets[last] - offsets[first])
+                    if count:
+                        # value g of the output (example i's) is at start_of[i] + g - offsets[i] in the spool
+                        where = np.arange(offsets[first], offsets[last])
+                        where += np.repeat(start_of[first:last] - offsets[first:last], length_of[first:last])
+                        spool = np.memmap(self._spool(column), dtype=dtype, mode="r", shape=(spooled,))
+                        out.write(np.ascontiguousarray(spool[where]).data)
+                        del spool                  # the pages this chunk touched leave with the mapping
+                    first = last
+            self._spool(column).unlink()
+        self.offsets, self._rows, self._lengths = offsets, [], []
+
+    def chunks(self, column: str, chunk_bytes: int | None = None) -> Iterator[bytes]:
+        """A finished column's values in example order, chunk_bytes (CHUNK_BYTES) or less at a time."""
+        self.finish()
+        size = self.total * self.dtypes[column].itemsize
+        step = max(1, (chunk_bytes or CHUNK_BYTES) // self.dtypes[column].itemsize) * self.dtypes[column].itemsize
+        source = os.open(self.file(column), os.O_RDONLY)
+        try:
+            for at in range(0, size, step):
+                chunk = os.pread(source, min(step, size - at), at)
+                if len(chunk) != min(step, size - at):
+                    raise OSError(f"{self.file(column)} is shorter than its offsets say")
+                yield chunk
+        finally:
+            os.close(source)
+
+    @classmethod
+    def receiving(cls, path: str | Path, offsets: np.ndarray, dtypes: Mapping[str, DTypeLike]) -> RaggedRows:
+        """A finished, empty copy of another process's RaggedRows of these offsets, whose columns'
+        chunks (its chunks()) are appended in order with append()."""
+        copy = cls(path, len(offsets) - 1, dtypes)
+        for column in copy.dtypes:
+            copy._spool(column).unlink()
+        copy.offsets = np.asarray(offsets, np.int64)
+        return copy
+
+    def append(self, column: str, data: bytes) -> None:
+        with open(self.file(column), "ab") as f:
+            f.write(data)
+
+    def sync(self) -> None:
+        """Make the column files durable (another host may read them next, on a shared disk)."""
+        for column in self.dtypes:
+            fd = os.open(self.file(column), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def read(self) -> dict[str, np.ndarray]:
+        """offsets and every column, in memory (small runs, tests)."""
+        self.finish()
+        assert self.offsets is not None
+        return {"offsets": self.offsets, **{c: np.fromfile(self.file(c), d) for c, d in self.dtypes.items()}}
+
+    def remove(self) -> None:
+        for column in self.dtypes:
+            self.file(column).unlink(missing_ok=True)
+            self._spool(column).unlink(missing_ok=True)
 
 
 def _along(axis: int, rows: np.ndarray | slice) -> tuple:

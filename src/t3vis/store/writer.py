@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from t3vis.store.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from t3vis.store.rows import RowFile
+from t3vis.store.rows import RaggedRows, RowFile
 from t3vis.tasks.formats import CLASSIFICATION
 
 
@@ -110,8 +110,38 @@ class CheckpointStage:
         missing = [k for k in schema.TOKEN_ARRAYS if k not in arrays]
         if missing:
             raise InvalidInputError(f"token arrays lack {missing}")
-        dtypes = {"offsets": np.int64, "target": np.int32, "nll": np.float16, "prob": np.float16, "top1": np.int32}
-        _write_npz(self.path / schema.TOKENS, {k: np.asarray(arrays[k], dtype=dtypes[k]) for k in schema.TOKEN_ARRAYS})
+        _write_npz(self.path / schema.TOKENS,
+                   {k: np.asarray(arrays[k], dtype=TOKEN_DTYPES[k]) for k in schema.TOKEN_ARRAYS})
+
+    def token_rows(self, num_examples: int, name: str = schema.TOKENS) -> RaggedRows:
+        """Per-target-token values (write_tokens' arrays but offsets, in their stored types), put a
+        batch of examples at a time into files of the staging folder: see write_token_files."""
+        return RaggedRows(self.path / name, num_examples, {k: v for k, v in TOKEN_DTYPES.items() if k != "offsets"})
+
+    def write_token_files(self, shards: Sequence[RaggedRows]) -> None:
+        """write_tokens for the values of token_rows' files (finished; one per shard of the
+        examples, in order; each removed once in): streamed into the npz a chunk at a time."""
+        offsets, total = [np.zeros(1, np.int64)], 0
+        for shard in shards:
+            shard.finish()
+            assert shard.offsets is not None
+            offsets.append(shard.offsets[1:] + total)
+            total += shard.total
+        with zipfile.ZipFile(self.path / schema.TOKENS, mode="w", compression=zipfile.ZIP_STORED) as npz:
+            with npz.open("offsets.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.concatenate(offsets), allow_pickle=False)
+            for column in schema.TOKEN_ARRAYS[1:]:
+                dtype = np.dtype(TOKEN_DTYPES[column])
+                with npz.open(f"{column}.npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                                  "fortran_order": False, "shape": (total,)})
+                    for shard in shards:
+                        if shard.dtypes[column] != dtype:
+                            raise InvalidInputError(f"token {column} stored as {dtype}, not {shard.dtypes[column]}")
+                        for chunk in shard.chunks(column):
+                            member.write(chunk)
+        for shard in shards:
+            shard.remove()
 
     @property
     def weights_dir(self) -> Path:
@@ -245,6 +275,9 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             with npz.open(f"{name}.npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
+
+# the stored type of each per-target-token array (tokens.npz)
+TOKEN_DTYPES = {"offsets": np.int64, "target": np.int32, "nll": np.float16, "prob": np.float16, "top1": np.int32}
 
 # the stored type of each output column any task has; probs is a fixed-size list per example
 _OUTPUT_TYPES = {"id": np.int64, "pred": np.int32, "loss": np.float32, "gold_prob": np.float32, "correct": bool,
