@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from layout_data import patches
 from sklearn.decomposition import PCA
 
 from t3vis.analysis import _layouts as L
@@ -25,15 +26,6 @@ def blobs(n=3000, clusters=5, d=20, seed=0):
     centres = rng.normal(size=(clusters, d)) * 6
     X = centres[labels] + rng.normal(size=(n, d))
     return X.astype(np.float32), labels
-
-
-def patches(n=5000, clusters=8, d=48, seed=1):
-    """(n, d) float32: clusters that are 5-dim patches, inner structure a layout keeps in part."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, clusters, n)
-    centres, bases = rng.normal(size=(clusters, d)) * 2, rng.normal(size=(clusters, 5, d)) * 0.6
-    X = centres[labels] + np.einsum("nk,nkd->nd", rng.normal(size=(n, 5)), bases[labels])
-    return X.astype(np.float32)
 
 
 def nearest_other(points):
@@ -124,7 +116,7 @@ def test_pca_of_a_large_input_takes_its_axes_from_a_sample_and_scores_by_blocks(
 
 
 def test_estimated_preservation_measures_a_seeded_sample_exactly_and_its_mean_is_close():
-    X = patches()
+    X = patches(5000, 8)
     Y = project(X, "pca")
     exact = neighborhood_preservation(X, Y, k=10, sample=None)
     estimate = neighborhood_preservation(X, Y, k=10, sample=1000, seed=0)
@@ -141,7 +133,7 @@ def test_estimated_preservation_measures_a_seeded_sample_exactly_and_its_mean_is
 
 
 def test_preservation_is_estimated_by_default_only_above_its_limit(monkeypatch):
-    X = patches(n=1200)
+    X = patches(1200, 8)
     Y = project(X, "pca")
     assert np.isfinite(neighborhood_preservation(X, Y)).all()
     monkeypatch.setattr(P, "PRESERVATION_EXACT_UP_TO", 1000)

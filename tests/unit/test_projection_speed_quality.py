@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from layout_data import patches
 from sklearn.manifold import TSNE
 from sklearn.metrics.pairwise import cosine_distances
 from sklearn.neighbors import NearestNeighbors
@@ -25,15 +26,6 @@ def tight_clusters(clusters=12, per=11, d=64, seed=0):
     labels = np.repeat(np.arange(clusters), per)
     X = rng.normal(size=(clusters, d))[labels] * 5 + rng.normal(scale=0.05, size=(len(labels), d))
     return X.astype(np.float32), labels
-
-
-def patches(n=300, clusters=6, d=48, seed=1):
-    """(n, d) float32: clusters that are 5-dim patches, with inner structure a layout can keep or lose."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, clusters, n)
-    centres, bases = rng.normal(size=(clusters, d)) * 2, rng.normal(size=(clusters, 5, d)) * 0.6
-    X = centres[labels] + np.einsum("nk,nkd->nd", rng.normal(size=(n, 5)), bases[labels])
-    return X.astype(np.float32)
 
 
 def kept_neighbours(X, Y, k=10):
@@ -53,7 +45,7 @@ def test_tsne_keeps_the_neighbours_of_well_separated_clusters():
 
 
 def test_tsne_keeps_nine_tenths_of_what_the_papers_tsne_keeps():
-    X = patches()
+    X = patches(300, 6)
     ours = kept_neighbours(X, project(X, "tsne"))
     paper = TSNE(metric="precomputed", init="random", max_iter=2000, random_state=0).fit_transform(cosine_distances(X))
     theirs = kept_neighbours(X, paper)
@@ -62,7 +54,7 @@ def test_tsne_keeps_nine_tenths_of_what_the_papers_tsne_keeps():
 
 
 def test_tsne_is_deterministic_for_a_seed():
-    X = patches(n=200)
+    X = patches(200, 6)
     a, b = project(X, "tsne", seed=3), project(X, "tsne", seed=3)
     assert np.array_equal(a, b)
     assert a.shape == (200, 2) and a.dtype == np.float32 and np.isfinite(a).all()

@@ -1,7 +1,7 @@
 // Example id -> row of a view's arrays (probe rows of the points, rows of the data map), by binary
 // search over the ids sorted once: no Map of a million entries on the main thread, and the sorted
 // ids meet a selection's sorted ids in one merge walk.
-import { Selection } from './selection';
+import { search, Selection } from './selection';
 
 /** Which rows of a view a selection holds: one byte per row, and how many are set. */
 export interface RowSet {
@@ -37,16 +37,9 @@ export class RowIndex {
 
   /** The row of an id, or undefined (as Map.get). */
   get(id: number): number | undefined {
-    const a = this.sortedIds;
-    let lo = 0, hi = a.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const v = a[mid];
-      if (v < id) lo = mid + 1;
-      else if (v > id) hi = mid - 1;
-      else return this.rowOfSorted ? this.rowOfSorted[mid] : mid;
-    }
-    return undefined;
+    const at = search(this.sortedIds, id);
+    if (at < 0) return undefined;
+    return this.rowOfSorted ? this.rowOfSorted[at] : at;
   }
 
   has(id: number): boolean {
