@@ -8,7 +8,7 @@ import type { AnyModel, InitializeProps, RenderProps } from '@anywidget/types';
 import App from './App.svelte';
 import pageStyles from './app.css?inline';
 import { commTransport } from './lib/commTransport';
-import { idList } from './lib/api';
+import { int64Body } from './lib/api';
 import { viewName } from './lib/embed';
 import { selection, setSelection } from './lib/stores';
 import { sameSelection } from './lib/selection';
@@ -22,26 +22,39 @@ interface Model {
   run: string;
   view: string | null;
   height: number;
-  selected_ids: number[] | null;
+  /** the selection's ids as little-endian int64, sorted (a binary buffer: any size); null: none */
+  selected_id_bytes: DataView | null;
 }
 
 /** The page's global styles, for a shadow root: its :root variables on the host, no body rules. */
 const hostStyles = pageStyles.replace(/:root\b/g, ':host').replace(/\bbody\s*\{[^}]*\}/g, '');
 
+/** Ids from little-endian int64 bytes (ids are integers below 2^53). */
+function idsOf(bytes: DataView | null): Float64Array | null {
+  if (!bytes) return null;
+  const ids = new Float64Array(bytes.byteLength / 8);
+  for (let i = 0; i < ids.length; i++) {
+    const high = bytes.getInt32(8 * i + 4, true);
+    ids[i] = high === 0 ? bytes.getUint32(8 * i, true) : Number(bytes.getBigInt64(8 * i, true));
+  }
+  return ids;
+}
+
 /** The selection trait, both ways: a lasso in the widget is read in Python; Python's assignment selects. */
 function syncSelection(model: AnyModel<Model>): () => void {
-  const held = () => model.get('selected_ids');
+  const held = () => idsOf(model.get('selected_id_bytes'));
   const fromModel = () => {
-    if (!sameSelection(get(selection), held())) setSelection(model.get('selected_ids'), 'python');
+    const ids = held();
+    if (!sameSelection(get(selection), ids)) setSelection(ids, 'python');
   };
   const unsubscribe = selection.subscribe((s) => {
     if (sameSelection(held(), s)) return;
-    model.set('selected_ids', idList(s));
+    model.set('selected_id_bytes', s ? new DataView(int64Body(s)) : null);
     model.save_changes();
   });
-  model.on('change:selected_ids', fromModel);
+  model.on('change:selected_id_bytes', fromModel);
   fromModel();
-  return () => { unsubscribe(); model.off('change:selected_ids', fromModel); };
+  return () => { unsubscribe(); model.off('change:selected_id_bytes', fromModel); };
 }
 
 /** Once per widget model: the API over its comm and the selection trait. (Each model loads this

@@ -258,20 +258,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The API caps id lists at 100,000. */
-export const MAX_IDS = 100_000;
-
-/** Ids in a list (the notebook widget's selection trait): the first MAX_IDS. */
-export function idList(sel: Iterable<number> | null): number[] | null {
-  if (!sel) return null;
-  const out: number[] = [];
-  for (const id of sel) {
-    if (out.length >= MAX_IDS) break;
-    out.push(id);
-  }
-  return out;
-}
-
 // ---- Selections of any size --------------------------------------------------------------
 
 /** Selections up to this size travel as their ids; larger ones as a handle the server holds. */
@@ -286,7 +272,7 @@ type Handle = SelectionSummary & { handle: string; count: number };
 const handles = new WeakMap<Selection, Map<string, Promise<Handle>>>();
 
 /** The selection's ids as little-endian int64 (ids are integers below 2^53). */
-function int64Body(sel: Selection): ArrayBuffer {
+export function int64Body(sel: Selection): ArrayBuffer {
   const words = new Uint32Array(sel.size * 2);
   const view = new DataView(words.buffer);
   for (let i = 0; i < sel.size; i++) {

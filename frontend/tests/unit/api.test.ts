@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Bool, Float32, Int32, Int64, Table, Utf8, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
-import { decodeBytes, decodeDataMap, decodePoints, decodeProjection, idList, MAX_IDS, ApiError } from '../../src/lib/api';
+import { decodeBytes, decodeDataMap, decodePoints, decodeProjection, int64Body, ApiError } from '../../src/lib/api';
+import { Selection } from '../../src/lib/selection';
 
 function roundTrip(cols: Record<string, ReturnType<typeof vectorFromArray>>) {
   return tableFromIPC(tableToIPC(new Table(cols), 'stream'));
@@ -99,10 +100,11 @@ describe('decodeBytes (uint8 with X-T3vis-Shape)', () => {
   });
 });
 
-describe('idList', () => {
-  it('is null without a selection and capped at the API limit', () => {
-    expect(idList(null)).toBeNull();
-    const big = new Set(Array.from({ length: MAX_IDS + 5 }, (_, i) => i));
-    expect(idList(big)!.length).toBe(MAX_IDS);
+
+describe('int64Body', () => {
+  it('writes a selection as little-endian int64, ids past 2^32 included', () => {
+    const ids = [7, 0, 2 ** 40 + 3, 4294967295];
+    const body = int64Body(Selection.of(ids));
+    expect([...new BigInt64Array(body)]).toEqual([0n, 7n, 4294967295n, 2n ** 40n + 3n]);
   });
 });

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import numpy as np
 import pandas as pd
 import traitlets
+from ipywidgets.widgets.trait_types import bytes_serialization
 
 from t3vis.errors import InvalidInputError, NotFoundError
 from t3vis.notebook.kernel_routing import route_to_subshell
@@ -57,7 +59,9 @@ class ViewerWidget(anywidget.AnyWidget):
     run = traitlets.Unicode("").tag(sync=True)
     view = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     height = traitlets.Int(DEFAULT_HEIGHT).tag(sync=True)
-    selected_ids = traitlets.List(traitlets.Int(), default_value=None, allow_none=True).tag(sync=True)
+    # the selection's ids as little-endian int64, sorted (None: nothing selected): bytes travel as a
+    # binary buffer, so a lasso of a million points reaches Python whole
+    selected_id_bytes = traitlets.Bytes(None, allow_none=True).tag(sync=True, **bytes_serialization)
     # whether the kernel answers while a cell runs (a subshell serves the comm); shown by the page
     live_in_busy_kernel = traitlets.Bool(False).tag(sync=True)
 
@@ -120,8 +124,17 @@ class ViewerWidget(anywidget.AnyWidget):
 
     @selection.setter
     def selection(self, value: Iterable[int] | pd.DataFrame | pd.Series | None) -> None:
-        ids = None if value is None else self._known_ids(value)
-        self.set_trait("selected_ids", ids)
+        self.selected_ids = None if value is None else self._known_ids(value)
+
+    @property
+    def selected_ids(self) -> list[int] | None:
+        """The selected example ids, sorted; None when nothing is selected."""
+        held = self.selected_id_bytes
+        return None if held is None else np.frombuffer(held, "<i8").tolist()
+
+    @selected_ids.setter
+    def selected_ids(self, ids: Iterable[int] | None) -> None:
+        self.set_trait("selected_id_bytes", None if ids is None else np.unique(np.asarray(list(ids), "<i8")).tobytes())
 
     def _known_ids(self, value: Iterable[int] | pd.DataFrame | pd.Series) -> list[int]:
         if isinstance(value, pd.DataFrame):
