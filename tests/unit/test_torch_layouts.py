@@ -147,6 +147,9 @@ def test_the_environment_keeps_layouts_on_the_cpu_and_odd_parameters_stay_there(
     assert _devices.backend_name("tsne", {"perplexity": 5}, warm=True) == "torch"
     assert _devices.backend_name("tsne", {"theta": 0.5}, warm=False) == "cpu"      # openTSNE's own knob
     assert _devices.backend_name("pca", {}, warm=False) == "cpu"
+    # a warm start's openTSNE early stop is dropped on a GPU, which runs the whole schedule
+    from t3vis.analysis._layouts import warm_start_params
+    assert _devices.backend_name("tsne", warm_start_params("tsne", {}), warm=True) == "torch"
     monkeypatch.setenv(_devices.ENV, "cpu")
     assert _devices.backend_name("umap", {}, warm=False) == "cpu"
 
@@ -169,3 +172,23 @@ def test_with_a_device_project_lays_out_on_it_and_caches_apart(monkeypatch):
     assert nearest_label_accuracy(Y, labels) == 1.0
     assert layout_rules("umap")["device"] == "gpu" and cpu_rules["device"] == "cpu"
     assert layout_rules("pca")["device"] == "cpu"
+
+
+def test_with_a_device_the_aligned_chain_starts_the_torch_tsne_from_the_previous_layout(monkeypatch):
+    from t3vis.analysis.projection import align_next
+
+    X, labels = blobs(n_per=50)
+    X2 = X + np.random.default_rng(3).normal(0, 0.3, X.shape).astype(np.float32)
+    first = _torch_tsne.tsne(prepare(X), seed=0, init=None, device="cpu", n_iter=150)
+    starts = []
+    real = _torch_tsne.tsne
+
+    def recording(Z, **kw):
+        starts.append(kw["init"])
+        return real(Z, **kw)
+
+    monkeypatch.setattr(_devices, "layout_device", lambda: "cpu")
+    monkeypatch.setattr(_torch_tsne, "tsne", recording)
+    Y = align_next(X2, X, first, "tsne", n_iter=100)
+    assert len(starts) == 1 and np.array_equal(starts[0], first)
+    assert nearest_label_accuracy(Y, labels) == 1.0

@@ -19,6 +19,9 @@ DRIVER_NODE = "/dev/nvidiactl"      # present wherever the NVIDIA driver is load
 # the parameters each GPU layout understands; a layout asked for any other runs on the CPU
 GPU_PARAMS = {"tsne": {"perplexity", "n_iter", "early_exaggeration_iter"},
               "umap": {"n_neighbors", "min_dist", "n_epochs", "learning_rate"}}
+# openTSNE's early stop of a warm start (`_layouts.warm_start_params`): a GPU runs the whole
+# schedule instead (an iteration costs it milliseconds), so it takes and drops these
+CPU_ONLY_TSNE_PARAMS = {"callbacks", "callbacks_every_iters"}
 # the GPU's t-SNE schedule: openTSNE's full one (exact gradients there cost milliseconds per iteration)
 GPU_TSNE_SCHEDULE = {"early_exaggeration_iter": 250, "n_iter": 500}
 
@@ -44,7 +47,7 @@ def backend_name(method: str, params: dict, *, warm: bool) -> str:
     """"cuml", "torch" or "cpu": what lays out `method` with `params` on this machine. cuML
     takes fresh layouts only: a warm start (`warm`, the aligned chain) runs on torch, which
     takes the previous layout as its start."""
-    if method not in GPU_PARAMS or not set(params) <= GPU_PARAMS[method] or layout_device() is None:
+    if method not in GPU_PARAMS or not set(_for_gpu(method, params)) <= GPU_PARAMS[method] or layout_device() is None:
         return "cpu"
     return "cuml" if not warm and importlib.util.find_spec("cuml") is not None else "torch"
 
@@ -52,6 +55,7 @@ def backend_name(method: str, params: dict, *, warm: bool) -> str:
 def gpu_layout(backend: str, method: str, Z: np.ndarray, *, seed: int, init, n_jobs: int, params: dict) -> np.ndarray:
     """A layout (N, 2) of every row of Z on the GPU by `backend` ("cuml" or "torch"; see
     backend_name), called as `_layouts.tsne` and `_layouts.umap` are (n_jobs unused)."""
+    params = _for_gpu(method, params)
     if backend == "cuml" and init is None:
         return _cuml_layout(method, Z, seed=seed, params=params)
     device = layout_device() or "cuda"
@@ -62,6 +66,10 @@ def gpu_layout(backend: str, method: str, Z: np.ndarray, *, seed: int, init, n_j
     from t3vis.analysis import _torch_umap
 
     return _torch_umap.umap(Z, seed=seed, init=init, device=device, **params)
+
+
+def _for_gpu(method: str, params: dict) -> dict:
+    return {k: v for k, v in params.items() if not (method == "tsne" and k in CPU_ONLY_TSNE_PARAMS)}
 
 
 def _cuml_layout(method: str, Z: np.ndarray, *, seed: int, params: dict) -> np.ndarray:
