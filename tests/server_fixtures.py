@@ -1,5 +1,8 @@
 """Runs for the server tests, recorded once per test session (the conftest tiny_run is per test).
 
+`record_pruning_run(path, n)`: one checkpoint (step 0) of a random BERT over n probe examples,
+enough for pruning's sampled estimate to differ from its exact figures.
+
 `record_tiny_run(path)`: the conftest tiny_run recipe (2-layer, 4-head random BERT, 24 probe
 examples, checkpoints at steps 0 and 5, training dynamics, weights saved), with one step of
 real training between the checkpoints so the two differ, plus 6 training-only examples
@@ -14,6 +17,18 @@ from conftest import make_labels, make_model, make_texts
 
 N_PROBE = 24
 N_TRAIN_ONLY = 6
+
+
+def record_pruning_run(path: Path, n: int) -> tuple[list[str], list[int]]:
+    """The run's probe texts and labels."""
+    from t3vis import Recorder
+
+    model, tokenizer = make_model("bert", seed=3)
+    texts, labels = make_texts(n, seed=5), make_labels(n, seed=5)
+    rec = Recorder(path, model, tokenizer, texts, labels, batch_size=64)
+    rec.snapshot(step=0, epoch=0.0)
+    rec.close()
+    return texts, labels
 
 
 def record_tiny_run(path: Path) -> tuple[Path, list[str], list[int]]:

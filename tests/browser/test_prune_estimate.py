@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_labels, make_model, make_texts  # tests/conftest.py
+from server_fixtures import record_pruning_run
 
 import t3vis
 from t3vis.server.launch import BackgroundServer
@@ -46,12 +46,8 @@ WATCH_JS = """() => {
 def many(tmp_path_factory, built_frontend):
     from t3vis.server import create_app
 
-    model, tokenizer = make_model("bert", seed=3)
-    texts, labels = make_texts(N_PROBE, seed=5), make_labels(N_PROBE, seed=5)
     path = tmp_path_factory.mktemp("prune-estimate") / "many"
-    rec = t3vis.Recorder(path, model, tokenizer, texts, labels, batch_size=64)
-    rec.snapshot(step=0, epoch=0.0)
-    rec.close()
+    texts, labels = record_pruning_run(path, N_PROBE)
     live = BackgroundServer(create_app([path], static_dir=STATIC_DIR))
     yield {"server": live, "path": path, "texts": texts, "labels": labels}
     live.stop()

@@ -55,10 +55,10 @@ def run_ranks(tmp_path: Path, run_dir: Path, extra: str = "") -> list[dict]:
 # would not (only its check of rank 0's marker is told so: everything else runs as it would);
 # it reports every per-example file it writes
 RANK_1_ON_ANOTHER_DISK = """
-    import t3vis.record.recorder as recorder
+    import t3vis.record.shards as shards
     from t3vis.store.rows import RowFile
     if rank == 1:
-        recorder.sees_stage = lambda stage, token: False
+        shards.sees_stage = lambda stage, token: False
         reported["files"] = []
         create = RowFile.__init__
         def recording(self, path, *args, **kwargs):

@@ -46,9 +46,9 @@ print("RESULT " + json.dumps({{"rank": rank, "loss": loss.item()}}), flush=True)
 # rank 1 does not see rank 0's staging folder (as on another host without the run's disk): only its
 # check of rank 0's marker is told so; its shard, token values included, reaches rank 0 over gloo
 RANK_1_ON_ANOTHER_DISK = """
-import t3vis.record.recorder as recorder
+import t3vis.record.shards as shards
 if rank == 1:
-    recorder.sees_stage = lambda stage, token: False
+    shards.sees_stage = lambda stage, token: False
 """
 
 

@@ -11,9 +11,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_generative_model, make_labels, make_model, make_pairs, make_texts
+from conftest import make_generative_model, make_pairs
 from fastapi.testclient import TestClient
 from scipy import stats
+from server_fixtures import record_pruning_run
 
 import t3vis
 from t3vis.server import create_app
@@ -27,12 +28,8 @@ MASKS = ([[0, 1], [1, 2]], [[0, 0]], [[1, 0], [1, 3]], [[0, 2], [0, 3], [1, 1]],
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    model, tokenizer = make_model("bert", seed=3)
-    texts, labels = make_texts(N_PROBE, seed=5), make_labels(N_PROBE, seed=5)
     path = tmp_path_factory.mktemp("prune") / "many"
-    rec = t3vis.Recorder(path, model, tokenizer, texts, labels, batch_size=64)
-    rec.snapshot(step=0, epoch=0.0)
-    rec.close()
+    texts, labels = record_pruning_run(path, N_PROBE)
     run = t3vis.open_run(path)
     model, tokenizer = run.checkpoint(0).load_model()
     return path, model, tokenizer, texts, np.asarray(labels)

@@ -21,6 +21,7 @@ from t3vis.errors import InvalidInputError
 from t3vis.models.batches import num_labels, unwrap
 from t3vis.models.structure import AttentionLayout, find_stacks
 from t3vis.record import distributed as dist_utils
+from t3vis.record import shards
 from t3vis.record.attention_stats import AttentionStats
 from t3vis.record.model_weights import save_model_weights
 from t3vis.record.observations import Observation, checked_step, whole_epoch
@@ -28,7 +29,7 @@ from t3vis.record.probe import ProbeResult, StackRecord, StackSinks, TokenArrays
 from t3vis.record.weights_policy import WeightsPolicy, weights_policy
 from t3vis.store import schema
 from t3vis.store.reader import open_run
-from t3vis.store.rows import RaggedRows, RowFile, RowSink
+from t3vis.store.rows import RaggedRows
 from t3vis.store.writer import CheckpointStage, RunWriter, folder_bytes
 from t3vis.tasks import get_task
 from t3vis.tasks.arguments import as_integer_vector
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("t3vis.record")
 
-_MARKER = "visible-to-every-rank"    # in the staging folder: a rank that reads rank 0's token there sees it
 
 
 class ProbeOptions(TypedDict):
@@ -390,7 +390,7 @@ class Recorder:
         def probe_ranks(stage: CheckpointStage, step: int) -> ProbeResult:
             nonlocal shared
             token = secrets.token_hex(16)
-            marker = stage.path / stage.scratch(_MARKER)
+            marker = stage.path / stage.scratch(shards.MARKER)
             marker.write_text(token)
             dist_utils.share_from_main((str(stage.path), token))
             shared = True
@@ -415,7 +415,7 @@ class Recorder:
         otherwise into a temporary folder of its own, and send it to rank 0 when asked."""
         folder, token = dist_utils.share_from_main()          # raises rank 0's error, if it had one
         stage = CheckpointStage(Path(folder))
-        if dist_utils.from_every_rank(sees_stage(stage, token))[dist_utils.rank()]:
+        if dist_utils.from_every_rank(shards.sees_stage(stage, token))[dist_utils.rank()]:
             dist_utils.gather_to_main(self._probe_shard(lambda: stage, step, durable=True))
         else:
             own: list[Path] = []
@@ -428,7 +428,7 @@ class Recorder:
                 result = self._probe_shard(own_stage, step, durable=False)
                 dist_utils.gather_to_main(result)
                 if dist_utils.asked() and isinstance(result, ProbeResult):   # asked only once every rank probed
-                    _send_shard(result)
+                    shards.send(result)
             finally:
                 for folder in own:
                     shutil.rmtree(folder, ignore_errors=True)
@@ -446,7 +446,7 @@ class Recorder:
             result = self._probe(rows, step, self._stage_sinks(stage, len(rows), scratch), lockstep,
                                  self._token_rows(stage, len(rows), scratch))
             if durable:
-                for file in _shard_files(result):
+                for file in shards.files(result):
                     file.sync()
             return result
         except Exception as error:
@@ -475,15 +475,15 @@ class Recorder:
                     part.tokens = [RaggedRows.receiving(stage.path / stage.scratch(f"rank-{peer}-{schema.TOKENS}"),
                                                         shard.offsets, shard.dtypes)
                                    for shard in part.tokens if shard.offsets is not None]
-                error = _receive_shard(peer, final, part, start, len(rows))
+                error = shards.receive(peer, final, part, start, len(rows))
         if error is not None:
             raise error
         return _merge([part for part in parts if isinstance(part, ProbeResult)], final)
 
     def _move_shard(self, part: ProbeResult, final: dict[str, StackSinks], start: int) -> None:
         for name, record in part.stacks.items():
-            _move_rows(record.hidden, final[name].hidden, start)
-            _move_rows(record.gate_grads, final[name].gate_grads, start)
+            shards.move_rows(record.hidden, final[name].hidden, start)
+            shards.move_rows(record.gate_grads, final[name].gate_grads, start)
 
     def _token_rows(self, stage: CheckpointStage, n: int, scratch: str = "all") -> RaggedRows | None:
         """Where a generative task's per-token values go (files in the stage); None for other tasks."""
@@ -590,73 +590,6 @@ def _serve_until_interrupted(viewer) -> None:
         viewer.wait()
     except KeyboardInterrupt:
         viewer.stop()
-
-
-def sees_stage(stage: CheckpointStage, token: str) -> bool:
-    """Whether this rank sees rank 0's staging folder: the marker rank 0 wrote there holds token."""
-    try:
-        return (stage.path / stage.scratch(_MARKER)).read_text() == token
-    except OSError:
-        return False
-
-
-def _send_shard(result: ProbeResult) -> None:
-    """This rank's per-example files to rank 0 (_receive_shard), a chunk of rows at a time; then
-    None, or the error that stopped it."""
-    try:
-        for name, record in result.stacks.items():
-            for kind in ("hidden", "gate_grads"):
-                sink = getattr(record, kind)
-                if isinstance(sink, RowFile):
-                    for block, first, data in sink.chunks():
-                        dist_utils.send_to_main(("rows", name, kind, block, first, data))
-        for shard in result.tokens if isinstance(result.tokens, list) else []:
-            for column in shard.dtypes:
-                for data in shard.chunks(column):
-                    dist_utils.send_to_main(("tokens", column, data))
-    except Exception as error:  # rank 0 raises it on every rank
-        dist_utils.send_to_main(error)
-        return
-    dist_utils.send_to_main(None)
-
-
-def _receive_shard(peer: int, final: dict[str, StackSinks], part: ProbeResult, start: int,
-                   shard_rows: int) -> Exception | None:
-    """On rank 0: rank peer's shard (_send_shard) into final's rows start.., and its token values
-    into part.tokens (copies in the staging folder), a chunk at a time; the error that stopped it
-    (the peer's, or writing's: the rest is still taken, then dropped)."""
-    error = None
-    while (message := dist_utils.receive_from(peer)) is not None:
-        if isinstance(message, Exception):
-            return message
-        if error is None:
-            try:
-                if message[0] == "rows":
-                    _, stack, kind, block, first, data = message
-                    getattr(final[stack], kind).write_chunk(start, shard_rows, block, first, data)
-                else:
-                    _, column, data = message
-                    assert isinstance(part.tokens, list)
-                    part.tokens[0].append(column, data)
-            except Exception as e:  # the peer still sends the rest: take it, then report
-                error = e
-    return error
-
-
-def _shard_files(result: ProbeResult) -> list[RowFile | RaggedRows]:
-    """The files a probe pass wrote its per-example and per-token values into."""
-    rows = [sink for record in result.stacks.values() for sink in (record.hidden, record.gate_grads)
-            if isinstance(sink, RowFile)]
-    return [*rows, *(result.tokens if isinstance(result.tokens, list) else [])]
-
-
-def _move_rows(shard: RowSink | None, final: RowSink | None, start: int) -> None:
-    """A rank's scratch file into its rows of the checkpoint's file, then gone."""
-    if shard is None or final is None:
-        return
-    assert isinstance(shard, RowFile) and isinstance(final, RowFile)
-    shard.copy_into(final, start)
-    shard.remove()
 
 
 def _merge(parts: list[ProbeResult], sinks: dict[str, StackSinks]) -> ProbeResult:
