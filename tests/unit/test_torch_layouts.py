@@ -4,6 +4,7 @@ formulas and umap-learn's own functions, their layouts against openTSNE's and um
 import math
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -192,3 +193,45 @@ def test_with_a_device_the_aligned_chain_starts_the_torch_tsne_from_the_previous
     Y = align_next(X2, X, first, "tsne", n_iter=100)
     assert len(starts) == 1 and np.array_equal(starts[0], first)
     assert nearest_label_accuracy(Y, labels) == 1.0
+
+
+class _CumlTSNE:
+    """cuml.manifold.TSNE's keyword arguments as cuML 25.x documents them (max_iter, no n_iter)."""
+    calls: ClassVar[list[dict]] = []
+
+    def __init__(self, *, n_components=2, perplexity=30.0, max_iter=1000, exaggeration_iter=250,
+                 random_state=None, method="fft"):
+        self.calls.append({"perplexity": perplexity, "max_iter": max_iter, "exaggeration_iter": exaggeration_iter,
+                           "random_state": random_state})
+
+    def fit_transform(self, Z):
+        return np.arange(2 * len(Z), dtype=np.float32).reshape(-1, 2)
+
+
+class _OldCumlTSNE(_CumlTSNE):
+    """The same before cuML renamed n_iter to max_iter."""
+
+    def __init__(self, *, n_components=2, perplexity=30.0, n_iter=1000, exaggeration_iter=250, random_state=None):
+        self.calls.append({"perplexity": perplexity, "n_iter": n_iter, "exaggeration_iter": exaggeration_iter,
+                           "random_state": random_state})
+
+
+@pytest.mark.parametrize("estimator, total", [(_CumlTSNE, "max_iter"), (_OldCumlTSNE, "n_iter")])
+def test_with_cuml_installed_a_fresh_tsne_runs_the_whole_schedule_under_the_name_its_version_takes(
+        monkeypatch, estimator, total):
+    import importlib.machinery
+    import types
+
+    cuml = types.ModuleType("cuml")
+    cuml.__spec__ = importlib.machinery.ModuleSpec("cuml", None)
+    cuml.TSNE = estimator
+    monkeypatch.setitem(sys.modules, "cuml", cuml)
+    monkeypatch.setattr(_devices, "layout_device", lambda: "cuda")
+    estimator.calls = []
+    assert _devices.backend_name("tsne", {"perplexity": 20.0}, warm=False) == "cuml"
+    assert _devices.backend_name("tsne", {}, warm=True) == "torch"      # warm starts: torch takes the start
+    Z = np.zeros((5, 3), np.float32)
+    Y = _devices.gpu_layout("cuml", "tsne", Z, seed=7, init=None, n_jobs=1, params={"perplexity": 20.0})
+    # openTSNE's whole schedule: 250 exaggerated iterations, then 500, which cuML counts as one total
+    assert estimator.calls == [{"perplexity": 20.0, total: 750, "exaggeration_iter": 250, "random_state": 7}]
+    assert Y.dtype == np.float64 and Y.shape == (5, 2) and Y[4, 1] == 9.0

@@ -9,6 +9,7 @@ imported only where /dev/nvidiactl exists (its import alone takes seconds).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from functools import lru_cache
 
@@ -78,9 +79,12 @@ def _cuml_layout(method: str, Z: np.ndarray, *, seed: int, params: dict) -> np.n
 
     if method == "tsne":
         schedule = {**GPU_TSNE_SCHEDULE, **params}
+        # cuML counts the exaggerated iterations in its total, which it names max_iter since 24.x
+        # (n_iter before; a cuML that knows only one refuses the other)
+        total = "max_iter" if "max_iter" in inspect.signature(cuml.TSNE).parameters else "n_iter"
         estimator = cuml.TSNE(n_components=2, perplexity=params.get("perplexity", 30.0), random_state=seed,
-                              n_iter=schedule["early_exaggeration_iter"] + schedule["n_iter"],
-                              exaggeration_iter=schedule["early_exaggeration_iter"])
+                              exaggeration_iter=schedule["early_exaggeration_iter"],
+                              **{total: schedule["early_exaggeration_iter"] + schedule["n_iter"]})
     else:
         estimator = cuml.UMAP(n_components=2, random_state=seed, **params)
     return np.asarray(estimator.fit_transform(Z), np.float64)
