@@ -37,34 +37,46 @@ def wait_projection(p, run: str, step: int, layer: int | None = None, method: st
         arg=key)
 
 
-INK_JS = """sel => {
-  const c = document.querySelector(sel + ' canvas');
-  const {width, height} = c;
-  const d = c.getContext('2d').getImageData(0, 0, width, height).data;
-  let ink = 0;
-  for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3] > 40 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) ink++;
+# A canvas's RGBA pixels: a 2-D canvas read directly, a WebGL one (the scatterplots draw into their
+# own) copied onto a 2-D canvas first.
+PIXELS_FN = """(c) => {
+  let ctx = c.getContext('2d');
+  if (!ctx) {
+    const t = document.createElement('canvas');
+    t.width = c.width; t.height = c.height;
+    ctx = t.getContext('2d');
+    ctx.drawImage(c, 0, 0);
   }
-  return ink;
+  return ctx.getImageData(0, 0, c.width, c.height).data;
 }"""
 
+INK_JS = f"""sel => {{
+  const c = document.querySelector(sel + ' canvas');
+  const d = ({PIXELS_FN})(c);
+  let ink = 0;
+  for (let i = 0; i < d.length; i += 4) {{
+    if (d[i + 3] > 40 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) ink++;
+  }}
+  return ink;
+}}"""
 
-INK_POINT_JS = """sel => {
+
+INK_POINT_JS = f"""sel => {{
   const c = document.querySelector(sel + ' canvas');
   const r = c.getBoundingClientRect();
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const d = ({PIXELS_FN})(c);
   let best = null, bestInk = 0;
-  for (let y = 4; y < c.height - 4; y += 2) for (let x = 4; x < c.width - 4; x += 2) {
+  for (let y = 4; y < c.height - 4; y += 2) for (let x = 4; x < c.width - 4; x += 2) {{
     let ink = 0;
-    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
+    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {{
       const i = ((y + dy) * c.width + (x + dx)) * 4;
       if (d[i + 3] > 40 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) ink++;
-    }
-    if (ink > bestInk) { bestInk = ink; best = [x, y]; }
-  }
+    }}
+    if (ink > bestInk) {{ bestInk = ink; best = [x, y]; }}
+  }}
   const s = r.width / c.width;
   return [r.left + best[0] * s, r.top + best[1] * s];
-}"""
+}}"""
 
 
 def table_total(p) -> int:

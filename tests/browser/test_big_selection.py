@@ -2,7 +2,11 @@
 150,000 probes (bench/_synthetic.py) whose projection puts 120,000 points left of a wide gap, a
 lasso over the left half of the plot selects exactly those, and the selection chip, the table's
 scope and the table's total all say so: the page posts the selection once as binary ids
-(POST /selections) and names it by handle, with no "first 100,000" cap."""
+(POST /selections) and names it by handle, with no "first 100,000" cap.
+
+The browser's WebGL is software (SwiftShader), so a plot this big has its points drawn on a
+worker into an image (lib/raster.ts): the image shows the gap where the data has it, and the
+lasso's points in their colours over the others greyed out."""
 
 from __future__ import annotations
 
@@ -15,7 +19,15 @@ import pytest
 
 from t3vis.server.launch import BackgroundServer
 
-from .browser_support import ROOT, assert_no_console_errors, lasso, selection_size, table_total, wait_projection
+from .browser_support import (
+    PIXELS_FN,
+    ROOT,
+    assert_no_console_errors,
+    lasso,
+    selection_size,
+    table_total,
+    wait_projection,
+)
 
 N, LEFT = 150_000, 120_000
 STEP, LAYER, METHOD = 100, 1, "pca"      # bench/_synthetic.py: one checkpoint at step 100, layers 0..1
@@ -58,6 +70,65 @@ def ids_left_of_the_gap(server) -> int:
     qx = np.frombuffer(body, dtype="<u2", count=N, offset=16)
     x = x_min + qx.astype(np.float64) * (x_max - x_min) / 65535
     return int((x < 0).sum())
+
+
+UNSELECTED = (0xdd, 0xe0, 0xe7)           # lib/colors.ts: the colour of points outside a big selection
+
+# Per pixel column of a scatter's canvas (`sel`): how many pixels have ink, and how many of those
+# are the unselected grey.
+COLUMNS_JS = f"""([sel, grey]) => {{
+  const c = document.querySelector(sel);
+  const d = ({PIXELS_FN})(c);
+  const ink = new Array(c.width).fill(0), faint = new Array(c.width).fill(0);
+  for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {{
+    const i = (y * c.width + x) * 4;
+    if (d[i + 3] < 128) continue;
+    ink[x]++;
+    const near = (k) => Math.abs(d[i + k] - grey[k]) < 6;
+    if (near(0) && near(1) && near(2)) faint[x]++;
+  }}
+  return [ink, faint];
+}}"""
+RASTER = "[data-testid=projection-scatter] canvas.raster"
+WEBGL = "[data-testid=projection-scatter] canvas:first-child"
+
+
+def inked_extent(ink: list[int]) -> tuple[int, int]:
+    cols = [i for i, v in enumerate(ink) if v]
+    return cols[0], cols[-1]
+
+
+def test_a_big_plot_on_a_software_gpu_is_drawn_by_a_worker_where_its_points_are(page, big):
+    page.page.goto(f"{big.url}/?run=big&step={STEP}&layer={LAYER}&method={METHOD}")
+    wait_projection(page, "big", STEP, LAYER, METHOD)
+    page.page.wait_for_function(f"() => document.querySelector('{RASTER}')?.dataset.shown === 'points'")
+    page.page.wait_for_function(f"() => ({COLUMNS_JS})(['{RASTER}', [0, 0, 0]])[0].some(v => v > 0)")
+    ink, _ = page.page.evaluate(COLUMNS_JS, [RASTER, list(UNSELECTED)])
+    first, last = inked_extent(ink)
+    # the data's x runs over [-10, -2] and [2, 10]: an empty band of 4/20 of the drawn width in the middle
+    empty = [i for i in range(first, last + 1) if ink[i] == 0]
+    width = last - first
+    assert empty, "no gap between the two clusters in the drawn image"
+    gap_lo, gap_hi = empty[0], empty[-1]
+    assert len(empty) == gap_hi - gap_lo + 1, "the empty columns are not one band"
+    assert 0.15 < (gap_hi - gap_lo + 1) / width < 0.25, (gap_lo, gap_hi, first, last)
+    assert abs((gap_lo + gap_hi) / 2 - (first + last) / 2) < 0.03 * width
+    # nothing is drawn twice: the WebGL canvas underneath stays clear
+    webgl_ink, _ = page.page.evaluate(COLUMNS_JS, [WEBGL, list(UNSELECTED)])
+    assert sum(webgl_ink) == 0
+
+    lasso(page, "[data-testid=projection-scatter]", 0.5)
+    page.page.wait_for_selector("[data-testid=selection-chip]", timeout=120_000)
+    # the selection's colours: the right cluster greyed out, the left one in its label colours
+    page.page.wait_for_function(
+        f"() => {{ const [ink, faint] = ({COLUMNS_JS})(['{RASTER}', {list(UNSELECTED)}]);"
+        f" return faint[{last - 2}] > 0 && faint[{last - 2}] === ink[{last - 2}]; }}", timeout=60_000)
+    ink, faint = page.page.evaluate(COLUMNS_JS, [RASTER, list(UNSELECTED)])
+    left = range(first, gap_lo)
+    right = range(gap_hi + 1, last + 1)
+    assert sum(faint[i] for i in left) < 0.01 * sum(ink[i] for i in left)
+    assert sum(faint[i] for i in right) > 0.95 * sum(ink[i] for i in right)
+    assert_no_console_errors(page)
 
 
 def test_a_lasso_of_more_than_100000_points_reaches_the_table_whole(page, big):

@@ -5,6 +5,7 @@ import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
 import makeKDBush from 'regl-scatterplot/src/kdbush-class.js';
 import { ApiError } from './errors';
 import { REGION_NAMES } from './filters';
+import type { RasterFrame, RasterPoints } from './raster';
 import { RowIndex } from './rows';
 import type { DataMap, Points, Projection, RegionRule } from './types';
 
@@ -185,10 +186,14 @@ function quantised(buf: ArrayBuffer, n: number): Columns {
 
 export type DecodeKind = 'points' | 'datamap';
 export type DecodeRequest = { id: number; kind: DecodeKind; body: ArrayBuffer }
-  | { id: number; kind: 'kdbush'; x: Float32Array; y: Float32Array };
+  | { id: number; kind: 'kdbush'; x: Float32Array; y: Float32Array }
+  // a plot's points are sent with its first frame and whenever they change; the worker keeps them
+  | { id: number; kind: 'raster'; plot: number; points: RasterPoints | null; frame: RasterFrame }
+  | { id: number; kind: 'raster-drop'; plot: number };
 /** The decoded table and its row index's arrays (a class does not cross to the page; rows.ts rebuilds it). */
 export interface Decoded { value: Points | DataMap; sortedIds: Float64Array; rowOfSorted: Int32Array | null }
 export type DecodeAnswer = { id: number; decoded: Decoded } | { id: number; index: ArrayBuffer }
+  | { id: number; pixels: ArrayBuffer }
   | { id: number; error: string; status: number };
 
 /** Decode an Arrow IPC body into points or a data map, with the row index of its ids. */

@@ -3,12 +3,14 @@
 // thread. Either way the decoded ids' row index is remembered (examples.ts indexOf).
 import { ApiError } from './errors';
 import { decodeTable, type DecodeAnswer, type DecodeKind, type DecodeRequest, type Decoded } from './decode';
+import { rasterise, type RasterFrame, type RasterPoints } from './raster';
 import { rememberIndex, RowIndex } from './rows';
 import type { DataMap, Points } from './types';
 
 let makeWorker: (() => Worker) | null = null;
-/** Two workers: tables decode on one while a plot's spatial index builds on the other. */
-type Lane = 'tables' | 'index';
+/** Three workers: tables decode on one while a plot's spatial index builds on another, and big
+ *  plots on a software GPU are drawn on the third. */
+type Lane = 'tables' | 'index' | 'raster';
 const workers = new Map<Lane, Worker>();
 let seq = 0;
 type Answer = Decoded | ArrayBuffer;
@@ -37,6 +39,7 @@ function theWorker(lane: Lane): Worker | null {
     waiting.delete(e.data.id);
     if ('decoded' in e.data) w.resolve(e.data.decoded);
     else if ('index' in e.data) w.resolve(e.data.index);
+    else if ('pixels' in e.data) w.resolve(e.data.pixels);
     else w.reject(new ApiError(e.data.status, e.data.error));
   };
   worker.onerror = (e) => {
@@ -46,6 +49,7 @@ function theWorker(lane: Lane): Worker | null {
     e.preventDefault();
     for (const w of workers.values()) w.terminate();
     workers.clear();
+    rasterSent.clear();
     makeWorker = null;
     for (const w of waiting.values()) w.reject(new ApiError(0, `the decoding worker failed: ${e.message || 'no reason given'}`));
     waiting.clear();
@@ -79,6 +83,32 @@ export function spatialIndexOffThread(x: Float32Array, y: Float32Array): Promise
     indexes.set(x, index);
   }
   return index;     // (KDBush reads its bytes only: plots may share them)
+}
+
+let rasterPlots = 0;
+/** The points each plot last sent the raster worker (it keeps them between frames). */
+const rasterSent = new Map<number, RasterPoints>();
+
+/** A number for a plot drawn by rasterOffThread (its points are kept under it). */
+export function newRasterPlot(): number {
+  return ++rasterPlots;
+}
+
+/** A frame of a plot's points as RGBA pixels (raster.ts), drawn on the worker where there is one.
+ *  The points cross to the worker (copied) only when they are not the ones it has. */
+export function rasterOffThread(plot: number, points: RasterPoints, frame: RasterFrame): Promise<Uint8ClampedArray> {
+  const w = theWorker('raster');
+  if (!w) return Promise.resolve().then(() => rasterise(points, frame));
+  const send = rasterSent.get(plot) === points ? null : points;
+  rasterSent.set(plot, points);
+  return (ask(w, { id: ++seq, kind: 'raster', plot, points: send, frame }, []) as Promise<ArrayBuffer>)
+    .then((pixels) => new Uint8ClampedArray(pixels));
+}
+
+/** Forget a plot's points (the plot is gone). */
+export function dropRasterPlot(plot: number): void {
+  if (!rasterSent.delete(plot)) return;
+  workers.get('raster')?.postMessage({ id: ++seq, kind: 'raster-drop', plot } satisfies DecodeRequest);
 }
 
 /** Spatial indexes asked for, by the x positions they index (asked once, as soon as positions arrive). */
