@@ -50,31 +50,40 @@ export function rasterise(points: RasterPoints, frame: RasterFrame): Uint8Clampe
   const multiplier = continuous ? colours - 1 : 1;
   const sizes = Array.isArray(frame.pointSize) ? frame.pointSize : [frame.pointSize];
   const sizeMultiplier = sizes.length - 1;
+  // each colour's alpha and premultiplied channels, looked up per point
+  const alphas = new Float32Array(colours), premul = new Float32Array(colours * 3);
+  for (let c = 0; c < colours; c++) {
+    const a = (palette[4 * c + 3] / 255) * opacity;
+    alphas[c] = a;
+    for (let k = 0; k < 3; k++) premul[3 * c + k] = (palette[4 * c + k] / 255) * a;
+  }
   const n = x.length;
   for (let k = 0; k < n; k++) {
     const r = order ? order[k] : k;
     if (shown && !shown[r]) continue;
     const v = values[r];
     if (Number.isNaN(v)) continue;
-    const c = Math.min(colours - 1, Math.max(0, Math.floor(v * multiplier))) * 4;
-    const a = (palette[c + 3] / 255) * opacity;
+    const c = Math.min(colours - 1, Math.max(0, Math.floor(v * multiplier)));
+    const a = alphas[c];
     if (a <= 0) continue;
-    const cr = (palette[c] / 255) * a, cg = (palette[c + 1] / 255) * a, cb = (palette[c + 2] / 255) * a;
+    const cr = premul[3 * c], cg = premul[3 * c + 1], cb = premul[3 * c + 2];
     const sz = sizeValues && sizeMultiplier > 0
       ? sizes[Math.min(sizeMultiplier, Math.max(0, Math.floor(sizeValues[r] * sizeMultiplier)))]
       : sizes[0];
     const radius = (sz * scale) / 2;
     const cx = (map.ax * x[r] + map.bx) * scale, cy = (map.ay * y[r] + map.by) * scale;
     if (!(cx > -radius - 1 && cx < w + radius + 1 && cy > -radius - 1 && cy < h + radius + 1)) continue;
-    // pixels whose centres lie within radius + 0.5 of the point's centre, covered by how far inside
+    // pixels whose centres lie within radius + 0.5 of the point's centre, covered by how far
+    // inside: fully within radius - 0.5, partly out to radius + 0.5
+    const full2 = radius > 0.5 ? (radius - 0.5) * (radius - 0.5) : -1, edge2 = (radius + 0.5) * (radius + 0.5);
     const px0 = Math.max(0, Math.floor(cx - radius)), px1 = Math.min(w - 1, Math.floor(cx + radius));
     const py0 = Math.max(0, Math.floor(cy - radius)), py1 = Math.min(h - 1, Math.floor(cy + radius));
     for (let py = py0; py <= py1; py++) {
       const dy = py + 0.5 - cy;
       for (let px = px0; px <= px1; px++) {
-        const dx = px + 0.5 - cx;
-        const cover = Math.min(1, radius + 0.5 - Math.sqrt(dx * dx + dy * dy));
-        if (cover <= 0) continue;
+        const dx = px + 0.5 - cx, d2 = dx * dx + dy * dy;
+        if (d2 >= edge2) continue;
+        const cover = d2 <= full2 ? 1 : Math.min(1, radius + 0.5 - Math.sqrt(d2));
         const i = (py * w + px) * 4, keep = 1 - a * cover;
         acc[i] = cr * cover + acc[i] * keep;
         acc[i + 1] = cg * cover + acc[i + 1] * keep;
