@@ -6,7 +6,8 @@ spaced quantiles of their token length. Two arms, interleaved per request so tha
 neighbour hits both alike:
 
     adaptive   what the route does now: t3vis.explain's default, per example the first of
-               24, 32, 48, 64, ... Gauss-Legendre steps whose completeness error is at most 1%
+               16, 24, 32, 48, 64, ... Gauss-Legendre steps (from where its length starts it)
+               whose completeness error is at most 1%
     fixed 50   what the route did before: t3vis.explain with n_steps=50 (the route is the same;
                t3vis.explain is wrapped for this arm only)
 

@@ -44,7 +44,7 @@ def test_instance_equals_explain_and_evaluate(served, method):
         assert body["delta"] == pytest.approx(want.delta, rel=1e-4, abs=1e-9)
         relative = getattr(want, "delta_relative", None)      # Attribution gains it with the absolute delta
         assert body["delta_relative"] == (None if relative is None else pytest.approx(relative, rel=1e-4, abs=1e-9))
-        assert body["n_steps"] == want.n_steps and want.n_steps in (24, 32, 48, 64, 96, 128, 192, 256)
+        assert body["n_steps"] == want.n_steps and want.n_steps in (16, 24, 32, 48, 64, 96, 128, 192, 256)
     else:
         assert body["delta_relative"] is None and body["n_steps"] is None
 

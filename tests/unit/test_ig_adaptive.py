@@ -11,7 +11,7 @@ from captum_reference import captum_integrated_gradients
 from conftest import make_model, make_texts
 
 import t3vis
-from t3vis.analysis.saliency.integrated_gradients import STEP_SCHEDULE
+from t3vis.analysis.saliency.integrated_gradients import STEP_SCHEDULE, first_steps
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +47,25 @@ def test_adaptive_steps_meet_one_percent_completeness(rough):
     assert len({a.n_steps for a in out}) > 1, "the texts should need different numbers of steps"
 
 
-def test_adaptive_steps_are_the_smallest_of_the_schedule_that_meets_it(rough):
+def test_an_examples_first_size_is_the_largest_its_length_affords():
+    # FIRST_STEPS_BUDGET 1152 steps x tokens, at most 64 steps, at least the schedule's first (16)
+    for tokens, steps in ((5, 64), (18, 64), (19, 48), (24, 48), (25, 32), (36, 32), (37, 24), (48, 24),
+                          (49, 16), (72, 16), (73, 16), (500, 16)):
+        assert STEP_SCHEDULE[first_steps(tokens)] == steps, tokens
+
+
+def test_adaptive_steps_are_the_smallest_of_the_schedule_from_the_first_that_meets_it(rough):
     model, tokenizer, texts, out = rough
     assert {a.n_steps for a in out} <= set(STEP_SCHEDULE)
-    assert any(a.n_steps > STEP_SCHEDULE[0] for a in out), "some text should need more than the first size"
-    for a, text in zip(out, texts):
+    firsts = [first_steps(len(a.scores)) for a in out]
+    assert any(STEP_SCHEDULE.index(a.n_steps) > first for a, first in zip(out, firsts)), (
+        "some text should need more than its first size")
+    for a, text, first in zip(out, texts, firsts):
         size = STEP_SCHEDULE.index(a.n_steps)
+        assert size >= first
         fixed = t3vis.explain(model, tokenizer, [text], "integrated_gradients", n_steps=a.n_steps)[0]
         np.testing.assert_allclose(a.scores, fixed.scores, rtol=1e-4, atol=1e-6)
-        if size > 0:
+        if size > first:
             fewer = t3vis.explain(model, tokenizer, [text], "integrated_gradients", n_steps=STEP_SCHEDULE[size - 1])[0]
             assert fewer.delta_relative is not None and fewer.delta_relative > 0.01, (
                 f"{text!r}: {STEP_SCHEDULE[size - 1]} steps already met it ({fewer.delta_relative:.4f})")

@@ -312,7 +312,8 @@ class InstanceAnswer(BaseModel):
     delta_relative: float | None = Field(None, description="integrated gradients: delta / |f(x) - f(baseline)|; "
                                                            "null otherwise")
     n_steps: int | None = Field(default=None, description="integrated gradients: the quadrature steps taken, the "
-                                                          "first of 24, 32, 48, 64, ... 256 whose relative "
+                                                          "first of 16, 24, 32, 48, 64, ... 256, from where the "
+                                                          "example's length starts it, whose relative "
                                                           "completeness error is at most 1%; null otherwise")
     attention_id: str = Field(description="query string for .../instance/attention that returns this example's "
                                           "attention, e.g. 'id=12' or 'key=...'")

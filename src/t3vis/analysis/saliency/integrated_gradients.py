@@ -13,9 +13,10 @@ default, "gausslegendre"): for these smooth paths it is far more accurate than a
 at the same cost.
 
 Steps: a given `n_steps` is used for every example, exactly (Captum comparisons stay like for
-like). Without one (None, t3vis.explain's default) each example takes the first size of
-STEP_SCHEDULE whose completeness error (below) is at most 1% of the gap, or the last size; the
-examples still pending run the next size together, and each result says how many it took.
+like). Without one (None, t3vis.explain's default) each example starts at the size of
+STEP_SCHEDULE its length affords (`first_steps`) and takes the first size from there whose
+completeness error (below) is at most 1% of the gap, or the last size; the examples still
+pending run their next size together, and each result says how many steps it took.
 
 Batching: the (example, step) pairs of all examples, examples sorted by length, are cut into
 batches of `batch_size` rows, each padded only to its own longest example; one forward and one
@@ -61,9 +62,25 @@ MAX_TOKENS_PER_PASS = 32_768
 # On the demo model fine-tuned (runs/demo, 60 validation sentences) 24 steps met 1% for 97% of
 # them, 16 for 53%, 32 for all: starting at 16 and doubling costs 16 + 32 = 48 steps for half
 # the sentences, about the old fixed 50. Past the first size the steps grow by about 1.4x.
-STEP_SCHEDULE = (24, 32, 48, 64, 96, 128, 192, 256)
+# A step costs a pass over every token, and the sentences that missed at 24 were short ones
+# (14-23 tokens of bench_instance_ig's 40), while the long ones met it with room to spare
+# (errors of 1e-4 at 44-63 tokens): so an example starts at the largest size whose
+# steps x tokens fit FIRST_STEPS_BUDGET, at most FIRST_STEPS_MAX (the smallest size where
+# none fits). Starting every one at 24, a 23-token sentence took 24 + 32 + 48 steps (0.54 s)
+# and the 63-token one 24 (0.35 s); from their lengths they start at 48 and 16.
+STEP_SCHEDULE = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+FIRST_STEPS_BUDGET = 1152        # steps x tokens of an example's first size: 48 x 24, 16 x 72
+FIRST_STEPS_MAX = 64
 RELATIVE_TOLERANCE = 0.01        # |sum(IG) - (f(x) - f(b))| <= 1% of |f(x) - f(b)|
 ABSOLUTE_TOLERANCE = 1e-4        # logit units, only where f(x) == f(b) exactly (no relative error)
+
+
+def first_steps(tokens: int) -> int:
+    """The index in STEP_SCHEDULE an example of `tokens` tokens starts at: the largest size up to
+    FIRST_STEPS_MAX with size x tokens <= FIRST_STEPS_BUDGET, or the first size."""
+    fits = [i for i, size in enumerate(STEP_SCHEDULE)
+            if size <= FIRST_STEPS_MAX and size * max(tokens, 1) <= FIRST_STEPS_BUDGET]
+    return fits[-1] if fits else 0
 
 
 def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,24 +196,27 @@ def attribute(model: nn.Module, enc: Encoded, targets: np.ndarray | None, *, n_s
     """Per example (scores (T_i,) float32, target, f(e) - f(b) of the target logit, steps used).
 
     n_steps: that many steps for every example, exactly; None: per example the first of
-    STEP_SCHEDULE whose completeness error is within tolerance (the last one otherwise).
+    STEP_SCHEDULE from `first_steps` on whose completeness error is within tolerance (the last
+    one otherwise).
     """
     with embedding_tap(model) as tap:
         diffs, chosen, gaps = _end_points(model, tap, enc, targets, batch_size)
         schedule = STEP_SCHEDULE if n_steps is None else (n_steps,)
         scores: list[np.ndarray | None] = [None] * len(enc)
         used = np.zeros(len(enc), dtype=np.int64)
+        # each example's place in the schedule: where its length starts it, one on per miss
+        level = np.asarray([first_steps(len(ids)) if n_steps is None else 0 for ids in enc.ids], dtype=np.int64)
         pending = np.arange(len(enc))
-        for steps in schedule:
-            part = enc.subset(pending)
-            totals = _path_gradients(model, tap, part, chosen[pending], steps, batch_size)
-            found = _scores(part, [diffs[i] for i in pending], totals)
-            last = steps == schedule[-1]
-            for i, s in zip(pending, found):
-                if last or complete_enough(s, float(gaps[i])):
-                    scores[i], used[i] = s, steps
+        while len(pending):
+            for at in np.unique(level[pending]):
+                group = pending[level[pending] == at]
+                steps, last = schedule[at], at == len(schedule) - 1
+                part = enc.subset(group)
+                totals = _path_gradients(model, tap, part, chosen[group], steps, batch_size)
+                for i, s in zip(group, _scores(part, [diffs[i] for i in group], totals)):
+                    if last or complete_enough(s, float(gaps[i])):
+                        scores[i], used[i] = s, steps
             pending = np.asarray([i for i in pending if scores[i] is None], dtype=np.int64)
-            if not len(pending):
-                break
+            level[pending] += 1
     done = [s for s in scores if s is not None]          # every one: the last size takes all still pending
     return [(s, int(target), float(gap), int(n)) for s, target, gap, n in zip(done, chosen, gaps, used)]
