@@ -127,6 +127,19 @@ export function canvasRenderer(canvas: HTMLCanvasElement, gamma = 1): CanvasRend
   return renderer;
 }
 
+/** Points as regl-scatterplot keeps them ([x, y, z, w] per point), built a slice per task: given
+ *  its columns, the plot builds this array itself, a million points in one long task. */
+export async function pointRowsInSlices(x: Float32Array, y: Float32Array, z: Float32Array, w: Float32Array | null,
+  slice = 100_000): Promise<number[][]> {
+  const rows: number[][] = new Array(x.length);
+  for (let lo = 0; lo < x.length; lo += slice) {
+    if (lo) await new Promise((next) => setTimeout(next));
+    const hi = Math.min(x.length, lo + slice);
+    for (let i = lo; i < hi; i++) rows[i] = w ? [x[i], y[i], z[i], w[i]] : [x[i], y[i], z[i]];
+  }
+  return rows;
+}
+
 /** Whether this WebGL context renders on the CPU (SwiftShader, llvmpipe, Microsoft's Basic Render
  *  Driver): what it names as its renderer, unmasked where the browser tells. */
 export function softwareGl(gl: WebGLRenderingContext): boolean {
