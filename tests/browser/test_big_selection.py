@@ -116,6 +116,24 @@ def test_a_big_plot_on_a_software_gpu_is_drawn_by_a_worker_where_its_points_are(
     # nothing is drawn twice: the WebGL canvas underneath stays clear
     webgl_ink, _ = page.page.evaluate(COLUMNS_JS, [WEBGL, list(UNSELECTED)])
     assert sum(webgl_ink) == 0
+    # the plot draws no hover of its own: a hovered row is ringed over its drawn point
+    page.page.hover("[data-testid=table-body] tr:nth-child(3)")
+    ring = page.page.locator("[data-testid=projection-scatter] .ring")
+    ring.wait_for()
+    inked_under_ring = page.page.evaluate(f"""() => {{
+      const c = document.querySelector('{RASTER}');
+      const r = document.querySelector('[data-testid=projection-scatter] .ring');
+      const box = c.getBoundingClientRect(), at = r.getBoundingClientRect(), k = c.width / box.width;
+      const x = Math.round((at.left + at.width / 2 - box.left) * k);
+      const y = Math.round((at.top + at.height / 2 - box.top) * k);
+      const d = ({PIXELS_FN})(c);
+      let ink = 0;
+      for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {{
+        if (d[((y + dy) * c.width + x + dx) * 4 + 3] > 0) ink++;
+      }}
+      return ink;
+    }}""")
+    assert inked_under_ring > 0
 
     lasso(page, "[data-testid=projection-scatter]", 0.5)
     page.page.wait_for_selector("[data-testid=selection-chip]", timeout=120_000)
