@@ -19,7 +19,7 @@ from t3vis.errors import InvalidInputError
 TSNE_EXACT_KNN_UP_TO = 10_000   # t-SNE's neighbours by exact search (numpy, in chunks) up to this many fitted points
 TSNE_INTS_IN_INTERVAL = 2       # layout units per interval of t-SNE's FFT grid
 TSNE_SHORT_UP_TO = 10_000       # up to this many fitted points, t-SNE runs the short schedule below
-TSNE_SHORT_SCHEDULE = {"early_exaggeration_iter": 100, "n_iter": 150, "theta": 0.8}
+TSNE_SHORT_SCHEDULE = {"early_exaggeration_iter": 70, "n_iter": 110, "theta": 1.0}
 TSNE_ONE_THREAD_UP_TO = 5_000   # below this, one thread: a second one costs more in hand-offs than it saves
 KNN_CHUNK_ROWS = 1024           # rows per block of the exact neighbour search: a (1024, N) float32 block
 UMAP_NEIGHBOURS = 10
@@ -103,15 +103,18 @@ def tsne(Z: np.ndarray, *, seed: int, init, n_jobs: int, params: dict) -> np.nda
 
     Up to TSNE_SHORT_UP_TO fitted points (the demo's 2,000 states, any probe set of a run):
     neighbours by exact search in numpy (`exact_neighbours`: on 2,000 x 384 a single matrix
-    product, 0.1 s), openTSNE's PCA start, and a short schedule, 100 iterations of early
-    exaggeration and 150 plain ones instead of openTSNE's 250 + 500. From a PCA start the
-    layout's neighbourhoods are in place early: on the demo run's last layer (2,000 states,
-    cosine, full space) 10-NN preservation was 0.208 after 250 + 500 iterations, 0.202 after
-    100 + 150 and 0.195 after 50 + 50, against 0.213 for the paper's 2,000 iterations of
-    scikit-learn's exact t-SNE. Barnes-Hut's theta is 0.8, not 0.5: it only coarsens the
-    repulsion, and on the same states 10-NN preservation was 0.204 against 0.201 in 1.9 s of CPU
-    against 2.5 s (1.0: 0.201, 1.7 s); the 5-checkpoint aligned chain took 5.2 s of CPU against
-    7.2 s. Below TSNE_ONE_THREAD_UP_TO points it runs on one thread: on 2 shared cores, 250
+    product, 0.1 s), openTSNE's PCA start, and a short schedule, 70 iterations of early
+    exaggeration and 110 plain ones instead of openTSNE's 250 + 500, with Barnes-Hut's theta at
+    1.0, not 0.5 (it only coarsens the repulsion). From a PCA start the layout's neighbourhoods
+    are in place early: on the demo run's last layer (2,000 states, cosine, full space) 10-NN
+    preservation was 0.208 after 250 + 500 iterations, 0.197 after 100 + 150 at theta 0.8
+    (1.34 s on one thread) and 0.1925 after 70 + 110 at 1.0 (0.86 s), against 0.202 for the
+    paper's 2,000 iterations of scikit-learn's exact t-SNE (9.8 s on two threads). Shorter
+    schedules cost the aligned chain its stillness before they cost preservation: every later
+    checkpoint starts from this layout, and one less settled moves on. On
+    tests/unit/test_projection.py's stillness check (median displacement between two aligned
+    layouts of slightly noisy data) 100 + 150 at 0.8 moved 1.8%, 70 + 110 at 1.0 1.8%,
+    80 + 120 at 1.0 1.1%, but 60 + 90 at 0.8 3.2% and 60 + 100 at 1.0 4.1%. Below TSNE_ONE_THREAD_UP_TO points it runs on one thread: on 2 shared cores, 250
     iterations took 2.7 s of CPU on one thread and 6.0 s on two.
     Above, openTSNE's own schedule, with exact neighbours up to TSNE_EXACT_KNN_UP_TO fitted
     points (bench_projection's 5,000 points: 12.8 s against 14.1 s with its approximate index).
