@@ -21,12 +21,24 @@ import t3vis
 
 rank = int(os.environ["RANK"])
 dist.init_process_group("gloo", init_method={init!r}, rank=rank, world_size={world})
-try:
+
+
+def main():
+    global t3vis       # (a body's `import t3vis.x` binds the module's name, not a local)
     torch.set_num_threads(1)
 {body}
+
+
+try:
+    main()
 finally:
-    # both ranks reach teardown together: a rank destroying gloo while its peer still talks
-    # to it can abort at exit ("terminate called without an active exception")
+    # What the body made (a DDP or FSDP model holds the process group) is gone with main(), so
+    # nothing of gloo is left to the interpreter's own teardown; and both ranks reach teardown
+    # together. A gloo object destroyed during interpreter finalization, or a rank destroying
+    # gloo while its peer still talks to it, aborts at exit ("terminate called without an
+    # active exception"): seen once in a CI run of the not-shared DDP seq2seq case.
+    import gc
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 """
