@@ -114,7 +114,8 @@ def tsne(Z: np.ndarray, *, seed: int, init, n_jobs: int, params: dict) -> np.nda
     checkpoint starts from this layout, and one less settled moves on. On
     tests/unit/test_projection.py's stillness check (median displacement between two aligned
     layouts of slightly noisy data) 100 + 150 at 0.8 moved 1.8%, 70 + 110 at 1.0 1.8%,
-    80 + 120 at 1.0 1.1%, but 60 + 90 at 0.8 3.2% and 60 + 100 at 1.0 4.1%. Below TSNE_ONE_THREAD_UP_TO points it runs on one thread: on 2 shared cores, 250
+    80 + 120 at 1.0 1.1%, but 60 + 90 at 0.8 3.2% and 60 + 100 at 1.0 4.1%.
+    Below TSNE_ONE_THREAD_UP_TO points it runs on one thread: on 2 shared cores, 250
     iterations took 2.7 s of CPU on one thread and 6.0 s on two.
     Above, openTSNE's own schedule, with exact neighbours up to TSNE_EXACT_KNN_UP_TO fitted
     points (bench_projection's 5,000 points: 12.8 s against 14.1 s with its approximate index).
