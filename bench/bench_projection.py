@@ -29,11 +29,13 @@ No run holds a million probed examples either: the 1,000,000 points are the demo
 last-layer states, each once as it is and then about 500 times with that noise (`noisy_copies`,
 made by blocks: 1.5 GB of float32 at 384 dims), so they are 2,000 tight clouds of real states.
 
-The speed targets compare equal budgets: project() runs on one thread below 5,000 points, so
-the paper's t-SNE is timed on one thread too (threadpoolctl) for the target, and also with the
-machine's threads for a printed ratio without a target. With two threads its time follows the
-machine's load, not its work: 9.7 s on a quiet machine, 70-130 s at load 4-7, where its OpenMP
-threads spin at each barrier while another process holds a core; on one thread it took 27 s.
+The speed targets compare equal budgets and the paper's code as it runs: project() runs on one
+thread below 5,000 points, so the paper's t-SNE is timed on one thread too (threadpoolctl), and
+also with the machine's threads. t-SNE's target (10x) holds against both; UMAP's older floor
+against equal budgets only. With two threads the paper's time follows the machine's load, not
+its work: 9.7 s on a quiet machine, 70-130 s at load 4-7, where its OpenMP threads spin at each
+barrier while another process holds a core (so that ratio can only flatter us under load, never
+miss because of it); on one thread it took 17-27 s.
 
 Targets (issue 15): t-SNE at least 10x faster than the paper's at 0.9x its preservation; UMAP
 keeps its older floor (2.2x, 0.58x); umap's first call in a fresh process, numba cache filled,
@@ -98,6 +100,7 @@ import _common as C
 
 # method -> (paper time / our time, our preservation / paper's preservation), both ">="
 TARGETS = {"tsne": (10.0, 0.9), "umap": (2.2, 0.58)}
+THREADS_TARGET_METHODS = ("tsne",)   # held to the speed target against the paper's on the machine's threads too
 CACHED_FIRST_CALL_EXTRA_S = 5.0   # umap's first call in a fresh process, cache filled: at most this over a later one
 CHAIN_CHECKPOINTS = 5
 CHAIN_TARGET_S = 5.0         # the first aligned ("previous") projection of a new layer over 5 checkpoints
@@ -214,15 +217,17 @@ def quality_rows(X, source: str, repeats: int) -> list[dict]:
     rows.append(C.result("projection", f"paper t-SNE on one thread, {n} pts, fastest", wall["paper_1t"], "s"))
     for name, (speed_target, quality_target) in TARGETS.items():
         speed, kept = wall["paper_1t"] / wall[name], quality[name] / quality["paper"]
+        threads_target = speed_target if name in THREADS_TARGET_METHODS else None
         print(f"[projection] {name} vs paper t-SNE on {source}: {speed:.2f}x speed on one thread each (target >= "
-              f"{speed_target}), {wall['paper'] / wall[name]:.2f}x against the paper's on the machine's threads, "
-              f"{kept:.3f}x preservation (target >= {quality_target})", flush=True)
+              f"{speed_target}), {wall['paper'] / wall[name]:.2f}x against the paper's on the machine's threads "
+              f"(target: {threads_target}), {kept:.3f}x preservation (target >= {quality_target})", flush=True)
         rows += [C.result("projection", f"project {name}, {n} pts, fastest", wall[name], "s"),
                  C.result("projection", f"paper (one thread) / project {name} time (wall, fastest of each)", speed,
                           "x", target=speed_target, op=">=",
                           detail={"cpu_ratio": cpu["paper_1t"] / cpu[name], "source": source}),
-                 C.result("projection", f"paper (machine's threads) / project {name} time (wall)",
-                          wall["paper"] / wall[name], "x", detail={"cpu_ratio": cpu["paper"] / cpu[name]}),
+                 C.result("projection", f"paper (machine's threads) / project {name} time (wall, fastest of each)",
+                          wall["paper"] / wall[name], "x", target=threads_target, op=">=",
+                          detail={"cpu_ratio": cpu["paper"] / cpu[name]}),
                  C.result("projection", f"preservation@{K} project {name}, {n} pts", quality[name], ""),
                  C.result("projection", f"preservation@{K} {name} / paper t-SNE", kept, "x", target=quality_target,
                           op=">=", detail={"source": source})]
