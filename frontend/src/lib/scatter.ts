@@ -6,7 +6,9 @@
 // the frame: with a million points on a software GPU, most of a second per frame, in one task.
 // This renderer is the same two passes (points into a float framebuffer, then gamma onto the
 // canvas; after regl-scatterplot's renderer.js, MIT) with the plot's canvas as the WebGL canvas,
-// so the browser composites the frame when it is ready and the main thread never waits for it.
+// so no task of the page copies a frame. A GPU compositor then takes the frame when it is ready;
+// a software one (no GPU) still reads each WebGL frame back when it commits, waiting for it:
+// there a big plot's points are drawn by raster.ts instead (see `divert`).
 import { checkSupport, createRegl } from 'regl-scatterplot';
 import type { Regl } from 'regl';
 
