@@ -34,6 +34,8 @@ export interface RasterFrame {
   /** diameter in CSS pixels, or one per size bin when the points are sized by `sizeValues` */
   pointSize: number | number[];
   opacity: number;
+  /** draw every `stride`-th point in drawing order (a frame while the camera moves); default 1 */
+  stride?: number;
 }
 
 /** The points as an RGBA image (width x height, not premultiplied), drawn in order over a
@@ -57,8 +59,8 @@ export function rasterise(points: RasterPoints, frame: RasterFrame): Uint8Clampe
     alphas[c] = a;
     for (let k = 0; k < 3; k++) premul[3 * c + k] = (palette[4 * c + k] / 255) * a;
   }
-  const n = x.length;
-  for (let k = 0; k < n; k++) {
+  const n = x.length, stride = Math.max(1, Math.floor(frame.stride ?? 1));
+  for (let k = 0; k < n; k += stride) {
     const r = order ? order[k] : k;
     if (shown && !shown[r]) continue;
     const v = values[r];

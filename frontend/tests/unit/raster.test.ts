@@ -92,3 +92,13 @@ describe('rgbaBytes', () => {
     expect(rgbaBytes('#4353c980')).toEqual([0x43, 0x53, 0xc9, 0x80]);
   });
 });
+
+describe('rasterise while the camera moves', () => {
+  it('draws every stride-th point in drawing order', () => {
+    const x = [1, 3, 5, 7, 9], y = [1, 1, 1, 1, 1], v = [0, 0, 0, 0, 0];
+    const img = rasterise(points(x, y, v, { order: Int32Array.from([4, 3, 2, 1, 0]) }), frame({ stride: 2 }));
+    // drawing order 4, 3, 2, 1, 0: every second is 4, 2, 0 (pixels 9, 5, 1)
+    expect([1, 3, 5, 7, 9].map((px) => pixel(img, 12, px, 1)[3] > 0)).toEqual([true, false, true, false, true]);
+    expect(inked(rasterise(points(x, y, v), frame({ stride: 1 })))).toBe(5);
+  });
+});
