@@ -118,8 +118,8 @@ DRAWN_KEY_JS = """key => {
 }"""
 PLOT_SELECTOR = "[data-testid=projection-scatter]"
 INK_POLL_S = 0.05
-# ink that means the points are drawn: the plot's caption, drawn over it, is a few hundred
-# pixels (527 seen before the points); the points of either run are tens of thousands
+# ink that means the points are drawn: before them, a screenshot of the plot's box had 527 ink
+# pixels once (text drawn over the plot); the points of either run are tens of thousands
 MIN_POINT_INK = 5000
 
 TABLE_TOTAL_JS = "() => document.querySelector('[data-testid=table-count]')?.dataset.total ?? ''"

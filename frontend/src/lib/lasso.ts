@@ -39,11 +39,9 @@ export function pointsInPolygon(x: Float32Array, y: Float32Array, m: ScreenMap, 
   return out.slice(0, c);
 }
 
-/** The screen map from the plot's own positions of the points with the extreme x and y (one
- *  per axis fixes its scale and offset); null when there are no points. */
-export function screenMapOf(x: Float32Array, y: Float32Array,
-  screenOf: (row: number) => [number, number] | null): ScreenMap | null {
-  if (!x.length) return null;
+/** The rows of the smallest and largest x, then of the smallest and largest y (screenMapOf's
+ *  anchors: worth keeping while the positions stay, a scan of every point each). */
+export function extremeRows(x: Float32Array, y: Float32Array): [number, number, number, number] {
   let ix0 = 0, ix1 = 0, iy0 = 0, iy1 = 0;
   for (let i = 1; i < x.length; i++) {
     if (x[i] < x[ix0]) ix0 = i;
@@ -51,6 +49,17 @@ export function screenMapOf(x: Float32Array, y: Float32Array,
     if (y[i] < y[iy0]) iy0 = i;
     if (y[i] > y[iy1]) iy1 = i;
   }
+  return [ix0, ix1, iy0, iy1];
+}
+
+/** The screen map from the plot's own positions of the points with the extreme x and y (one
+ *  per axis fixes its scale and offset; `rows`: extremeRows, if already known); null when there
+ *  are no points. */
+export function screenMapOf(x: Float32Array, y: Float32Array,
+  screenOf: (row: number) => [number, number] | null,
+  rows: [number, number, number, number] = extremeRows(x, y)): ScreenMap | null {
+  if (!x.length) return null;
+  const [ix0, ix1, iy0, iy1] = rows;
   const a = screenOf(ix0), b = screenOf(ix1), c = screenOf(iy0), d = screenOf(iy1);
   if (!a || !b || !c || !d) return null;
   const ax = x[ix1] > x[ix0] ? (b[0] - a[0]) / (x[ix1] - x[ix0]) : 0;
